@@ -1,0 +1,272 @@
+"""The recipe schema: one frozen dataclass per section, defaults only here.
+
+Load a recipe with `load_recipe("recipes/x.yaml", ["optim.lr=1e-5", "data.batch_size=64"])`.
+Check one from the shell (prints the resolved YAML, or every problem and exit status 2):
+
+    python -m train.config recipes/tiny_clip_neg.yaml optim.lr=1e-5
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from train.typed_config import ConfigError, Problem, build, merge, parse_overrides, to_yaml
+
+BENCHMARK_NAMES = (
+    "whatsup_a",
+    "whatsup_b",
+    "coco_spatial_one",
+    "coco_spatial_two",
+    "gqa_spatial_one",
+    "gqa_spatial_two",
+    "mmvp_vlm",
+)
+Benchmark = Literal[
+    "whatsup_a",
+    "whatsup_b",
+    "coco_spatial_one",
+    "coco_spatial_two",
+    "gqa_spatial_one",
+    "gqa_spatial_two",
+    "mmvp_vlm",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageTowerConfig:
+    locked: bool = True  # freeze the image encoder: the paper's default, so only the text side adapts
+    unlocked_last_blocks: int = 0  # with locked=true, still train the last N ViT blocks (same for CLIP and SigLIP)
+
+    def problems(self) -> list[Problem]:
+        out = []
+        if self.unlocked_last_blocks < 0:
+            out.append(Problem(("unlocked_last_blocks",), "must be >= 0"))
+        if not self.locked and self.unlocked_last_blocks:
+            out.append(
+                Problem(("locked", "unlocked_last_blocks"), "unlocking blocks needs locked=true (all is trainable)")
+            )
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLM2VecConfig:
+    base_model: str = ""  # HF name or local folder of the LLM (paper: McGill-NLP/LLM2Vec-Llama-2-7b-chat-hf-mntp)
+    peft_adapter: str = ""  # PEFT adapter name or folder loaded on top of base_model ("" = none)
+    pooling: Literal["mean", "weighted_mean", "eos_token", "bos_token"] = "mean"  # paper: mean
+    max_length: int = 512  # tokens per caption; longer captions are truncated
+    instruction: str = ""  # query instruction prepended by llm2vec ("" = plain captions, as the paper)
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"  # the frozen LLM's weights and activations
+
+    def problems(self) -> list[Problem]:
+        return [Problem(("max_length",), "must be > 0")] if self.max_length <= 0 else []
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectorConfig:
+    hidden_dim: int = 4096  # width of the mlp2 connector (Linear, GELU, Linear), as LLaVA-1.5's projector
+
+    def problems(self) -> list[Problem]:
+        return [Problem(("hidden_dim",), "must be > 0")] if self.hidden_dim <= 0 else []
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextTowerConfig:
+    tower: Literal["native", "llm2vec"] = "native"  # the model's own text encoder, or a frozen LLM2Vec + connector
+    locked: bool = False  # freeze the native text tower (the LLM2Vec LLM is always frozen; its connector trains)
+    llm2vec: LLM2VecConfig = field(default_factory=LLM2VecConfig)  # used when tower=llm2vec
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)  # used when tower=llm2vec
+
+    def problems(self) -> list[Problem]:
+        out = []
+        if self.tower == "llm2vec" and not self.llm2vec.base_model:
+            out.append(Problem(("tower", "llm2vec.base_model"), "tower=llm2vec needs llm2vec.base_model"))
+        if self.tower == "llm2vec" and self.locked:
+            out.append(Problem(("tower", "locked"), "with tower=llm2vec only the connector trains; leave locked=false"))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    name: str = "tiny-clip"  # a models.MODELS preset (clip-vit-l14-336, siglip-vit-l16-384, tiny-*) or open_clip name
+    pretrained: str = ""  # open_clip pretrained tag (openai, webli) or a local weights file; "" = the preset's own
+    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)  # image encoder freezing
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)  # text encoder choice and freezing
+    grad_checkpointing: bool = False  # recompute activations in backward to save memory on unlocked towers
+
+    def problems(self) -> list[Problem]:
+        image_frozen = self.image.locked and self.image.unlocked_last_blocks == 0
+        if image_frozen and self.text.tower == "native" and self.text.locked:
+            return [Problem(("image.locked", "text.locked"), "both towers are frozen: nothing would train")]
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    shards: tuple[str, ...] = ()  # folders written by data_prep.build_shards (each with sizes.json)
+    caption_policy: Literal["random", "concat", "first"] = "random"  # paper: random (CLIP), concat (LLM2Vec)
+    batch_size: int = 32  # samples per device per forward pass (micro-batch)
+    workers: int = 2  # data loader processes per device
+    shuffle_buffer: int = 2000  # samples held for shuffling within the stream
+
+    def problems(self) -> list[Problem]:
+        out = []
+        if not self.shards:
+            out.append(Problem(("shards",), "at least one shard folder is required"))
+        if self.batch_size <= 0:
+            out.append(Problem(("batch_size",), "must be > 0"))
+        if self.workers < 0:
+            out.append(Problem(("workers",), "must be >= 0"))
+        if self.shuffle_buffer < 0:
+            out.append(Problem(("shuffle_buffer",), "must be >= 0"))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    # clip: symmetric InfoNCE; siglip: pairwise sigmoid; negclip / siglip_neg: the same plus the
+    # left/right-swapped hard-negative captions of data_prep as extra negatives.
+    name: Literal["clip", "siglip", "negclip", "siglip_neg"] = "clip"
+
+    @property
+    def uses_hard_negatives(self) -> bool:
+        return self.name in ("negclip", "siglip_neg")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    lr: float = 5e-6  # peak learning rate (paper: 5e-6)
+    weight_decay: float = 0.1  # AdamW decay, not applied to norms, biases, logit scale/bias
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.98  # AdamW second-moment decay (open_clip's ViT default)
+    eps: float = 1e-6  # AdamW epsilon
+    warmup_steps: int = 50  # linear warmup in optimizer steps (paper: 50)
+    schedule: Literal["cosine", "constant"] = "cosine"  # after warmup
+    grad_clip_norm: float = 0.0  # clip the global grad norm to this (0 = no clipping)
+
+    def problems(self) -> list[Problem]:
+        out = []
+        if self.lr <= 0:
+            out.append(Problem(("lr",), "must be > 0"))
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                out.append(Problem((name,), "must be in [0, 1)"))
+        for name in ("weight_decay", "eps", "grad_clip_norm"):
+            if getattr(self, name) < 0:
+                out.append(Problem((name,), "must be >= 0"))
+        if self.warmup_steps < 0:
+            out.append(Problem(("warmup_steps",), "must be >= 0"))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = 5  # passes over the shards (paper: 5)
+    max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs)
+    global_batch_size: int = 512  # per-device batch x processes x accumulation (paper: 512)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # mixed precision through accelerate
+    log_every_steps: int = 10  # metrics.jsonl and tracker cadence, in optimizer steps
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0 = at epoch ends only)
+    resume: str = ""  # "" = start fresh, "latest" = newest checkpoint of this run, or a checkpoint folder
+
+    def problems(self) -> list[Problem]:
+        out = []
+        for name in ("epochs", "global_batch_size", "log_every_steps"):
+            if getattr(self, name) <= 0:
+                out.append(Problem((name,), "must be > 0"))
+        for name in ("max_steps", "checkpoint_every_steps"):
+            if getattr(self, name) < 0:
+                out.append(Problem((name,), "must be >= 0"))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class WandbConfig:
+    mode: Literal["offline", "online", "disabled"] = "offline"  # offline needs no account; sync later
+    project: str = "clipablate"  # W&B project
+    entity: str = ""  # W&B team or user ("" = the account's default)
+    group: str = ""  # runs of one sweep share a group so W&B compares them side by side
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    benchmarks: tuple[Benchmark, ...] = BENCHMARK_NAMES  # scored for every checkpoint
+    data_root: str = ""  # folder holding What'sUp's data/ (and MMVP_VLM/) ("" = no eval after training)
+    label_fixes: Literal["paper", "none"] = "paper"  # paper: apply the published What'sUp A label corrections
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecipeConfig:
+    run_name: str = ""  # run folder name under output_dir ("" = the recipe file's name)
+    output_dir: str = "runs"  # parent of every run folder
+    seed: int = 0  # model init, data order and caption draws all derive from it
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def problems(self) -> list[Problem]:
+        out = []
+        if self.train.max_steps and self.optim.warmup_steps >= self.train.max_steps:
+            out.append(
+                Problem(
+                    ("optim.warmup_steps", "train.max_steps"),
+                    f"warmup ({self.optim.warmup_steps} steps) is not shorter than training "
+                    f"({self.train.max_steps} steps)",
+                )
+            )
+        if self.data.batch_size > 0 and self.train.global_batch_size % self.data.batch_size:
+            out.append(
+                Problem(
+                    ("train.global_batch_size", "data.batch_size"),
+                    f"global batch {self.train.global_batch_size} is not a multiple of the per-device "
+                    f"batch {self.data.batch_size}",
+                )
+            )
+        return out
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
+    """Recipe YAML + `key.sub=value` overrides -> validated RecipeConfig, or ConfigError with every problem."""
+    path = Path(path)
+    problems: list[str] = []
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["recipe file not found"]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), [f"not valid YAML: {err}"]) from None
+    override_tree = parse_overrides(overrides, problems)
+    try:
+        cfg = build(RecipeConfig, merge(data, override_tree) if isinstance(data, dict) else data, str(path))
+    except ConfigError as err:
+        raise ConfigError(str(path), problems + err.problems) from None
+    if problems:
+        raise ConfigError(str(path), problems)
+    if not cfg.run_name:
+        cfg = replace(cfg, run_name=path.stem)
+    return cfg
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    try:
+        cfg = load_recipe(argv[0], argv[1:])
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(to_yaml(cfg), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
