@@ -16,19 +16,12 @@ import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import yaml
 
 _NONE_WORDS = {"null", "none", "~"}
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-
-
-class Problem(NamedTuple):
-    """A cross-field problem: the key paths it involves (relative to the dataclass) and what is wrong."""
-
-    keys: tuple[str, ...]
-    message: str
 
 
 class ConfigError(Exception):
