@@ -1,0 +1,137 @@
+"""The training loader: one global order per epoch, whatever the number of processes, workers or restarts."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchvision import transforms
+
+from train.data import (
+    BatchPlan,
+    Collate,
+    ShardError,
+    ShardSamples,
+    choose_caption,
+    epoch_loader,
+    index_shards,
+)
+
+
+@pytest.fixture(scope="module")
+def index(world_shards):
+    return index_shards([world_shards])
+
+
+def random_crop_transform():
+    return transforms.Compose([transforms.RandomResizedCrop(32, scale=(0.5, 1.0)), transforms.ToTensor()])
+
+
+def fake_tokenizer(texts):
+    return {"input_ids": torch.tensor([[len(t), sum(map(ord, t)) % 1000] for t in texts])}
+
+
+def test_index_covers_every_sample_of_sizes_json(world_shards, index):
+    sizes = json.loads((world_shards / "sizes.json").read_text())
+    assert len(index) == sum(sizes.values())
+    assert len(set(index.keys)) == len(index)
+    with pytest.raises(ShardError, match="no .tar shards"):
+        index_shards([world_shards / "nowhere"])
+
+
+@pytest.mark.parametrize(("world", "accumulation"), [(2, 1), (4, 1), (2, 2)])
+def test_global_batches_are_the_same_for_any_number_of_processes(world, accumulation):
+    single = BatchPlan(samples=1000, global_batch=64, micro_batch=64, world_size=1)
+    split = BatchPlan(samples=1000, global_batch=64, micro_batch=64 // world // accumulation, world_size=world)
+    assert split.accumulation == accumulation and split.steps_per_epoch == single.steps_per_epoch == 15
+    reference = single.rank_batches(seed=3, epoch=1, rank=0)
+    per_rank = [split.rank_batches(seed=3, epoch=1, rank=r) for r in range(world)]
+    for step, expected in enumerate(reference):
+        # Micro-step a gathers the ranks' slices in rank order: together they are the global batch, in order.
+        gathered = [
+            np.concatenate([per_rank[r][step * accumulation + a] for r in range(world)]) for a in range(accumulation)
+        ]
+        assert np.array_equal(np.concatenate(gathered), expected)
+
+
+def test_epochs_are_permutations_that_differ_and_resume_skips_exactly():
+    plan = BatchPlan(samples=100, global_batch=16, micro_batch=8, world_size=1)
+    first = np.concatenate(plan.rank_batches(seed=0, epoch=0, rank=0))
+    second = np.concatenate(plan.rank_batches(seed=0, epoch=1, rank=0))
+    assert len(set(first)) == len(first) == 96  # the last partial global batch is dropped
+    assert not np.array_equal(first, second)
+    full = plan.rank_batches(seed=0, epoch=0, rank=0)
+    resumed = plan.rank_batches(seed=0, epoch=0, rank=0, start_step=4)
+    assert all(np.array_equal(a, b) for a, b in zip(full[4 * plan.accumulation :], resumed, strict=True))
+
+
+def test_plan_problems_are_stated():
+    assert BatchPlan(samples=10, global_batch=64, micro_batch=48, world_size=1).problems() == [
+        "train.global_batch_size 64 is not a multiple of data.batch_size 48 x 1 processes",
+        "the shards hold 10 samples, fewer than one global batch (64)",
+    ]
+
+
+def test_caption_policies_pick_the_matching_negative():
+    captions, negatives = ["a on the left", "b", "c to the right"], ["a on the right", None, "c to the left"]
+    assert choose_caption(captions, negatives, "first", seed=7) == ("a on the left", "a on the right")
+    assert choose_caption(captions, negatives, "random", seed=4) == ("b", None)
+    assert choose_caption(captions, negatives, "random", seed=5) == ("c to the right", "c to the left")
+    assert choose_caption(captions, negatives, "concat", seed=0) == (
+        "a on the left b c to the right",
+        "a on the right b c to the left",
+    )
+    assert choose_caption(["x"], [None], "concat", seed=0) == ("x", None)
+
+
+def test_samples_are_seeded_per_epoch_not_per_worker(index):
+    samples = ShardSamples(index, random_crop_transform(), "random", seed=0, epoch=0)
+    a = samples[5]
+    torch.manual_seed(123)  # the global RNG must not matter
+    b = samples[5]
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+    other_epoch = ShardSamples(index, random_crop_transform(), "random", seed=0, epoch=1)
+    assert any(not torch.equal(samples[i][0], other_epoch[i][0]) for i in range(5))  # other crops
+    multi = [i for i in range(len(index)) if index.keys[i].startswith("mix665k")][:40]
+    drawn = {
+        i: {ShardSamples(index, transforms.ToTensor(), "random", 0, epoch=e)[i][1] for e in range(6)} for i in multi
+    }
+    assert any(len(captions) > 1 for captions in drawn.values())  # multi-answer items draw other answers
+
+
+def test_workers_and_resume_give_the_same_batches(index):
+    plan = BatchPlan(samples=len(index), global_batch=32, micro_batch=16, world_size=1)
+    collate = Collate(fake_tokenizer, with_negatives=True)
+
+    def batches(workers, start_step=0):
+        samples = ShardSamples(index, random_crop_transform(), "random", seed=1)
+        return list(epoch_loader(samples, plan, collate, epoch=2, rank=0, start_step=start_step, workers=workers))
+
+    inline, pooled = batches(0), batches(2)
+    assert len(inline) == plan.steps_per_epoch * plan.accumulation
+    for a, b in zip(inline, pooled, strict=True):
+        assert (
+            a.keys == b.keys
+            and torch.equal(a.pixels, b.pixels)
+            and torch.equal(a.text["input_ids"], b.text["input_ids"])
+        )
+    resumed = batches(0, start_step=3)
+    assert [b.keys for b in resumed] == [b.keys for b in inline[3 * plan.accumulation :]]
+    assert all(torch.equal(a.pixels, b.pixels) for a, b in zip(inline[3 * plan.accumulation :], resumed, strict=True))
+
+
+def test_collate_puts_hard_negatives_after_the_captions(index):
+    samples = ShardSamples(index, transforms.ToTensor(), "first", seed=0)
+    with_negative = [i for i in range(len(index)) if samples[i][2] is not None][:3]
+    without = [i for i in range(len(index)) if samples[i][2] is None][:2]
+    items = [samples[i] for i in with_negative + without]
+    batch = Collate(lambda texts: {"texts": texts}, with_negatives=True)(
+        [(torch.zeros(3, 4, 4), *item[1:]) for item in items]
+    )
+    texts = batch.text["texts"]
+    assert len(texts) == 10 and texts[:5] == [item[1] for item in items]
+    assert texts[5:8] == [item[2] for item in items[:3]]
+    assert texts[8:] == texts[3:5]  # placeholders for samples without a negative; masked out of the loss
+    assert batch.negative_mask.tolist() == [True, True, True, False, False]
+    plain = Collate(lambda texts: {"texts": texts}, with_negatives=False)([(torch.zeros(3, 4, 4), *items[0][1:])])
+    assert plain.negative_mask is None and len(plain.text["texts"]) == 1

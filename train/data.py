@@ -1,0 +1,253 @@
+"""Training batches from the webdataset shards of data_prep: the only module that knows shards, ranks and workers.
+
+The shards are plain tar files, so they are indexed once (byte offset and size of each sample's `jpg` and
+`json` member) and read by offset. That buys what a streaming shuffle buffer cannot:
+- one global order per epoch, a permutation drawn from (seed, epoch), the same for any number of processes:
+  global batch t is the same samples with 1 or N processes, split into equal per-rank micro-batches;
+- resume at any step, mid-epoch included, by skipping the batches already done;
+- caption draws and augmentations seeded per (seed, epoch, sample), so workers never change the result.
+Each rank reads only its own micro-batches; the loader is not passed to `accelerator.prepare`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+CAPTION_POLICIES = ("random", "concat", "first")
+
+
+class ShardError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """Where every sample's members sit in the shard files, in shard-name then file order."""
+
+    shard_paths: tuple[str, ...]
+    keys: tuple[str, ...]
+    shard: np.ndarray  # int32, index into shard_paths
+    jpg: np.ndarray  # int64 (n, 2): byte offset, size
+    meta: np.ndarray  # int64 (n, 2): byte offset, size of the json member
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def index_shards(folders: Sequence[str | Path]) -> ShardIndex:
+    """Indexes every `*.tar` in the given folders (headers only: no image is read)."""
+    paths: list[str] = []
+    keys: list[str] = []
+    shard_ids: list[int] = []
+    jpg: list[tuple[int, int]] = []
+    meta: list[tuple[int, int]] = []
+    for folder in folders:
+        tars = sorted(Path(folder).glob("*.tar"))
+        if not tars:
+            raise ShardError(f"{folder}: no .tar shards found (write them with python -m data_prep.build_shards)")
+        for tar_path in tars:
+            members: dict[str, dict[str, tuple[int, int]]] = {}
+            with tarfile.open(tar_path) as tar:
+                for info in tar:
+                    if not info.isfile():
+                        continue
+                    key, _, ext = info.name.partition(".")
+                    members.setdefault(key, {})[ext] = (info.offset_data, info.size)
+            shard_id = len(paths)
+            paths.append(str(tar_path))
+            for key, parts in members.items():
+                missing = [ext for ext in ("jpg", "json") if ext not in parts]
+                if missing:
+                    raise ShardError(f"{tar_path}: sample {key!r} has no {' or '.join(missing)} member")
+                keys.append(key)
+                shard_ids.append(shard_id)
+                jpg.append(parts["jpg"])
+                meta.append(parts["json"])
+    return ShardIndex(
+        tuple(paths),
+        tuple(keys),
+        np.asarray(shard_ids, dtype=np.int32),
+        np.asarray(jpg, dtype=np.int64).reshape(-1, 2),
+        np.asarray(meta, dtype=np.int64).reshape(-1, 2),
+    )
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How a global batch maps onto processes and accumulation steps."""
+
+    samples: int  # in the shards
+    global_batch: int  # per optimizer step
+    micro_batch: int  # per process per forward pass
+    world_size: int
+
+    @property
+    def accumulation(self) -> int:
+        return self.global_batch // (self.micro_batch * self.world_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.samples // self.global_batch  # the last partial global batch is dropped
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.global_batch % (self.micro_batch * self.world_size):
+            out.append(
+                f"train.global_batch_size {self.global_batch} is not a multiple of data.batch_size "
+                f"{self.micro_batch} x {self.world_size} processes"
+            )
+        if self.samples < self.global_batch:
+            out.append(f"the shards hold {self.samples} samples, fewer than one global batch ({self.global_batch})")
+        return out
+
+    def rank_batches(self, seed: int, epoch: int, rank: int, start_step: int = 0) -> list[np.ndarray]:
+        """This rank's micro-batches (sample indices) for the epoch, from optimizer step `start_step` on.
+
+        Micro-step a of global step t gathers perm[t*G + a*W*B : ... + W*B] across the W ranks, rank r
+        holding the r-th slice of B, so the gathered contrastive batch is the same for any W.
+        """
+        order = np.random.default_rng([seed, epoch]).permutation(self.samples)
+        span = self.world_size * self.micro_batch
+        batches = []
+        for step in range(start_step, self.steps_per_epoch):
+            for micro in range(self.accumulation):
+                start = step * self.global_batch + micro * span + rank * self.micro_batch
+                batches.append(order[start : start + self.micro_batch])
+        return batches
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def choose_caption(captions: Sequence[str], negatives: Sequence[str | None], policy: str, seed: int):
+    """(caption, its hard negative or None) under the caption policy; `seed` draws the `random` choice."""
+    if policy == "first":
+        return captions[0], negatives[0]
+    if policy == "random":
+        pick = seed % len(captions)
+        return captions[pick], negatives[pick]
+    if policy == "concat":
+        swapped = [n if n is not None else c for c, n in zip(captions, negatives, strict=True)]
+        negative = " ".join(swapped) if any(n is not None for n in negatives) else None
+        return " ".join(captions), negative
+    raise ValueError(f"unknown caption policy {policy!r}; choose one of {', '.join(CAPTION_POLICIES)}")
+
+
+class ShardSamples(Dataset):
+    """Map-style view of the shards for one epoch: index -> (pixels, caption, hard negative, key)."""
+
+    def __init__(
+        self,
+        index: ShardIndex,
+        transform: Callable[[Image.Image], torch.Tensor],
+        caption_policy: str,
+        seed: int,
+        epoch: int = 0,
+    ):
+        if caption_policy not in CAPTION_POLICIES:
+            raise ValueError(f"unknown caption policy {caption_policy!r}; choose one of {', '.join(CAPTION_POLICIES)}")
+        self.index, self.transform, self.caption_policy, self.seed, self.epoch = (
+            index,
+            transform,
+            caption_policy,
+            seed,
+            epoch,
+        )
+        self._files: dict[int, io.BufferedReader] = {}  # per worker process, opened lazily
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_files": {}}  # open files never cross into workers
+
+    def _read(self, shard: int, span: np.ndarray) -> bytes:
+        f = self._files.get(shard)
+        if f is None:
+            f = self._files[shard] = open(self.index.shard_paths[shard], "rb")  # noqa: SIM115 (kept open)
+        f.seek(int(span[0]))
+        return f.read(int(span[1]))
+
+    def __getitem__(self, i: int):
+        shard = int(self.index.shard[i])
+        meta = json.loads(self._read(shard, self.index.meta[i]))
+        seed = sample_seed(self.seed, self.epoch, i)
+        caption, negative = choose_caption(meta["captions"], meta["hard_negatives"], self.caption_policy, seed)
+        with Image.open(io.BytesIO(self._read(shard, self.index.jpg[i]))) as image:
+            rgb = image.convert("RGB")
+        # Seeded per sample so random crops do not depend on worker count or on where a run resumed.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            pixels = self.transform(rgb)
+        return pixels, caption, negative, self.index.keys[i]
+
+
+@dataclass
+class Batch:
+    pixels: torch.Tensor  # (B, 3, H, W)
+    text: dict[str, torch.Tensor]  # captions then hard negatives: 2B rows when negatives are used, else B
+    negative_mask: torch.Tensor | None  # (B,) bool: which samples have a hard negative
+    keys: list[str]
+
+    def to(self, device) -> Batch:
+        return Batch(
+            self.pixels.to(device, non_blocking=True),
+            {k: v.to(device, non_blocking=True) for k, v in self.text.items()},
+            None if self.negative_mask is None else self.negative_mask.to(device, non_blocking=True),
+            self.keys,
+        )
+
+
+class Collate:
+    """Stacks images and tokenizes in the worker; hard negatives ride in the same text batch."""
+
+    def __init__(self, tokenizer: Callable[[Sequence[str]], dict[str, torch.Tensor]], with_negatives: bool):
+        self.tokenizer, self.with_negatives = tokenizer, with_negatives
+
+    def __call__(self, items) -> Batch:
+        pixels, captions, negatives, keys = zip(*items, strict=True)
+        texts = list(captions)
+        mask = None
+        if self.with_negatives:
+            mask = torch.tensor([n is not None for n in negatives])
+            texts += [n if n is not None else c for c, n in zip(captions, negatives, strict=True)]
+        return Batch(torch.stack(pixels), self.tokenizer(texts), mask, list(keys))
+
+
+def epoch_loader(
+    samples: ShardSamples,
+    plan: BatchPlan,
+    collate: Collate,
+    *,
+    epoch: int,
+    rank: int,
+    start_step: int = 0,
+    workers: int = 0,
+) -> Iterator[Batch]:
+    """This rank's micro-batches of one epoch, in order; `accumulation` consecutive ones make a step."""
+    samples.epoch = epoch
+    batches = plan.rank_batches(samples.seed, epoch, rank, start_step)
+    if not batches:
+        return iter(())
+    loader = DataLoader(
+        samples,
+        batch_sampler=[b.tolist() for b in batches],
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+    return iter(loader)
