@@ -1,0 +1,131 @@
+"""What every benchmark shares: the scorer protocol, the score table, the official tie rule and the result record.
+
+Benchmarks never see a model: they get a `Scorer` (L2-normalised image and text features) and turn its cosine
+similarities into per-example records and metrics. Every metric is computed from the Python floats that are
+written to `<benchmark>.scores.jsonl`, so anyone can recompute it from that file alone and get the same number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+LABEL_FIX_MODES = ("paper", "none")
+
+ARGMAX_TIE_RULE = (
+    "numpy argmax (the first highest score wins, as in the official What'sUp code); the correct option is "
+    "index 0, so a tie counts as correct"
+)
+
+
+class Scorer(Protocol):
+    """Features for a benchmark: L2-normalised float32 rows on the CPU, one per input, in input order."""
+
+    def image_features(self, paths: list[str]) -> torch.Tensor: ...
+
+    def text_features(self, texts: list[str]) -> torch.Tensor: ...
+
+
+def require_file(path: Path, what: str) -> Path:
+    """`path` if it is a file, else FileNotFoundError naming what the file is and where it was expected."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: expected {path}")
+    return path
+
+
+def require_images(paths: Sequence[Path], what: str) -> None:
+    """Fails before any model work if images are missing, listing the first few."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise FileNotFoundError(f"{len(missing)} {what} not found: {shown}")
+
+
+def check_label_fixes(mode: str) -> None:
+    if mode not in LABEL_FIX_MODES:
+        raise ValueError(f"label_fixes={mode!r}: expected one of {', '.join(LABEL_FIX_MODES)}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_record(path: Path, data_root: Path) -> dict[str, Any]:
+    """Provenance of one data file the benchmark read: its path under the data root, size and sha256."""
+    return {"path": path.relative_to(data_root).as_posix(), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def first_argmax(scores: Sequence[float]) -> int:
+    """numpy.argmax: the first index of the maximum, so ties go to the lower index."""
+    best = 0
+    for i, score in enumerate(scores):
+        if score > scores[best]:
+            best = i
+    return best
+
+
+def percent(count: float, denominator: float) -> float:
+    return 100.0 * count / denominator if denominator else float("nan")
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+class ScoreTable:
+    """Cosine similarity of every (image, text) pair a benchmark needs, each feature computed once.
+
+    Scores are returned as Python floats (exact float32 values), the numbers written to scores.jsonl.
+    """
+
+    def __init__(self, scorer: Scorer, images: Sequence[str], texts: Sequence[str]):
+        self.images = list(dict.fromkeys(images))
+        self.texts = list(dict.fromkeys(texts))
+        self._image_row = {p: i for i, p in enumerate(self.images)}
+        self._text_row = {t: i for i, t in enumerate(self.texts)}
+        image_features = _checked(scorer.image_features(self.images), len(self.images), "image_features")
+        text_features = _checked(scorer.text_features(self.texts), len(self.texts), "text_features")
+        # Normalised again here so the score is a cosine whatever the scorer returned (a no-op up to rounding).
+        self.image_features = F.normalize(image_features, dim=-1)
+        text_features = F.normalize(text_features, dim=-1)
+        self._cosine = (self.image_features @ text_features.T).numpy()
+
+    def __call__(self, image: str, text: str) -> float:
+        return float(self._cosine[self._image_row[image], self._text_row[text]])
+
+    def image_cosine(self, first: str, second: str) -> float:
+        """Cosine similarity of two images' embeddings (the paper's 'erroneous agreement' statistic)."""
+        a, b = self.image_features[self._image_row[first]], self.image_features[self._image_row[second]]
+        return float(a @ b)
+
+
+def _checked(features: torch.Tensor, rows: int, name: str) -> torch.Tensor:
+    if not isinstance(features, torch.Tensor) or features.ndim != 2 or features.shape[0] != rows:
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise ValueError(f"scorer.{name} returned {shape}, expected ({rows}, D)")
+    return features.detach().to("cpu", torch.float32)
+
+
+@dataclass
+class BenchmarkResult:
+    """One benchmark scored once: metrics with their chance values, per-example records, and provenance."""
+
+    benchmark: str
+    metrics: dict[str, float]
+    chance: dict[str, float | None]  # same keys as metrics; None where chance is undefined (cosine means)
+    examples: list[dict[str, Any]]  # one per example, written to <benchmark>.scores.jsonl
+    details: dict[str, Any] = field(default_factory=dict)  # tie rule, label fixes, files, counts, denominators
+
+    def record(self) -> dict[str, Any]:
+        """The JSON summary (everything but the per-example records)."""
+        return {"benchmark": self.benchmark, "metrics": self.metrics, "chance": self.chance, **self.details}

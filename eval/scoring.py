@@ -1,0 +1,161 @@
+"""The real scorer: a model bundle from `models` turned into L2-normalised features, chunked and distributed.
+
+Features are computed in fixed chunks (CHUNK_SIZE items) whatever the number of processes; under
+torch.distributed chunk k goes to rank k % world_size and every rank gathers all chunks back in order, so
+a multi-process result equals the one-process result bit for bit (same chunks, same arithmetic, exact copies).
+
+Image features are cached per (image tower weights, eval transform, model identity, exact path list): when a
+run's image tower is locked, every checkpoint of one `eval.run` invocation reuses the first computation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+CHUNK_SIZE = 64
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def chunked_features(
+    items: Sequence[Any],
+    encode: Callable[[list[Any]], torch.Tensor],
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    desc: str = "",
+) -> torch.Tensor:
+    """`encode` over fixed chunks of `items`, round-robin over ranks, gathered back in item order (float32, CPU)."""
+    chunks = [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
+    rank, world = rank_and_world()
+    mine = range(rank, len(chunks), world)
+    done: dict[int, torch.Tensor] = {}
+    for k in tqdm(mine, desc=desc, disable=rank != 0 or not desc, leave=False):
+        done[k] = encode(chunks[k]).detach().to("cpu", torch.float32).contiguous()
+    if world > 1:
+        # Pickled tensors travel exactly; sizes are small (N x D floats per benchmark).
+        gathered: list[dict[int, torch.Tensor] | None] = [None] * world
+        dist.all_gather_object(gathered, done)
+        for part in gathered:
+            done.update(part or {})
+    if not chunks:
+        return torch.zeros(0, 0)
+    return torch.cat([done[k] for k in range(len(chunks))])
+
+
+def all_ranks(flag: bool) -> bool:
+    """True iff `flag` is true on every rank: ranks must agree before skipping a collective."""
+    if rank_and_world()[1] == 1:
+        return flag
+    flags: list[bool | None] = [None] * rank_and_world()[1]
+    dist.all_gather_object(flags, flag)
+    return all(flags)
+
+
+def tower_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer (name, dtype, shape, bytes): equal iff the weights are equal."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class ImageFeatureCache:
+    """In-memory features by (image tower key, path list); keeps only the newest tower's entries."""
+
+    def __init__(self) -> None:
+        self._tower: str | None = None
+        self._features: dict[tuple[str, ...], torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, tower: str, paths: Sequence[str]) -> torch.Tensor | None:
+        found = self._features.get(tuple(paths)) if tower == self._tower else None
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def put(self, tower: str, paths: Sequence[str], features: torch.Tensor) -> None:
+        if tower != self._tower:  # an unlocked tower changes every checkpoint: old entries are dead weight
+            self._tower, self._features = tower, {}
+        self._features[tuple(paths)] = features
+
+
+class ModelScorer:
+    """Scorer over a `models.ModelBundle`-like object (model with encode_image/encode_text, preprocess_eval,
+    tokenizer). The model must already be on `device` and in eval mode."""
+
+    def __init__(
+        self,
+        bundle: Any,
+        *,
+        device: torch.device | str = "cpu",
+        chunk_size: int = CHUNK_SIZE,
+        image_cache: ImageFeatureCache | None = None,
+        identity: str = "",
+    ):
+        self.model = bundle.model
+        self.preprocess = bundle.preprocess_eval
+        self.tokenizer = bundle.tokenizer
+        self.device = torch.device(device)
+        self.chunk_size = chunk_size
+        self.image_cache = image_cache
+        self.identity = identity
+        self._tower_key: str | None = None
+
+    def tower_key(self) -> str | None:
+        """Model identity + eval transform + image tower weights; None when the tower cannot be told apart."""
+        visual = getattr(self.model, "image_tower", None) or getattr(self.model, "visual", None)
+        if not isinstance(visual, torch.nn.Module):
+            return None
+        if self._tower_key is None:
+            parts = [self.identity, repr(self.preprocess), str(self.device.type), tower_fingerprint(visual)]
+            self._tower_key = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        return self._tower_key
+
+    def image_features(self, paths: list[str]) -> torch.Tensor:
+        key = self.tower_key() if self.image_cache is not None else None
+        cached = self.image_cache.get(key, paths) if key is not None else None
+        if all_ranks(cached is not None):
+            return cached
+        features = chunked_features(paths, self._encode_images, chunk_size=self.chunk_size, desc="images")
+        if key is not None:
+            self.image_cache.put(key, paths, features)
+        return features
+
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        return chunked_features(texts, self._encode_texts, chunk_size=self.chunk_size, desc="texts")
+
+    @torch.no_grad()
+    def _encode_images(self, paths: list[str]) -> torch.Tensor:
+        pixels = []
+        for path in paths:
+            with Image.open(path) as image:
+                pixels.append(self.preprocess(image.convert("RGB")))
+        features = self.model.encode_image(torch.stack(pixels).to(self.device), normalize=True)
+        return F.normalize(features.float(), dim=-1)
+
+    @torch.no_grad()
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(texts))
+        if isinstance(tokens, dict):
+            tokens = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in tokens.items()}
+        else:  # a bare token tensor (open_clip's own tokenizers)
+            tokens = tokens.to(self.device)
+        features = self.model.encode_text(tokens, normalize=True)
+        return F.normalize(features.float(), dim=-1)

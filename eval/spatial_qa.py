@@ -1,0 +1,92 @@
+"""COCO-spatial and GQA-spatial, one- and two-object (Kamath et al., 2023): two-way caption choice per image.
+
+Each row is `[image_id, correct_caption, incorrect_caption]`; the image scores both captions and is correct
+iff argmax == 0 (numpy argmax: a tie counts as correct). Images: COCO `val2017/{image_id:012d}.jpg`,
+GQA (Visual Genome) `vg_images/{image_id}.jpg`; ids may be ints or strings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eval.common import (
+    ARGMAX_TIE_RULE,
+    BenchmarkResult,
+    Scorer,
+    ScoreTable,
+    check_label_fixes,
+    file_record,
+    first_argmax,
+    percent,
+    require_file,
+    require_images,
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    what: str
+    file_prefix: str  # <prefix>_qa_<one|two>_obj.json
+    image_dir: str
+    zero_pad: int  # COCO names images by the id padded to 12 digits, Visual Genome by the bare id
+
+
+SOURCES = {
+    "coco": Source("COCO-spatial", "coco", "val2017", 12),
+    "gqa": Source("GQA-spatial", "vg", "vg_images", 0),
+}
+
+
+def image_name(image_id: int | str, zero_pad: int) -> str:
+    # str().zfill as the official loader: the same name for 397133 and "397133".
+    return f"{str(image_id).zfill(zero_pad)}.jpg"
+
+
+def run(
+    scorer: Scorer, data_root: Path | str, *, source: str = "coco", objects: str = "one", label_fixes: str = "paper"
+) -> BenchmarkResult:
+    check_label_fixes(label_fixes)  # recorded; no published fixes exist for these files
+    spec = SOURCES[source]
+    data_root = Path(data_root)
+    file_name = f"{spec.file_prefix}_qa_{objects}_obj.json"
+    qa_path = require_file(data_root / "data" / file_name, f"{spec.what} {objects}-object questions ({file_name})")
+    rows = json.loads(qa_path.read_text())
+    if not isinstance(rows, list):
+        raise ValueError(f"{qa_path}: expected a JSON list of [image_id, correct, incorrect] rows")
+    for n, row in enumerate(rows):
+        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(c, str) for c in row[1:])):
+            raise ValueError(f"{qa_path} row {n}: expected [image_id, correct_caption, incorrect_caption], got {row!r}")
+    images = [data_root / "data" / spec.image_dir / image_name(row[0], spec.zero_pad) for row in rows]
+    require_images(images, f"{spec.what} images")
+
+    table = ScoreTable(scorer, [str(p) for p in images], [c for row in rows for c in row[1:]])
+    examples: list[dict[str, Any]] = []
+    for n, (row, image) in enumerate(zip(rows, images, strict=True)):
+        options = [row[1], row[2]]
+        scores = [table(str(image), c) for c in options]
+        prediction = first_argmax(scores)
+        examples.append(
+            {
+                "id": n,  # row index: image ids repeat across rows
+                "image_id": row[0],
+                "image": image.relative_to(data_root).as_posix(),
+                "options": options,
+                "scores": scores,
+                "prediction": prediction,
+                "correct": prediction == 0,
+            }
+        )
+    correct = sum(e["correct"] for e in examples)
+    details: dict[str, Any] = {
+        "tie_rule": ARGMAX_TIE_RULE,
+        "label_fixes": {"mode": label_fixes, "applied": []},
+        "files": [file_record(qa_path, data_root)],
+        "counts": {"rows": len(rows), "images": len(set(images))},
+        "denominators": {"indiv": len(rows)},
+        "units": "percent",
+    }
+    name = f"{source}_spatial_{objects}"
+    return BenchmarkResult(name, {"indiv": percent(correct, len(rows))}, {"indiv": 50.0}, examples, details)

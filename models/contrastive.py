@@ -1,0 +1,69 @@
+"""ContrastiveModel: an image tower and a text tower mapped into one embedding space, plus the logit scale/bias.
+
+The towers are open_clip's own modules (the visual tower; the text encoder, or an LLM2Vec tower in its place),
+so the model computes exactly what open_clip computes; only the text input is a dict for every tower kind.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.freezing import keep_frozen_in_eval
+from models.native_text import ClipTextTower, CustomTextTower
+
+
+class ContrastiveModel(nn.Module):
+    def __init__(
+        self,
+        image_tower: nn.Module,
+        text_tower: nn.Module,
+        logit_scale: nn.Parameter,
+        logit_bias: nn.Parameter | None = None,
+    ):
+        super().__init__()
+        self.image_tower = image_tower  # pixels (B, 3, H, W) -> (B, D)
+        self.text_tower = text_tower  # tokenizer dict -> (B, D)
+        self.logit_scale = logit_scale  # log of the inverse temperature, as open_clip
+        self.register_parameter("logit_bias", logit_bias)  # SigLIP's bias; None for CLIP
+
+    def encode_image(self, pixels: Tensor, normalize: bool = True) -> Tensor:
+        features = self.image_tower(pixels)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, text: dict[str, Tensor], normalize: bool = True) -> Tensor:
+        features = self.text_tower(text)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def forward(self, pixels: Tensor, text: dict[str, Tensor]) -> dict[str, Tensor | None]:
+        """Normalized features of both towers, the exp'd logit scale and the logit bias (None for CLIP)."""
+        return {
+            "image_features": self.encode_image(pixels),
+            "text_features": self.encode_text(text),
+            "logit_scale": self.logit_scale.exp(),
+            "logit_bias": self.logit_bias,
+        }
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in backward, for towers that train (a frozen tower keeps none anyway)."""
+        for tower in (self.image_tower, self.text_tower):
+            if any(p.requires_grad for p in tower.parameters()):
+                tower.set_grad_checkpointing(enable)
+
+    def open_clip_state_dict(self) -> dict[str, Tensor]:
+        """The weights under open_clip's own names: a file of them loads with model.pretrained=<file> (or in open_clip)."""
+        if not isinstance(self.text_tower, ClipTextTower | CustomTextTower):
+            raise ValueError("open_clip has no LLM2Vec text tower: only a model with its own text tower maps back")
+        renamed = {}
+        for key, value in self.state_dict().items():
+            if key.startswith("image_tower."):
+                key = "visual." + key.removeprefix("image_tower.")
+            renamed[key.removeprefix("text_tower.")] = value  # native_text keeps open_clip's attribute names
+        return renamed
+
+    def train(self, mode: bool = True) -> ContrastiveModel:
+        """As nn.Module.train, but frozen parts stay in eval mode (no dropout, fixed norm statistics)."""
+        super().train(mode)
+        if mode:
+            keep_frozen_in_eval(self)
+        return self

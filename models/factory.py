@@ -1,0 +1,177 @@
+"""build_model: a ModelConfig -> the model with its transforms and tokenizer, so eval cannot drift from training.
+
+MODELS maps each preset to the function that loads its open_clip parts; any other open_clip model name works too
+(with `pretrained` a tag or a local file). The text tower is then the model's own or an LLM2Vec tower, and the
+freezing of the recipe is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from models.cache import resolve_cache_dir
+from models.config import ModelConfig
+from models.contrastive import ContrastiveModel
+from models.freezing import freeze, lock_image_tower
+from models.native_text import NativeTokenizer, native_text_tower
+from models.open_clip_models import PAPER_MODELS, OpenClipParts, is_open_clip_name, load_open_clip
+from models.tiny_open_clip import TINY_OPEN_CLIP, load_tiny_open_clip, tiny_open_clip_folder
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass
+class ModelBundle:
+    model: ContrastiveModel
+    preprocess_train: Callable[[Image.Image], torch.Tensor]  # open_clip's train transform: random resized crop, no flip
+    preprocess_eval: Callable[[Image.Image], torch.Tensor]  # resize + center crop (or squash), normalize
+    tokenizer: Callable[[Sequence[str]], dict[str, torch.Tensor]]  # always a dict of tensors for model.encode_text
+    info: dict[str, Any]  # what was built, JSON-able
+
+
+def build_paper_model(preset: str, pretrained: str, cache_dir: Path) -> OpenClipParts:
+    """A PAPER_MODELS preset through open_clip; `pretrained` overrides its tag (a tag or a local file)."""
+    entry = PAPER_MODELS[preset]
+    parts = load_open_clip(entry.open_clip_name, pretrained or entry.pretrained, label=preset)
+    parts.info = {"open_clip_model": entry.open_clip_name, "pretrained": pretrained or entry.pretrained}
+    return parts
+
+
+def build_tiny_model(preset: str, pretrained: str, cache_dir: Path) -> OpenClipParts:
+    """A tiny stand-in from its cache folder; `pretrained` = an open_clip checkpoint file loaded over it."""
+    spec = TINY_OPEN_CLIP[preset]
+    parts = load_tiny_open_clip(spec, pretrained, cache_dir)
+    folder = tiny_open_clip_folder(spec, cache_dir)
+    parts.info = {
+        "open_clip_model": f"local-dir:{folder}",
+        "mirrors": spec.mirrors,
+        "pretrained": pretrained or str(folder / "open_clip_model.safetensors"),
+    }
+    return parts
+
+
+# preset name -> builder(pretrained, cache_dir) -> OpenClipParts
+MODELS: dict[str, Callable[[str, Path], OpenClipParts]] = {
+    **{name: partial(build_paper_model, name) for name in PAPER_MODELS},
+    **{name: partial(build_tiny_model, name) for name in TINY_OPEN_CLIP},
+}
+
+
+def build_model(cfg: ModelConfig, *, cache_dir: Path | None = None) -> ModelBundle:
+    """Builds `cfg` (in eval mode; call .train() to train). `cache_dir` holds the tiny stand-ins (see models.cache).
+
+    Paper weights come from `cfg.pretrained` or the Hugging Face cache; offline without them it raises
+    WeightsUnavailableError (a FileNotFoundError) that says what is missing.
+    """
+    import open_clip  # here, not at module level: it imports timm, which imports wandb
+
+    _check_config(cfg)
+    cache = resolve_cache_dir(cache_dir)
+    parts = _open_clip_parts(cfg, cache)
+    clip = parts.model
+    if type(clip).__name__ not in ("CLIP", "CustomTextCLIP"):
+        raise ValueError(
+            f"model.name={cfg.name} is an open_clip {type(clip).__name__}: only CLIP-style models are supported"
+        )
+    embed_dim = open_clip.get_model_config(parts.info["open_clip_model"])["embed_dim"]
+    info = {
+        "name": cfg.name,
+        **parts.info,
+        "open_clip_class": type(clip).__name__,
+        "image_tower": _describe(clip.visual),
+        "embed_dim": embed_dim,
+        "image_size": list(clip.visual.image_size),
+        "preprocess": _plain(clip.visual.preprocess_cfg),
+        "image_locked": cfg.image.locked,
+        "unlocked_last_blocks": cfg.image.unlocked_last_blocks,
+        "text_tower": cfg.text.tower,
+    }
+    if cfg.text.tower == "native":
+        text_tower, tokenizer = native_text_tower(clip), NativeTokenizer(parts.tokenizer)
+        info.update(text_locked=cfg.text.locked, context_length=int(clip.context_length))
+    else:
+        text_tower, tokenizer, info["llm2vec"] = _llm2vec_tower(cfg, embed_dim, cache)
+    model = ContrastiveModel(clip.visual, text_tower, clip.logit_scale, clip.logit_bias)
+    _apply_freezing(model, cfg)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return ModelBundle(model.eval(), parts.preprocess_train, parts.preprocess_eval, tokenizer, info)
+
+
+def _check_config(cfg: ModelConfig) -> None:
+    parts = [cfg, cfg.image, cfg.text, cfg.text.llm2vec, cfg.text.connector]
+    problems = [f"{', '.join(p.keys)}: {p.message}" for part in parts for p in part.problems()]
+    if problems:
+        raise ValueError("model config: " + "; ".join(problems))
+
+
+def _open_clip_parts(cfg: ModelConfig, cache: Path) -> OpenClipParts:
+    if cfg.name in MODELS:
+        return MODELS[cfg.name](cfg.pretrained, cache)
+    if not is_open_clip_name(cfg.name):
+        raise ValueError(
+            f"unknown model.name={cfg.name!r}: use a preset ({', '.join(MODELS)}) or any open_clip model name "
+            "(open_clip.list_models(), e.g. ViT-B-32, or hf-hub:/local-dir: sources) with model.pretrained"
+        )
+    parts = load_open_clip(cfg.name, cfg.pretrained)
+    parts.info = {"open_clip_model": cfg.name, "pretrained": cfg.pretrained}
+    return parts
+
+
+def _llm2vec_tower(cfg: ModelConfig, embed_dim: int, cache: Path) -> tuple[nn.Module, Callable, dict[str, Any]]:
+    from models.llm2vec_text import LLM2VecTextTower, LLM2VecTokenizer, load_llm2vec
+    from models.tiny_llm2vec import TINY_LLM2VEC, tiny_llm2vec_folder
+
+    llm = cfg.text.llm2vec
+    source = str(tiny_llm2vec_folder(cache)) if llm.base_model == TINY_LLM2VEC else llm.base_model
+    encoder = load_llm2vec(
+        source, peft_adapter=llm.peft_adapter, pooling=llm.pooling, max_length=llm.max_length, dtype=llm.dtype
+    )
+    tower = LLM2VecTextTower(encoder, embed_dim, cfg.text.connector.hidden_dim)
+    info = {
+        "base_model": llm.base_model,
+        "loaded_from": source,
+        "peft_adapter": llm.peft_adapter,
+        "llm_class": type(encoder.model).__name__,
+        "llm_hidden_size": int(encoder.model.config.hidden_size),
+        "chat_template_name": encoder.model.config._name_or_path,  # what llm2vec picks its template by
+        "pooling": llm.pooling,
+        "max_length": llm.max_length,
+        "instruction": llm.instruction,
+        "dtype": llm.dtype,
+        "connector_hidden_dim": cfg.text.connector.hidden_dim,
+    }
+    return tower, LLM2VecTokenizer(encoder, llm.instruction), info
+
+
+def _apply_freezing(model: ContrastiveModel, cfg: ModelConfig) -> None:
+    if cfg.image.locked:
+        lock_image_tower(model.image_tower, cfg.image.unlocked_last_blocks)
+    if cfg.text.tower == "native" and cfg.text.locked:
+        freeze(model.text_tower)
+    # The LLM2Vec LLM froze when its tower was built; the logit scale and bias always train.
+    model.logit_scale.requires_grad_(True)
+    if model.logit_bias is not None:
+        model.logit_bias.requires_grad_(True)
+
+
+def _describe(tower: nn.Module) -> str:
+    trunk = getattr(tower, "trunk", None)
+    return f"{type(tower).__name__}({type(trunk).__module__}.{type(trunk).__name__})" if trunk else type(tower).__name__
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able copy: tuples become lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,261 @@
+"""`python -m eval.run`: a bare tiny-clip end to end, and a run folder's checkpoints (skip, force, cache, W&B)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from eval import run as eval_run
+from eval import scoring
+from eval.benchmarks import BENCHMARKS
+from eval.fake import FakeBundle
+from models.config import ModelConfig
+from train.checkpoints import save_checkpoint
+from train.config import DataConfig, EvalConfig, RecipeConfig, WandbConfig
+from train.typed_config import to_yaml
+
+
+def count_encoded_images(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records the size of every image chunk the real scorer encodes."""
+    counts: list[int] = []
+    encode = scoring.ModelScorer._encode_images
+
+    def counted(self: scoring.ModelScorer, paths: list[str]) -> torch.Tensor:
+        counts.append(len(paths))
+        return encode(self, paths)
+
+    monkeypatch.setattr(scoring.ModelScorer, "_encode_images", counted)
+    return counts
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_bare_tiny_clip_end_to_end(world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny-clip"
+    assert eval_run.main(["--model", "tiny-clip", "--out", str(out), "--data-root", str(world / "bench")]) == 0
+    for name in BENCHMARKS:
+        record = json.loads((out / f"{name}.json").read_text())
+        assert record["benchmark"] == name and record["checkpoint"] == "tiny-clip"
+        assert record["model"]["config"]["name"] == "tiny-clip" and record["model"]["info"]["name"] == "tiny-clip"
+        assert record["label_fixes"]["mode"] == "paper" and record["tie_rule"]
+        assert all(f["sha256"] for f in record["files"]) and record["counts"]["rows"] > 0
+        lines = (out / f"{name}.scores.jsonl").read_text().splitlines()
+        assert len(lines) == record["counts"].get("pairs", record["counts"]["rows"])
+        for value in record["metrics"].values():
+            assert value == value  # not NaN
+    fixes = json.loads((out / "whatsup_a.json").read_text())["label_fixes"]["applied"]
+    assert [f["row"] for f in fixes] == ["pillow_left_of_chair", "pillow_right_of_chair"]
+    rows = read_csv(out / "summary.csv")
+    assert [r["checkpoint"] for r in rows] == ["tiny-clip", "chance"]
+    assert rows[1]["whatsup_a/pairs"] == "6.25" and rows[1]["mmvp_vlm/pairs/mean"] == "25.0"
+    assert rows[1]["whatsup_a/left_right/image_pair_cosine"] == ""
+    markdown = (out / "summary.md").read_text()
+    assert "## whatsup_a" in markdown and "| chance | 25.0 | 6.3 | 0.4 |" in markdown
+
+
+def make_run(root: Path, data_root: Path, model: ModelConfig, bundle: Any, *, wandb: str = "disabled") -> Path:
+    """A run folder as train/finetune.py leaves it: config.yaml and two checkpoints of perturbed trainable weights."""
+    cfg = RecipeConfig(
+        run_name="r",
+        model=model,
+        data=DataConfig(shards=("unused",)),
+        wandb=WandbConfig(mode=wandb),
+        eval=EvalConfig(benchmarks=("whatsup_a", "coco_spatial_one"), data_root=str(data_root)),
+    )
+    run_dir = root / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    trainable = [p for p in bundle.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    generator = torch.Generator().manual_seed(0)
+    for name, step in (("step_5", 5), ("epoch_1", 10)):
+        with torch.no_grad():
+            for p in trainable:
+                p.add_(0.5 * torch.randn(p.shape, generator=generator))
+        save_checkpoint(
+            run_dir / "checkpoints",
+            name,
+            model=bundle.model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            state={"step": step},
+            config_yaml=to_yaml(cfg),
+        )
+    return run_dir
+
+
+def test_run_checkpoints_of_tiny_clip(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import build_model
+
+    model = ModelConfig(name="tiny-clip")
+    run_dir = make_run(tmp_path, world / "bench", model, build_model(model))
+    encoded = count_encoded_images(monkeypatch)
+    assert eval_run.main(["--run", str(run_dir)]) == 0
+    checkpoints = ["step_0", "step_5", "epoch_1"]
+    for name in checkpoints:
+        assert {p.name for p in (run_dir / "eval" / name).iterdir()} == {
+            "whatsup_a.json",
+            "whatsup_a.scores.jsonl",
+            "coco_spatial_one.json",
+            "coco_spatial_one.scores.jsonl",
+        }
+    # The image tower is locked: images were encoded for the first checkpoint only (48 + 48 images).
+    assert sum(encoded) == 96
+    rows = read_csv(run_dir / "eval" / "summary.csv")
+    assert [(r["checkpoint"], r["step"]) for r in rows] == [
+        ("step_0", "0"),
+        ("step_5", "5"),
+        ("epoch_1", "10"),
+        ("chance", ""),
+    ]
+    cosines = {r["whatsup_a/left_right/image_pair_cosine"] for r in rows[:3]}
+    assert len(cosines) == 1  # same image features for every checkpoint
+    scores = [(run_dir / "eval" / c / "whatsup_a.scores.jsonl").read_text() for c in checkpoints]
+    assert len(set(scores)) == 3  # the text tower's weights were loaded per checkpoint
+
+
+def fake_build(calls: list[Any]) -> Any:
+    def build(model_cfg: ModelConfig) -> FakeBundle:
+        calls.append(model_cfg)
+        bundle = FakeBundle()
+        bundle.model.visual.requires_grad_(False)  # a locked image tower, as the paper's default
+        return bundle
+
+    return build
+
+
+@pytest.fixture
+def fake_run(world: Path, tmp_path: Path) -> Path:
+    return make_run(tmp_path, world / "bench", ModelConfig(name="tiny-clip"), fake_build([])(ModelConfig()))
+
+
+def written(run_dir: Path) -> dict[str, int]:
+    """Result JSON -> its modification time (ns): unchanged means not rewritten."""
+    return {str(p.relative_to(run_dir / "eval")): p.stat().st_mtime_ns for p in run_dir.glob("eval/*/*.json")}
+
+
+def test_run_skips_scored_checkpoints_unless_forced(fake_run: Path) -> None:
+    builds: list[Any] = []
+    eval_run.score_run(fake_run, build=fake_build(builds))
+    first = written(fake_run)
+    assert len(builds) == 1 and len(first) == 6
+    eval_run.score_run(fake_run, build=fake_build(builds))
+    assert len(builds) == 1 and written(fake_run) == first  # nothing to do: no model built, nothing rewritten
+    # A new checkpoint is scored alone.
+    new = fake_run / "checkpoints" / "step_20"
+    new.mkdir()
+    for file in (fake_run / "checkpoints" / "epoch_1").iterdir():
+        (new / file.name).write_bytes(file.read_bytes())
+    (new / "trainer_state.json").write_text(json.dumps({"step": 20}))
+    rows = eval_run.score_run(fake_run, build=fake_build(builds))
+    assert [r.checkpoint for r in rows] == ["step_0", "step_5", "epoch_1", "step_20"]
+    second = written(fake_run)
+    assert {k for k in second if second[k] != first.get(k)} == {
+        "step_20/whatsup_a.json",
+        "step_20/coco_spatial_one.json",
+    }
+    # Another label-fix mode is another result: rescored; the summary still shows every benchmark of the run.
+    eval_run.score_run(fake_run, benchmarks=["whatsup_a"], label_fixes="none", build=fake_build(builds))
+    third = written(fake_run)
+    assert {k for k in third if third[k] != second[k]} == {
+        f"{c}/whatsup_a.json" for c in ("step_0", "step_5", "epoch_1", "step_20")
+    }
+    summary = read_csv(fake_run / "eval" / "summary.csv")
+    assert {r["label_fixes"] for r in summary[:-1]} == {"none,paper"}
+    assert "coco_spatial_one/indiv" in summary[0]
+    record = json.loads((fake_run / "eval" / "step_0" / "whatsup_a.json").read_text())
+    assert record["label_fixes"] == {"mode": "none", "applied": []}
+    # --force rescores everything.
+    eval_run.score_run(fake_run, force=True, build=fake_build(builds))
+    fourth = written(fake_run)
+    assert all(fourth[k] != third[k] for k in third)
+
+
+def test_run_data_root_and_errors(fake_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(FileNotFoundError, match=r"What'sUp Subset A captions \(controlled_images_dataset.json\)"):
+        eval_run.score_run(fake_run, data_root=tmp_path / "nowhere", build=fake_build([]))
+    assert eval_run.main(["--run", str(fake_run), "--data-root", str(tmp_path / "nowhere")]) == 2
+    assert "controlled_images_dataset.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        eval_run.main(["--model", "tiny-clip"])  # no --out / --data-root
+    with pytest.raises(SystemExit):
+        eval_run.main(["--run", str(fake_run), "--benchmarks", "whatsup_c"])
+    assert "known: whatsup_a" in capsys.readouterr().err
+    assert eval_run.parse_benchmarks(["whatsup_a,mmvp_vlm", "coco_spatial_one"]) == [
+        "whatsup_a",
+        "mmvp_vlm",
+        "coco_spatial_one",
+    ]
+
+
+class FakeWandb(types.ModuleType):
+    """Records what eval logs to W&B."""
+
+    def __init__(self) -> None:
+        super().__init__("wandb")
+        self.init_kwargs: dict[str, Any] = {}
+        self.logged: list[dict[str, Any]] = []
+        self.finished = False
+        outer = self
+
+        class Table:
+            def __init__(self, columns: list[str], data: list[list[Any]]):
+                self.columns, self.data = columns, data
+
+        class Run:
+            def define_metric(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+            def log(self, values: dict[str, Any]) -> None:
+                outer.logged.append(values)
+
+            def finish(self) -> None:
+                outer.finished = True
+
+        self.Table = Table
+        self._run = Run()
+
+    def init(self, **kwargs: Any) -> Any:
+        self.init_kwargs = kwargs
+        return self._run
+
+
+def test_run_logs_to_wandb_when_enabled(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    run_dir = make_run(
+        tmp_path, world / "bench", ModelConfig(name="tiny-clip"), fake_build([])(ModelConfig()), wandb="offline"
+    )
+    eval_run.score_run(run_dir, build=fake_build([]))
+    assert fake.init_kwargs["mode"] == "offline" and fake.init_kwargs["name"] == "r-eval" and fake.finished
+    steps = [entry["checkpoint_step"] for entry in fake.logged if "checkpoint_step" in entry]
+    assert steps == [0, 5, 10]
+    assert "eval/whatsup_a/left_right/relaxed_pairs" in fake.logged[0]
+    table = fake.logged[-1]["eval/summary"]
+    assert [row[0] for row in table.data] == ["step_0", "step_5", "epoch_1"]
+
+
+def test_image_feature_cache_is_keyed_by_image_tower_weights(world: Path) -> None:
+    bundle, cache = FakeBundle(), scoring.ImageFeatureCache()
+    paths = [str(p) for p in sorted((world / "bench" / "data" / "controlled_images").glob("*.jpeg"))[:6]]
+    first = scoring.ModelScorer(bundle, image_cache=cache).image_features(paths)
+    with torch.no_grad():
+        bundle.model.token_embedding.weight.add_(1.0)  # a new checkpoint of the text tower only
+    again = scoring.ModelScorer(bundle, image_cache=cache).image_features(paths)
+    assert (cache.hits, cache.misses) == (1, 1) and again is first
+    with torch.no_grad():
+        bundle.model.visual.weight.add_(1.0)  # an unlocked image tower changed
+    changed = scoring.ModelScorer(bundle, image_cache=cache).image_features(paths)
+    assert (cache.hits, cache.misses) == (1, 2) and not torch.equal(first, changed)
+    assert torch.allclose(changed.norm(dim=-1), torch.ones(6))

@@ -1,0 +1,154 @@
+"""train/finetune.py end to end on the generated world: every tiny recipe, resume after a kill, 1 vs 2 processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = sorted(p.stem for p in (ROOT / "recipes").glob("tiny_*.yaml"))
+
+
+def finetune_cmd(recipe: str, shards: Path, out: Path, *overrides: str) -> list[str]:
+    return [
+        "train/finetune.py",
+        f"recipes/{recipe}.yaml",
+        f"data.shards=[{shards}]",
+        f"output_dir={out}",
+        "data.workers=0",
+        *overrides,
+    ]
+
+
+def run(args: list[str], launcher: list[str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+    cmd = (launcher or [sys.executable]) + args
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("recipe", TINY)
+def test_every_tiny_recipe_trains_and_leaves_a_self_describing_run(recipe, world_shards, tmp_path):
+    result = run(finetune_cmd(recipe, world_shards, tmp_path, "train.max_steps=3", "optim.warmup_steps=1",
+                              "train.log_every_steps=1"))  # fmt: skip
+    assert "trainable" in result.stdout and "frozen" in result.stdout  # the parameter table
+    run_dir = tmp_path / recipe
+    assert (run_dir / "config.yaml").exists() and (run_dir / "starts.jsonl").exists()
+    start = json.loads((run_dir / "starts.jsonl").read_text().splitlines()[0])
+    assert start["argv"][0] == f"recipes/{recipe}.yaml" and "git_commit" in start["code"]
+    records = metrics(run_dir)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    assert {"lr", "samples_per_s", "data_wait_share", "epoch"} <= set(records[0])
+    checkpoint = run_dir / "checkpoints" / "step_3"
+    assert (run_dir / "checkpoints" / "latest").read_text() == "step_3"
+    assert (checkpoint / "config.yaml").read_text() == (run_dir / "config.yaml").read_text()
+    weights = load_file(str(checkpoint / "trainable.safetensors"))
+    assert weights and "logit_scale" in weights
+    if "llm2vec" in recipe:  # the frozen LLM is rebuilt from the config, never stored
+        assert all("llm" not in name or "connector" in name for name in weights), list(weights)[:10]
+
+
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(world_shards, tmp_path):
+    settings = ["train.epochs=2", "train.checkpoint_every_steps=3", "train.log_every_steps=1"]
+    run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "whole", *settings))
+    whole = tmp_path / "whole" / "tiny_clip_neg"
+
+    killed_dir = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, *finetune_cmd("tiny_clip_neg", world_shards, killed_dir, *settings)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = killed_dir / "tiny_clip_neg" / "checkpoints" / "step_6"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = killed_dir / "tiny_clip_neg"
+    done_before_kill = [r["step"] for r in metrics(partial)]
+    total = metrics(whole)[-1]["step"]
+    assert 6 <= done_before_kill[-1] < total, "the run must be killed mid-way for this test to mean anything"
+
+    result = run(finetune_cmd("tiny_clip_neg", world_shards, killed_dir, *settings, "train.resume=latest"))
+    assert "resumed from" in result.stdout
+    final = "epoch_2"
+    a = load_file(str(whole / "checkpoints" / final / "trainable.safetensors"))
+    b = load_file(str(partial / "checkpoints" / final / "trainable.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    resumed = {r["step"]: r["loss"] for r in metrics(partial)}
+    assert all(resumed[r["step"]] == r["loss"] for r in metrics(whole))
+
+
+def test_two_processes_give_the_loss_curve_of_one(world_shards, tmp_path):
+    settings = ["train.max_steps=4", "optim.warmup_steps=1", "train.log_every_steps=1"]
+    run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "one", *settings))
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/accelerate/cpu_2proc.yaml"]
+    result = run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "two", *settings, "data.batch_size=16"), launcher)
+    assert "= 16 x 2 processes x 2 accumulation" in result.stdout
+    one = metrics(tmp_path / "one" / "tiny_clip_neg")
+    two = metrics(tmp_path / "two" / "tiny_clip_neg")
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2, 3, 4]
+    for a, b in zip(one, two, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+        assert a["lr"] == b["lr"]
+
+
+def test_a_finished_run_is_not_overwritten_and_a_resume_must_keep_the_config(world_shards, tmp_path):
+    settings = ["train.max_steps=2", "optim.warmup_steps=1"]
+    run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *settings))
+    again = run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *settings), check=False)
+    assert again.returncode == 1 and "train.resume=latest" in again.stderr and "Traceback" not in again.stderr
+    changed = run(
+        finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *settings, "optim.lr=1", "train.resume=latest"),
+        check=False,
+    )
+    assert changed.returncode == 1 and "config changed since the run started (optim.lr)" in changed.stderr
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_samples(world_shards, tmp_path, monkeypatch, capsys):
+    from train import finetune
+
+    real_build_loss = finetune.build_loss
+    calls = {"n": 0}
+
+    def poisoned(name):
+        loss_fn = real_build_loss(name)
+
+        def compute(*args, **kwargs):
+            calls["n"] += 1
+            loss = loss_fn(*args, **kwargs)
+            return loss * float("nan") if calls["n"] == 5 else loss  # micro-batch 5 = step 3 (2 per step)
+
+        return compute
+
+    monkeypatch.setattr(finetune, "build_loss", poisoned)
+    args = finetune_cmd("tiny_clip_neg", world_shards, tmp_path, "train.max_steps=6", "optim.warmup_steps=1",
+                        "train.checkpoint_every_steps=1")[1:]  # fmt: skip
+    assert finetune.cli(args) == 1
+    err = capsys.readouterr().err
+    assert "loss is nan at step 3" in err and "batch sample keys on rank 0: [" in err
+    checkpoints = tmp_path / "tiny_clip_neg" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step_1", "step_2"]
+    assert (checkpoints / "latest").read_text() == "step_2"
+
+
+def test_wandb_offline_run_is_written_into_the_run_folder(world_shards, tmp_path):
+    run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, "train.max_steps=2", "optim.warmup_steps=1",
+                     "wandb.mode=offline", "wandb.group=sweep-a"))  # fmt: skip
+    offline = list((tmp_path / "tiny_clip_finetune" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1

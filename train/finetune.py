@@ -1,0 +1,248 @@
+"""Finetune a CLIP-like model on image-caption shards: the paper's Section 4 recipe.
+
+    accelerate launch train/finetune.py recipes/clip_neg.yaml [key.sub=value ...]
+    python train/finetune.py recipes/tiny_clip_neg.yaml train.max_steps=20
+
+`main(cfg)` is the plan, top to bottom: run folder, model, data, loss, optimizer, resume, train, checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from models import build_model, format_parameter_table, parameter_table
+from train.checkpoints import list_checkpoints, load_training_state, load_weights, resolve_resume, save_checkpoint
+from train.config import OptimConfig, RecipeConfig, load_recipe
+from train.data import BatchPlan, Collate, ShardSamples, epoch_loader, index_shards
+from train.losses import build_loss
+from train.run_dir import MetricsLog, RunDirError, check_run_dir, write_run_start
+from train.tracking import Tracker
+from train.typed_config import ConfigError, flatten, to_plain, to_yaml
+
+PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class Position:
+    """Where training stands in the data stream; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch
+    step_in_epoch: int = 0  # optimizer steps done within the current epoch
+
+
+def main(cfg: RecipeConfig, argv: list[str]) -> None:
+    # cpu=True on GPU-less hosts makes several launched processes one gloo group instead of N lone runs.
+    accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=not torch.cuda.is_available())
+    is_main = accelerator.is_main_process
+    run_dir = check_run_dir(cfg)
+    accelerator.wait_for_everyone()  # every process has checked before the main one writes
+    if is_main:
+        write_run_start(run_dir, cfg, argv)
+    torch.manual_seed(cfg.seed)
+
+    bundle = build_model(cfg.model)
+    model = bundle.model
+    if cfg.model.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    if is_main:
+        print(format_parameter_table(parameter_table(model)))
+
+    index = index_shards(cfg.data.shards)
+    plan = BatchPlan(len(index), cfg.train.global_batch_size, cfg.data.batch_size, accelerator.num_processes)
+    if plan.problems():
+        raise ConfigError("batch plan", plan.problems())
+    total_steps = plan.steps_per_epoch * cfg.train.epochs
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    if cfg.optim.warmup_steps >= total_steps:
+        raise ConfigError("batch plan", [f"optim.warmup_steps {cfg.optim.warmup_steps} >= {total_steps} steps"])
+    samples = ShardSamples(index, bundle.preprocess_train, cfg.data.caption_policy, cfg.seed)
+    collate = Collate(bundle.tokenizer, with_negatives=cfg.loss.uses_hard_negatives)
+
+    loss_fn = build_loss(cfg.loss.name)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
+    # The scheduler stays unprepared: accelerate's wrapper would step it once per process per optimizer step.
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    position = Position()
+    checkpoints = run_dir / "checkpoints"
+    resume_from = resolve_resume(checkpoints, cfg.train.resume)
+    if resume_from is not None:
+        load_weights(resume_from, accelerator.unwrap_model(model))
+        position = Position(**load_training_state(resume_from, optimizer, scheduler)["position"])
+        if is_main:
+            print(f"resumed from {resume_from} at step {position.step} (epoch {position.epoch})")
+
+    tracker = Tracker(cfg.wandb, cfg.run_name, run_dir, flatten(to_plain(cfg)), enabled=is_main)
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    if is_main:
+        print(
+            f"{len(index)} samples, {plan.steps_per_epoch} steps/epoch, {total_steps} steps, global batch "
+            f"{plan.global_batch} = {plan.micro_batch} x {plan.world_size} processes x {plan.accumulation} accumulation"
+        )
+
+    def checkpoint(name: str) -> None:
+        accelerator.wait_for_everyone()
+        if is_main:
+            save_checkpoint(
+                checkpoints,
+                name,
+                model=accelerator.unwrap_model(model),
+                optimizer=optimizer,
+                scheduler=scheduler,
+                state={"step": position.step, "position": vars(position)},
+                config_yaml=to_yaml(cfg),
+            )
+        accelerator.wait_for_everyone()
+
+    bar = tqdm(total=total_steps, initial=position.step, disable=not is_main, desc=cfg.run_name, dynamic_ncols=True)
+    window = {"loss": 0.0, "steps": 0, "samples": 0, "wait": 0.0, "lr": 0.0, "start": time.perf_counter()}
+    model.train()
+    while position.step < total_steps:
+        stream = epoch_loader(
+            samples,
+            plan,
+            collate,
+            epoch=position.epoch,
+            rank=accelerator.process_index,
+            start_step=position.step_in_epoch,
+            workers=cfg.data.workers,
+        )
+        while position.step_in_epoch < plan.steps_per_epoch and position.step < total_steps:
+            lr = scheduler.get_last_lr()[0]  # the rate this step uses
+            loss, wait = train_step(model, loss_fn, optimizer, scheduler, stream, plan, accelerator, cfg, position)
+            position.step += 1
+            position.step_in_epoch += 1
+            window["loss"] += loss
+            window["steps"] += 1
+            window["samples"] += plan.global_batch
+            window["wait"] += wait
+            window["lr"] = lr
+            bar.update(1)
+            if position.step % cfg.train.log_every_steps == 0 or position.step == total_steps:
+                record = log_window(window, position, accelerator.unwrap_model(model))
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", sps=record["samples_per_s"])
+                if is_main:
+                    metrics.write(record)
+                    tracker.log(record, step=position.step)
+            if cfg.train.checkpoint_every_steps and position.step % cfg.train.checkpoint_every_steps == 0:
+                checkpoint(f"step_{position.step}")
+        if position.step_in_epoch == plan.steps_per_epoch:
+            position.epoch += 1
+            position.step_in_epoch = 0
+            checkpoint(f"epoch_{position.epoch}")
+        elif position.step == total_steps:
+            checkpoint(f"step_{position.step}")
+    bar.close()
+    tracker.finish()
+    if is_main:
+        done = [p.name for p in list_checkpoints(checkpoints)]
+        print(f"run folder: {run_dir}  checkpoints: {', '.join(done)}")
+
+
+def train_step(model, loss_fn, optimizer, scheduler, stream, plan, accelerator, cfg, position) -> tuple[float, float]:
+    """One optimizer step over `plan.accumulation` micro-batches; returns (mean loss, seconds waiting for data)."""
+    total, wait = 0.0, 0.0
+    for micro in range(plan.accumulation):
+        started = time.perf_counter()
+        batch = next(stream).to(accelerator.device)
+        wait += time.perf_counter() - started
+        last = micro == plan.accumulation - 1
+        sync = nullcontext() if last or plan.world_size == 1 else accelerator.no_sync(model)
+        with sync, accelerator.autocast():
+            out = model(batch.pixels, batch.text)
+            text = out["text_features"]
+            n = batch.pixels.shape[0]
+            loss = loss_fn(
+                out["image_features"],
+                text[:n],
+                out["logit_scale"],
+                out["logit_bias"],
+                negative_features=text[n:] if batch.negative_mask is not None else None,
+                negative_mask=batch.negative_mask,
+            )
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(
+                f"loss is {loss.item()} at step {position.step + 1} (epoch {position.epoch}); "
+                f"batch sample keys on rank {accelerator.process_index}: {batch.keys}"
+            )
+        accelerator.backward(loss / plan.accumulation)
+        total += loss.item()
+    if cfg.optim.grad_clip_norm:
+        accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():  # as open_clip: keep the temperature in a sane range
+        accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
+    return total / plan.accumulation, wait
+
+
+def log_window(window: dict, position: Position, model) -> dict:
+    elapsed = time.perf_counter() - window["start"]
+    record = {
+        "step": position.step,
+        "epoch": position.epoch,
+        "loss": window["loss"] / window["steps"],
+        "lr": window["lr"],
+        "logit_scale": model.logit_scale.exp().item(),
+        "samples_per_s": round(window["samples"] / elapsed, 1),
+        "data_wait_share": round(window["wait"] / elapsed, 3),
+    }
+    window.update(loss=0.0, steps=0, samples=0, wait=0.0, start=time.perf_counter())
+    return record
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW; norms, biases and the logit scale/bias (all < 2-D) get no weight decay, as in open_clip."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "logit_" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
+    """Linear warmup, then cosine to zero (or constant), stepped once per optimizer step."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def cli(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        print(__doc__)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        cfg = load_recipe(argv[0], argv[1:])
+        main(cfg, argv)
+    except (ConfigError, RunDirError, NonFiniteLoss, FileNotFoundError) as err:
+        print(f"finetune: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

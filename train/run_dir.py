@@ -1,0 +1,71 @@
+"""A run folder that describes itself: resolved config, how it was started, code version, metrics, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from data_prep.provenance import code_version
+from train.config import RecipeConfig
+from train.typed_config import flatten, to_plain, to_yaml
+
+# Keys that may differ between the first start of a run and a resumed one.
+_RESUMABLE_DIFFERENCES = {"train.resume"}
+
+
+class RunDirError(RuntimeError):
+    pass
+
+
+def check_run_dir(cfg: RecipeConfig) -> Path:
+    """runs/<run_name>, after refusing a fresh start over an earlier run or a resume with another config.
+
+    Read-only, so every process can run it before any process writes (see `write_run_start`).
+    """
+    run = Path(cfg.output_dir) / cfg.run_name
+    config_file = run / "config.yaml"
+    if config_file.exists():
+        if not cfg.train.resume:
+            raise RunDirError(
+                f"{run} already holds a run; pass train.resume=latest to continue it, or pick another run_name"
+            )
+        import yaml
+
+        before = flatten(yaml.safe_load(config_file.read_text()))
+        now = flatten(to_plain(cfg))
+        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        changed = [k for k in changed if k not in _RESUMABLE_DIFFERENCES]
+        if changed:
+            raise RunDirError(f"{run}: the config changed since the run started ({', '.join(changed)})")
+    return run
+
+
+def write_run_start(run: Path, cfg: RecipeConfig, argv: list[str]) -> None:
+    """Writes the resolved config (first start only) and appends how this start was launched."""
+    run.mkdir(parents=True, exist_ok=True)
+    config_file = run / "config.yaml"
+    if not config_file.exists():
+        config_file.write_text(to_yaml(cfg))
+    start = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": argv,
+        "python": sys.version.split()[0],
+        "host": platform.node(),
+        "code": code_version(),
+    }
+    with open(run / "starts.jsonl", "a") as f:
+        f.write(json.dumps(start) + "\n")
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to metrics.jsonl (always, whatever the tracker)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
