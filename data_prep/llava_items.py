@@ -49,7 +49,13 @@ class Skip:
     detail: str
 
     def as_record(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "index": self.index, "id": self.id, "reason": self.reason, "detail": self.detail}
+        return {
+            "dataset": self.dataset,
+            "index": self.index,
+            "id": self.id,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
 
 
 class MalformedItem(ValueError):

@@ -15,7 +15,11 @@ def code_version() -> dict[str, str | bool | None]:
         version = metadata.version("clipablate")
     except metadata.PackageNotFoundError:
         version = None
-    return {"version": version, "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain"))}
+    return {
+        "version": version,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain")),
+    }
 
 
 def _git(*args: str) -> str | None:

@@ -114,7 +114,9 @@ def test_shards_read_back_with_webdataset_hold_exactly_the_manifests_samples(wor
         root = world / "llava" / ("images" if meta["source"] == "lcs558k" else "")
         assert s["jpg"] == (root / meta["image"]).read_bytes()  # valid RGB JPEGs keep their bytes
     negatives = manifest["hard_negatives"]
-    assert negatives["captions_with_negative"] == sum(n is not None for s in samples for n in s["meta"]["hard_negatives"])
+    assert negatives["captions_with_negative"] == sum(
+        n is not None for s in samples for n in s["meta"]["hard_negatives"]
+    )
     assert negatives["captions_with_negative"] > 0
 
 

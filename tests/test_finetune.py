@@ -98,7 +98,9 @@ def test_two_processes_give_the_loss_curve_of_one(world_shards, tmp_path):
     settings = ["train.max_steps=4", "optim.warmup_steps=1", "train.log_every_steps=1"]
     run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "one", *settings))
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/accelerate/cpu_2proc.yaml"]
-    result = run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "two", *settings, "data.batch_size=16"), launcher)
+    result = run(
+        finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "two", *settings, "data.batch_size=16"), launcher
+    )
     assert "= 16 x 2 processes x 2 accumulation" in result.stdout
     one = metrics(tmp_path / "one" / "tiny_clip_neg")
     two = metrics(tmp_path / "two" / "tiny_clip_neg")
