@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -84,16 +83,13 @@ def test_two_gloo_processes_equal_one_process_bitwise(world: Path, tmp_path: Pat
     assert (record["processes"], record["chunk_size"], record["cpu_threads"]) == (2, CHUNK, 1)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("CLIPABLATE_LAUNCHER_TESTS"), reason="~30 s; set CLIPABLATE_LAUNCHER_TESTS=1 to run"
-)
 def test_accelerate_launch_two_processes_tiny_clip(world: Path, tmp_path: Path) -> None:
     """The real path: `accelerate launch --multi_gpu --num_processes 2 -m eval.run` on CPU (gloo), tiny-clip."""
     common = ["--model", "tiny-clip", "--data-root", str(world / "bench"), "--chunk-size", str(CHUNK)]
     common += ["--benchmarks", "whatsup_a", "mmvp_vlm"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    launcher = [str(Path(sys.prefix, "bin", "accelerate")), "launch", "--multi_gpu", "--num_processes", "2"]
-    launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    config = Path(__file__).resolve().parents[1] / "launch" / "accelerate" / "cpu_2proc.yaml"
+    launcher = [str(Path(sys.prefix, "bin", "accelerate")), "launch", "--config_file", str(config)]
     subprocess.run([*launcher, "-m", "eval.run", *common, "--out", str(tmp_path / "two")], check=True, env=env)
     subprocess.run([sys.executable, "-m", "eval.run", *common, "--out", str(tmp_path / "one")], check=True, env=env)
     assert len(_files(tmp_path / "one")) == 2

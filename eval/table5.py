@@ -1,0 +1,151 @@
+"""The paper's Table 5 layout for a set of evaluated runs: the starting point, each run's last checkpoint, chance.
+
+    python -m eval.table5 runs/tiny_clip_finetune runs/tiny_clip_neg [--out table5.md] [--csv table5.csv]
+
+Columns: What'sUp A and B two-way Left/Right (individual and pair accuracy), COCO-spatial and GQA-spatial
+one- and two-object accuracy. A result that is missing is shown as missing, never as zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from eval.report import read_result
+
+# (header, benchmark, metric key) in the paper's column order.
+COLUMNS = (
+    ("What'sUp A L/R indiv", "whatsup_a", "left_right/indiv"),
+    ("What'sUp A L/R pairs", "whatsup_a", "left_right/pairs"),
+    ("What'sUp B L/R indiv", "whatsup_b", "left_right/indiv"),
+    ("What'sUp B L/R pairs", "whatsup_b", "left_right/pairs"),
+    ("COCO one-obj", "coco_spatial_one", "indiv"),
+    ("COCO two-obj", "coco_spatial_two", "indiv"),
+    ("GQA one-obj", "gqa_spatial_one", "indiv"),
+    ("GQA two-obj", "gqa_spatial_two", "indiv"),
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    values: tuple[float | None, ...]
+    source: str  # the eval folder the numbers come from ("" for chance)
+
+
+def checkpoint_folders(run: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every evaluated checkpoint of a run, by step."""
+    found = []
+    for folder in (run / "eval").glob("*"):
+        if folder.is_dir() and folder.name.split("_")[-1].isdigit():
+            step = 0 if folder.name == "step_0" else _step_of(folder)
+            found.append((step, folder))
+    return sorted(found)
+
+
+def _step_of(folder: Path) -> int:
+    for _, benchmark, _ in COLUMNS:
+        result = read_result(folder, benchmark)
+        if result is not None and "step" in result:
+            return int(result["step"])
+    return int(folder.name.split("_")[-1])
+
+
+def _values(folder: Path | None) -> tuple[float | None, ...]:
+    out = []
+    for _, benchmark, metric in COLUMNS:
+        result = read_result(folder, benchmark) if folder is not None else None
+        out.append(None if result is None else result["metrics"].get(metric))
+    return tuple(out)
+
+
+def _chance(folders: Sequence[Path]) -> tuple[float | None, ...]:
+    out = []
+    for _, benchmark, metric in COLUMNS:
+        value = None
+        for folder in folders:
+            result = read_result(folder, benchmark)
+            if result is not None and result["chance"].get(metric) is not None:
+                value = result["chance"][metric]
+                break
+        out.append(value)
+    return tuple(out)
+
+
+def _variant(run: Path) -> str:
+    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
+    parts = []
+    text = (config.get("model") or {}).get("text") or {}
+    if text.get("tower") == "llm2vec":
+        parts.append("llm2vec")
+    if not ((config.get("model") or {}).get("image") or {}).get("locked", True):
+        parts.append("unlocked")
+    loss = (config.get("loss") or {}).get("name", "")
+    parts.append("neg. cap." if loss.endswith("neg") or loss == "negclip" else "finetuning")
+    return f"+ {', '.join(parts)} ({run.name})"
+
+
+def table5_rows(runs: Sequence[Path]) -> list[Row]:
+    rows: list[Row] = []
+    starts = [f for run in runs for step, f in checkpoint_folders(run) if step == 0]
+    if starts:
+        model = (yaml.safe_load((runs[0] / "config.yaml").read_text()) or {}).get("model", {}).get("name", "model")
+        rows.append(Row(f"{model} (starting weights)", _values(starts[0]), str(starts[0])))
+    for run in runs:
+        evaluated = [(s, f) for s, f in checkpoint_folders(run) if s > 0]
+        last = evaluated[-1][1] if evaluated else None
+        rows.append(Row(_variant(run), _values(last), str(last or "")))
+    all_folders = [f for run in runs for _, f in checkpoint_folders(run)]
+    rows.append(Row("Random chance", _chance(all_folders), ""))
+    return rows
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    header = ["", *(c[0] for c in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join([r.label, *map(_cell, r.values)]) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def as_csv(rows: Sequence[Row]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["row", *(c[0] for c in COLUMNS), "source"])
+    for r in rows:
+        writer.writerow([r.label, *("" if v is None else f"{v:.4f}" for v in r.values), r.source])
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.table5", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders already scored by eval.run")
+    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    parser.add_argument("--csv", type=Path, help="also write the table as CSV here")
+    args = parser.parse_args(argv)
+    missing = [str(r) for r in args.runs if not (r / "eval").is_dir()]
+    if missing:
+        print(f"table5: not evaluated yet (run python -m eval.run --run RUN): {', '.join(missing)}", file=sys.stderr)
+        return 2
+    rows = table5_rows(args.runs)
+    text = markdown(rows)
+    print(text, end="")
+    if args.out:
+        args.out.write_text(text)
+    if args.csv:
+        args.csv.write_text(as_csv(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
