@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 WORLD   := $(DEMO)/world
 SHARDS  := $(DEMO)/shards
+RUNS    := $(DEMO)/runs
 
 demo: $(STAMP)
 	$(PY) -m data_prep.toyworld --out $(WORLD) --seed $(SEED)
@@ -23,6 +24,15 @@ demo: $(STAMP)
 	    --dataset lcs558k --json $(WORLD)/llava/blip_laion_cc_sbu_558k.json --image-root $(WORLD)/llava/images \
 	    --dataset mix665k --json $(WORLD)/llava/llava_v1_5_mix665k.json --image-root $(WORLD)/llava
 	$(PY) -m data_prep.inspect_shards $(SHARDS) --show 2
+	rm -rf $(RUNS)
+	for recipe in tiny_clip_finetune tiny_clip_neg; do \
+	    $(PY) train/finetune.py recipes/$$recipe.yaml data.shards=[$(SHARDS)] output_dir=$(RUNS) \
+	        eval.data_root=$(WORLD)/bench || exit 1; \
+	    $(PY) -m eval.run --run $(RUNS)/$$recipe || exit 1; \
+	done
+	$(PY) -m eval.table5 $(RUNS)/tiny_clip_finetune $(RUNS)/tiny_clip_neg \
+	    --out $(DEMO)/table5.md --csv $(DEMO)/table5.csv
+	@echo "runs: $(RUNS)/tiny_clip_finetune $(RUNS)/tiny_clip_neg; table: $(DEMO)/table5.md"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -94,6 +94,27 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(world_shard
     assert all(resumed[r["step"]] == r["loss"] for r in metrics(whole))
 
 
+def test_a_signal_stops_at_a_step_boundary_with_a_checkpoint(world_shards, tmp_path):
+    settings = ["train.epochs=2", "train.log_every_steps=1", "train.resume=latest"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, *finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *settings)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "tiny_clip_finetune" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (log.exists() and log.read_text()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGUSR1)  # what `sbatch --signal=B:USR1@180` sends before the time limit
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err[-2000:]
+    stopped_at = metrics(tmp_path / "tiny_clip_finetune")[-1]["step"]
+    checkpoints = tmp_path / "tiny_clip_finetune" / "checkpoints"
+    assert (checkpoints / "latest").read_text() == f"step_{stopped_at}"
+    assert f"stopped on a signal at step {stopped_at}" in err
+    result = run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *settings))
+    assert f"resumed from {checkpoints / f'step_{stopped_at}'}" in result.stdout
+    assert (checkpoints / "latest").read_text() == "epoch_2"
+
+
 def test_two_processes_give_the_loss_curve_of_one(world_shards, tmp_path):
     settings = ["train.max_steps=4", "optim.warmup_steps=1", "train.log_every_steps=1"]
     run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "one", *settings))

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -30,8 +31,37 @@ from train.typed_config import ConfigError, flatten, to_plain, to_yaml
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; rerun with train.resume=latest
+
+
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+class Preempted(RuntimeError):
+    pass
+
+
+class StopRequest:
+    """SIGTERM or SIGUSR1 (a scheduler's warning before its time limit) asks for a checkpoint and an exit.
+
+    The handler only sets a flag; the loop checks it between optimizer steps, agreed across processes, so
+    every process saves together (saving is collective under DeepSpeed) and none from inside a handler.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._request)
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+
+    def agreed(self, accelerator: Accelerator) -> bool:
+        if accelerator.num_processes == 1:
+            return self.requested
+        flag = torch.tensor([float(self.requested)], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
 @dataclass
@@ -109,6 +139,7 @@ def main(cfg: RecipeConfig, argv: list[str]) -> None:
             )
         accelerator.wait_for_everyone()
 
+    stop = StopRequest()
     bar = tqdm(total=total_steps, initial=position.step, disable=not is_main, desc=cfg.run_name, dynamic_ncols=True)
     window = {"loss": 0.0, "steps": 0, "samples": 0, "wait": 0.0, "lr": 0.0, "start": time.perf_counter()}
     model.train()
@@ -139,8 +170,15 @@ def main(cfg: RecipeConfig, argv: list[str]) -> None:
                 if is_main:
                     metrics.write(record)
                     tracker.log(record, step=position.step)
-            if cfg.train.checkpoint_every_steps and position.step % cfg.train.checkpoint_every_steps == 0:
+            saved = cfg.train.checkpoint_every_steps and position.step % cfg.train.checkpoint_every_steps == 0
+            if saved:
                 checkpoint(f"step_{position.step}")
+            if stop.agreed(accelerator):
+                if not saved:
+                    checkpoint(f"step_{position.step}")
+                bar.close()
+                tracker.finish()
+                raise Preempted(f"stopped on a signal at step {position.step}; checkpoint step_{position.step} written")
         if position.step_in_epoch == plan.steps_per_epoch:
             position.epoch += 1
             position.step_in_epoch = 0
@@ -241,6 +279,9 @@ def cli(argv: list[str]) -> int:
     except (ConfigError, RunDirError, NonFiniteLoss, FileNotFoundError) as err:
         print(f"finetune: {err}", file=sys.stderr)
         return 1
+    except Preempted as err:
+        print(f"finetune: {err}; continue with train.resume=latest", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     return 0
 
 
