@@ -81,15 +81,22 @@ def lcs_caption(rng: random.Random, scene: Scene, backdrop_name: str) -> str:
         relation, s, r = OPPOSITE[relation], r, s
     a_s, a_r = with_article(s), with_article(r)
     bg = with_article(backdrop_name)
+    # Left/right wordings name the side of either object, chosen at random, so every wording and its
+    # left/right-swapped form are equally common as true captions: a hard negative can then only be told
+    # apart by looking at the image, never by its words alone.
+    side = rng.choice(("left", "right"))
+    other = "right" if side == "left" else "left"
+    x, y = (s, r) if side == "left" else (r, s)  # x is the object on `side`
+    a_x, a_y = with_article(x), with_article(y)
+    first, second = rng.sample([a_s, a_r], 2)
     templates: dict[str, list[Callable[[], str]]] = {
         "left_of": [
-            lambda: f"{a_s} to the left of {a_r}",
-            lambda: f"{a_s} on the left and {a_r} on the right",
-            lambda: f"{a_r} to the right of {a_s}",
-            lambda: f"{a_s} at the left of {a_r}",
-            lambda: f"{a_s} left of {a_r} on {bg} background",
-            lambda: f"{a_s} and {a_r}, the {s.split()[-1]} is on the left",
-            lambda: f"{a_r} on the right side, {a_s} beside it",
+            lambda: f"{a_x} to the {side} of {a_y}",
+            lambda: f"{a_x} on the {side} and {a_y} on the {other}",
+            lambda: f"{a_x} at the {side} of {a_y}",
+            lambda: f"{a_x} {side} of {a_y} on {bg} background",
+            lambda: f"{first} and {second}, the {x.split()[-1]} is on the {side}",
+            lambda: f"{a_x} on the {side} side, {a_y} beside it",
         ],
         "on": [
             lambda: f"{a_s} on top of {a_r}",

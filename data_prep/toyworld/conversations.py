@@ -42,27 +42,29 @@ def _kind(name: str) -> str:
     return name.split()[-1]
 
 
-def relation_questions(scene: Scene) -> list[QA]:
+def relation_questions(scene: Scene, rng: random.Random) -> list[QA]:
     """Questions whose answers state the scene's spatial relation."""
     rel = scene.relation
     s, r = scene.subject_object().name, scene.reference_object().name
     if rel in SIDE_WORDS:
-        side = SIDE_WORDS[rel]
+        side = SIDE_WORDS[rel]  # the subject's side
         other = "right" if side == "left" else "left"
-        left_obj, right_obj = (s, r) if side == "left" else (r, s)
+        on_side = {side: s, other: r}
+        # Which side a question asks about, and in which order objects are listed, are drawn at random:
+        # every answer wording then occurs with "left" and with "right" equally, so its left/right-swapped
+        # hard negative cannot be rejected from the words alone.
+        asked, listed = rng.choice(("left", "right")), rng.sample(("left", "right"), 2)
+        yes = "Yes" if asked == side else "No"
         return [
             QA(f"Where is the {s} relative to the {r}?", f"The {s} is to the {side} of the {r}."),
-            QA("What is on the right side of the image?", f"On the right there is {_a(right_obj)}."),
-            QA("What is on the left?", f"There is {_a(left_obj)} on the left."),
+            QA(f"What is on the {asked} side of the image?", f"On the {asked} there is {_a(on_side[asked])}."),
+            QA(f"What is on the {asked}?", f"There is {_a(on_side[asked])} on the {asked}."),
             QA(f"Which side of the picture is the {s} on?", f"The {s} is at the {side} of the picture."),
             QA(
                 "Describe the positions of the objects.",
-                f"The {left_obj} is on the left and the {right_obj} is on the right.",
+                f"The {on_side[listed[0]]} is on the {listed[0]} and the {on_side[listed[1]]} is on the {listed[1]}.",
             ),
-            QA(
-                f"Is the {s} left of the {r}?",
-                f"Yes, the {s} is left of the {r}." if side == "left" else f"No, the {s} is right of the {r}.",
-            ),
+            QA(f"Is the {s} {asked} of the {r}?", f"{yes}, the {s} is {side} of the {r}."),
             QA(f"Where should I look to find the {_kind(s)}?", f"Look at the {side} side of the image."),
             QA(f"What is next to the {r}, on its {other} side?", f"Nothing, the {s} is on its {side} side."),
         ]
@@ -171,8 +173,8 @@ def scene_dialogue(rng: random.Random, scene: Scene, folder: str) -> list[QA]:
         rest_pool = short_questions(scene)
     else:
         first_pool = sign_questions(scene, folder) if scene.signs and rng.random() < 0.6 else []
-        first_pool = first_pool or relation_questions(scene)
-        rest_pool = relation_questions(scene) + general_questions(scene) + sign_questions(scene, folder)
+        first_pool = first_pool or relation_questions(scene, rng)
+        rest_pool = relation_questions(scene, rng) + general_questions(scene) + sign_questions(scene, folder)
         if folder == "vg":
             rest_pool.append(region_question(scene))
     rounds = [rng.choice(first_pool)]

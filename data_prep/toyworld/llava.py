@@ -105,7 +105,9 @@ class LlavaBuilder:
         folder = item["image"].split("/")[0]
         for _ in range(10):
             extra = self._mix_record(rng, item["id"], item["image"], scene, folder)
-            if extra["conversations"] != item["conversations"]:
+            # Different answers, not just different questions: same-image items with the same answers
+            # would be one sample twice, which converters rightly drop as duplicates.
+            if _answers(extra) != _answers(item):
                 return extra
         raise RuntimeError("could not vary the conversation")
 
@@ -175,3 +177,7 @@ def write_llava_file(writer: WorldWriter, rel: str, image_root: str, items: list
         "images_present": sum(writer.path(f"{image_root}/{image}").exists() for image in images),
     }
     writer.write_json(rel, items, stats, relations)
+
+
+def _answers(item: dict[str, Any]) -> list[object]:
+    return [turn["value"] for turn in item["conversations"] if turn["from"] == "gpt"]
