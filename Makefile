@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 bench: $(STAMP)
-	@echo "no benchmarks yet"
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache build *.egg-info

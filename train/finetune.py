@@ -140,7 +140,14 @@ def main(cfg: RecipeConfig, argv: list[str]) -> None:
         accelerator.wait_for_everyone()
 
     stop = StopRequest()
-    bar = tqdm(total=total_steps, initial=position.step, disable=not is_main, desc=cfg.run_name, dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=position.step,
+        disable=not is_main,
+        desc=cfg.run_name,
+        dynamic_ncols=True,
+        mininterval=0.1 if sys.stderr.isatty() else 30,  # cluster log files get a line every 30 s, not every step
+    )
     window = {"loss": 0.0, "steps": 0, "samples": 0, "wait": 0.0, "lr": 0.0, "start": time.perf_counter()}
     model.train()
     while position.step < total_steps:
