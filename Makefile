@@ -20,7 +20,7 @@ RUNS    := $(DEMO)/runs
 
 demo: $(STAMP)
 	$(PY) -m data_prep.toyworld --out $(WORLD) --seed $(SEED)
-	$(PY) -m data_prep.build_shards --out $(SHARDS) --shard-size 256 --workers 2 \
+	$(PY) -m data_prep.build_shards --out $(SHARDS) --shard-size 256 --workers 2 --overwrite \
 	    --dataset lcs558k --json $(WORLD)/llava/blip_laion_cc_sbu_558k.json --image-root $(WORLD)/llava/images \
 	    --dataset mix665k --json $(WORLD)/llava/llava_v1_5_mix665k.json --image-root $(WORLD)/llava
 	$(PY) -m data_prep.inspect_shards $(SHARDS) --show 2
