@@ -128,7 +128,7 @@ class WandbConfig:
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     benchmarks: tuple[Benchmark, ...] = BENCHMARK_NAMES  # scored for every checkpoint
-    data_root: str = ""  # folder holding What'sUp's data/ (and MMVP_VLM/) ("" = no eval after training)
+    data_root: str = ""  # folder holding What'sUp's data/ and MMVP_VLM/, read by eval.run ("" = pass --data-root)
     label_fixes: Literal["paper", "none"] = "paper"  # paper: apply the published What'sUp A label corrections
 
 
