@@ -83,10 +83,8 @@ def main(cfg: RecipeConfig, argv: list[str]) -> None:
         write_run_start(run_dir, cfg, argv)
     torch.manual_seed(cfg.seed)
 
-    bundle = build_model(cfg.model)
+    bundle = build_model(cfg.model)  # applies the recipe's freezing and gradient checkpointing
     model = bundle.model
-    if cfg.model.grad_checkpointing:
-        model.set_grad_checkpointing(True)
     if is_main:
         print(format_parameter_table(parameter_table(model)))
 
