@@ -4,7 +4,7 @@ STAMP   := .venv/.installed
 DEMO    ?= demo_out
 SEED    ?= 0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system-deps demo test lint bench clean
 
 install: $(STAMP)
 
@@ -25,16 +25,20 @@ demo: $(STAMP)
 	    --dataset mix665k --json $(WORLD)/llava/llava_v1_5_mix665k.json --image-root $(WORLD)/llava
 	$(PY) -m data_prep.inspect_shards $(SHARDS) --show 2
 	rm -rf $(RUNS)
-	for recipe in tiny_clip_finetune tiny_clip_neg; do \
-	    $(PY) train/finetune.py recipes/$$recipe.yaml data.shards=[$(SHARDS)] output_dir=$(RUNS) \
-	        eval.data_root=$(WORLD)/bench || exit 1; \
-	    $(PY) -m eval.run --run $(RUNS)/$$recipe || exit 1; \
-	done
-	$(PY) -m eval.table5 $(RUNS)/tiny_clip_finetune $(RUNS)/tiny_clip_neg \
-	    --out $(DEMO)/table5.md --csv $(DEMO)/table5.csv
-	@echo "runs: $(RUNS)/tiny_clip_finetune $(RUNS)/tiny_clip_neg; table: $(DEMO)/table5.md"
+	$(PY) -m launch.sweep launch/sweeps/tiny_grid.yaml --backend local --output-dir $(RUNS) \
+	    data.shards=[$(SHARDS)] eval.data_root=$(WORLD)/bench
+	$(PY) -m launch.report launch/sweeps/tiny_grid.yaml --output-dir $(RUNS) --out $(DEMO)/report
 
-test: $(STAMP)
+# The slurm backend is tested against a real private cluster on this host: Debian's slurm and munge.
+system-deps:
+	@command -v slurmctld >/dev/null && command -v munged >/dev/null || { \
+	    if [ "$$(id -u)" = 0 ]; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge; \
+	    else \
+	        echo "as root, run: apt-get install -y slurmctld slurmd slurm-client munge (tests/test_launch_slurm.py needs it)"; \
+	    fi; }
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

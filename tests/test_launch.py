@@ -1,0 +1,495 @@
+"""launch/: sweep files, grid expansion and names, skip/resume decisions, slurm scripts (dry run), the local
+backend on the tiny grid end to end, and the report against the runs' own eval files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from eval.report import read_result
+from eval.table5 import COLUMNS
+from launch.grid import expand, override_text, render_name, safe_piece
+from launch.plan import plan_sweep
+from launch.run_state import Action, RunState, run_status
+from launch.sweep_config import load_sweep
+from train.config import load_recipe
+from train.typed_config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "launch" / "sweeps"
+PAPER_TABLE5 = [
+    "clip_finetune", "clip_neg", "clip_llm2vec", "clip_llm2vec_neg",
+    "siglip_finetune", "siglip_neg", "siglip_llm2vec", "siglip_llm2vec_neg",
+]  # fmt: skip
+
+
+def write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+
+
+def sweep_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "launch.sweep", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env(), timeout=timeout)
+
+
+# --- sweep files and expansion ---------------------------------------------------------------------------------
+
+
+def test_grid_is_a_product_and_zip_goes_row_by_row(tmp_path):
+    spec = load_sweep(
+        write(
+            tmp_path,
+            """
+            recipes: [tiny_clip_finetune, tiny_clip_neg]
+            grid: {seed: [0, 1, 2], optim.lr: [1e-4, 5e-5]}
+            zip: {optim.warmup_steps: [1, 2], train.max_steps: [10, 20]}
+            """,
+        )
+    )
+    combos = expand(spec)
+    assert len(combos) == 2 * 3 * 2 * 2
+    assert [c.index for c in combos] == list(range(len(combos)))
+    first = dict(combos[0].values)
+    assert combos[0].recipe == "tiny_clip_finetune" and first == {
+        "seed": 0, "optim.lr": "1e-4", "optim.warmup_steps": 1, "train.max_steps": 10,
+    }  # fmt: skip
+    # zip keys move together (never warmup 1 with 20 steps), and vary fastest
+    pairs = {(dict(c.values)["optim.warmup_steps"], dict(c.values)["train.max_steps"]) for c in combos}
+    assert pairs == {(1, 10), (2, 20)}
+    assert dict(combos[1].values)["train.max_steps"] == 20 and dict(combos[2].values)["optim.lr"] == "5e-5"
+    assert [c.recipe for c in combos].count("tiny_clip_neg") == 12
+
+
+def test_run_names_are_deterministic_unique_and_file_name_safe(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        name: names
+        recipes: [tiny_clip_finetune, tiny_clip_neg]
+        grid: {optim.lr: [1e-4, 5e-5]}
+        zip: {seed: [0, 1], data.shards: [[a/b], [c d]]}
+        """,
+    )
+    spec = load_sweep(path)
+    cli = ["data.workers=0"]
+    first = plan_sweep(spec, path, tmp_path / "out", cli)
+    again = plan_sweep(load_sweep(path), path, tmp_path / "out", cli)
+    names = [r.name for r in first.runs]
+    assert names == [r.name for r in again.runs]
+    assert len(set(names)) == len(names) == 8
+    assert names[0] == "tiny_clip_finetune-lr1e-4-seed0-shardsa_b"  # the default template: every varied key
+    assert names[3] == "tiny_clip_finetune-lr5e-5-seed1-shardsc_d"
+    assert all(re.fullmatch(r"[A-Za-z0-9._+-]+", n) for n in names)
+    run = first.runs[0]
+    assert run.cfg.run_name == run.name and run.cfg.wandb.group == "names" and run.cfg.train.resume == "latest"
+    assert run.cfg.optim.lr == 1e-4 and run.cfg.data.shards == ("a/b",) and run.cfg.data.workers == 0
+    assert run.run_dir == tmp_path / "out" / run.name
+    # an explicit template may use resolved recipe values that the sweep does not set
+    assert render_name("{recipe}-bs{train.global_batch_size}", {"recipe": "x", "train.global_batch_size": "64"}.get)[0]
+    assert safe_piece("[demo_out/shards]") == "demo_out_shards" and override_text([1, "a"]) == "[1, a]"
+
+
+def test_a_bad_sweep_file_reports_every_problem_with_its_key_path(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        recipies: [tiny_clip_neg]
+        run_name: "{recipe}"
+        overrides: {run_name: x, optim.lr: 1e-4}
+        grid: {seed: 3, optim.lr: [1, 2]}
+        zip: {optim.warmup_steps: [1, 2], train.max_steps: [10]}
+        resources: {gpus_per_run: -1, nodes: 0}
+        slurm: {signal_seconds: 5, extra_sbatch: [exclusive]}
+        eval: {benchmarks: [whatsup_c]}
+        """,
+    )
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    text = str(err.value)
+    for expected in [
+        "recipies: unknown key; did you mean 'recipes'?",
+        "recipes: at least one recipe is required",
+        "overrides.run_name: set by the sweep",
+        "grid.seed: expected a non-empty list of values, got 3",
+        "zip: lists must have the same length (optim.warmup_steps: 2, train.max_steps: 1)",
+        "grid.optim.lr: also set in overrides",
+        "resources.gpus_per_run: must be >= 0",
+        "resources.nodes: must be >= 1",
+        "slurm.signal_seconds: must be >= 30",
+        "slurm.extra_sbatch[0]",
+        "eval.benchmarks[0]: 'whatsup_c' is not a valid choice",
+    ]:
+        assert expected in text, f"{expected!r} missing from:\n{text}"
+    assert len(err.value.problems) == 11
+
+
+def test_bad_recipe_keys_and_names_are_found_before_anything_runs(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        name: bad
+        recipes: [tiny_clip_neg, no_such_recipe]
+        run_name: "{recipe}-{optim.lrr}"
+        grid: {optim.lrr: [1, 2], data.batch_size: [0]}
+        """,
+    )
+    with pytest.raises(ConfigError) as err:
+        plan_sweep(load_sweep(path), path, tmp_path / "out", ["train.epochz=1", "output_dir=/x"])
+    text = str(err.value)
+    assert "grid.optim.lrr: unknown key; did you mean 'optim.lr'?" in text  # each problem once, naming its runs
+    assert text.count("optim.lrr: unknown key") == 1
+    assert "[tiny_clip_neg optim.lrr=1 data.batch_size=0, tiny_clip_neg optim.lrr=2 data.batch_size=0]" in text
+    assert "grid.data.batch_size: must be > 0" in text
+    assert "command line: train.epochz: unknown key; did you mean 'train.epochs'?" in text
+    assert "command line: output_dir is set by the sweep" in text
+    assert "no_such_recipe.yaml: recipe file not found" in text
+
+    same = write(tmp_path, "recipes: [tiny_clip_neg]\nrun_name: fixed\ngrid: {seed: [0, 1]}\n", "same.yaml")
+    with pytest.raises(ConfigError, match=r"names 2 runs 'fixed'; put the keys that vary \(seed\) in it"):
+        plan_sweep(load_sweep(same), same, tmp_path / "out")
+    unknown = write(tmp_path, "recipes: [tiny_clip_neg]\nrun_name: '{recipe}-{nope}'\n", "unknown.yaml")
+    with pytest.raises(ConfigError, match=r"unknown placeholder \{nope\}"):
+        plan_sweep(load_sweep(unknown), unknown, tmp_path / "out")
+    batch = write(tmp_path, "recipes: [tiny_clip_neg]\nresources: {gpus_per_run: 0, cpu_processes: 3}\n", "b.yaml")
+    with pytest.raises(ConfigError, match=r"global_batch_size 64 is not a multiple of data.batch_size 32 x 3"):
+        plan_sweep(load_sweep(batch), batch, tmp_path / "out")
+
+
+def test_every_shipped_sweep_plans(tmp_path):
+    for path in sorted(SWEEPS.glob("*.yaml")):
+        spec = load_sweep(path)
+        plan = plan_sweep(spec, path, tmp_path / spec.name)
+        assert plan.runs, path
+    table5 = plan_sweep(load_sweep(SWEEPS / "paper_table5.yaml"), SWEEPS / "paper_table5.yaml", tmp_path / "t5")
+    assert [r.name for r in table5.runs] == PAPER_TABLE5
+    unlocked = load_sweep(SWEEPS / "paper_unlocked.yaml")
+    assert all("unlocked" in r for r in unlocked.recipes) and len(unlocked.recipes) == 4
+
+
+# --- skip / resume ------------------------------------------------------------------------------------------------
+
+
+def fake_checkpoint(run_dir: Path, name: str, step: int) -> None:
+    folder = run_dir / "checkpoints" / name
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"step": step, "position": {"step": step}}))
+    (run_dir / "checkpoints" / "latest").write_text(name)
+
+
+def fake_results(run_dir: Path, checkpoint: str, benchmarks: list[str], mode: str = "paper") -> None:
+    folder = run_dir / "eval" / checkpoint
+    folder.mkdir(parents=True, exist_ok=True)
+    for benchmark in benchmarks:
+        record = {"metrics": {}, "chance": {}, "step": 0, "label_fixes": {"mode": mode}}
+        (folder / f"{benchmark}.json").write_text(json.dumps(record))
+
+
+def test_the_state_of_a_run_decides_skip_eval_or_resume(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "sizes.json").write_text(json.dumps({"a-000000.tar": 256, "a-000001.tar": 188}))  # 444 samples
+    overrides = [f"data.shards=[{shards}]", f"output_dir={tmp_path}", "run_name=r", "train.resume=latest"]
+    cfg = load_recipe(ROOT / "recipes" / "tiny_clip_neg.yaml", overrides)  # 444 // 64 = 6 steps/epoch x 3 epochs
+    bench = ["whatsup_a", "coco_spatial_one"]
+    run_dir = tmp_path / "r"
+
+    status = run_status(cfg, bench)
+    assert (status.state, status.action, status.total_steps) == (RunState.NEW, Action.TRAIN, 18)
+    run_dir.mkdir()  # a start that died before its first checkpoint is still new
+    (run_dir / "config.yaml").write_text("{}")
+    assert run_status(cfg, bench).action == Action.TRAIN
+    fake_checkpoint(run_dir, "epoch_1", 6)
+    status = run_status(cfg, bench)
+    assert (status.state, status.action, status.step) == (RunState.PARTIAL, Action.RESUME, 6)
+    fake_checkpoint(run_dir, "epoch_3", 18)
+    status = run_status(cfg, bench)
+    assert (status.state, status.action) == (RunState.TRAINED, Action.EVAL)
+    assert status.missing_results == 3 * 2  # step_0, epoch_1, epoch_3 x 2 benchmarks
+    for checkpoint in ("step_0", "epoch_1", "epoch_3"):
+        fake_results(run_dir, checkpoint, bench)
+    status = run_status(cfg, bench)
+    assert (status.state, status.action, status.missing_results) == (RunState.DONE, Action.SKIP, 0)
+    assert run_status(cfg, [*bench, "mmvp_vlm"]).action == Action.EVAL  # asked for one more benchmark
+    fake_results(run_dir, "epoch_3", ["whatsup_a"], mode="none")  # scored without the paper's label fixes
+    assert run_status(cfg, bench).missing_results == 1
+    assert run_status(cfg, bench, evaluate=False).action == Action.SKIP
+    # max_steps caps the total; unknown shard sizes mean "resume and let finetune decide"
+    assert run_status(load_recipe(ROOT / "recipes" / "tiny_clip_neg.yaml", [*overrides, "train.max_steps=8"]),
+                      bench).total_steps == 8  # fmt: skip
+    unknown = load_recipe(ROOT / "recipes" / "tiny_clip_neg.yaml", [*overrides[1:], f"data.shards=[{tmp_path}/x]"])
+    assert run_status(unknown, bench).action == Action.RESUME
+
+
+# --- slurm scripts (dry run) ----------------------------------------------------------------------------------------
+
+
+def split_scripts(output: str) -> list[str]:
+    parts = re.split(r"^# ---- .*$", output, flags=re.M)[1:]
+    return [p.strip() + "\n" for p in parts]
+
+
+def test_paper_table5_dry_run_prints_eight_runs_with_the_paper_hyperparameters(tmp_path):
+    out = tmp_path / "t5"
+    result = sweep_cli("launch/sweeps/paper_table5.yaml", "--backend", "slurm", "--dry-run", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    assert not out.exists()  # a dry run writes nothing
+    train, evaluate = split_scripts(result.stdout)
+    for i, recipe in enumerate(PAPER_TABLE5):
+        assert f"    {i})\n" in train
+        line = next(x for x in train.splitlines() if x.strip().startswith(f"# {recipe}:"))
+        for expected in ("lr=5e-06", "warmup_steps=50", "schedule=cosine", "epochs=5", "global_batch=512 (128/process"):
+            assert expected in line, line
+        assert f"ARGS=(recipes/{recipe}.yaml wandb.group=paper_table5 run_name={recipe} output_dir={out} " in train
+        assert f"RUN_NAME={recipe}\n" in evaluate
+    assert "#SBATCH --array=0-7\n" in train and "#SBATCH --gpus-per-node=4\n" in train
+    for expected in (
+        "#SBATCH --signal=B:USR1@180",
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",
+        "#SBATCH --time=24:00:00",
+        "train.resume=latest",
+        "trap on_usr1 USR1",
+        'scancel --signal=TERM "$SLURM_JOB_ID"',
+        'scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
+        "accelerate.commands.launch --config_file launch/accelerate/multi_gpu_bf16.yaml",
+        '--num_machines "$SLURM_NNODES" --machine_rank "$SLURM_NODEID" --main_process_ip "$MAIN_HOST"',
+        "--num_processes 4",
+        'MAIN_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+    ):
+        assert expected in train, expected
+    assert "sbatch --dependency=aftercorr:<training job id>" in result.stdout
+    assert "#SBATCH --kill-on-invalid-dep=yes" in evaluate and "-m eval.run --run" in evaluate
+    for script in (train, evaluate):
+        check = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+        assert check.returncode == 0, check.stderr
+
+
+def test_multi_node_and_cpu_scripts(tmp_path):
+    result = sweep_cli(
+        "paper_unlocked", "--backend", "slurm", "--dry-run", "--output-dir", str(tmp_path / "u"),
+        "--nodes", "2", "--gpus-per-run", "8", "--partition", "gpu", "--time", "2-00:00:00",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    train = split_scripts(result.stdout)[0]
+    assert "#SBATCH --nodes=2\n" in train and "#SBATCH --gpus-per-node=4\n" in train
+    assert "#SBATCH --partition=gpu\n" in train and "#SBATCH --time=2-00:00:00\n" in train
+    assert "--num_processes 8" in train and '--nodes="$SLURM_NNODES"' in train
+    assert "global_batch=512 (64/process x 8 x 1)" in train  # the unlocked recipes: 64 per device
+    assert "#SBATCH --signal=B:USR1@300" in train  # the sweep file's own setting
+
+    cpu = sweep_cli("tiny_grid", "--backend", "slurm", "--dry-run", "--output-dir", str(tmp_path / "c"))
+    train = split_scripts(cpu.stdout)[0]
+    assert "--gpus-per-node" not in train and "accelerate" not in train  # one CPU process: no launcher
+    assert "srun --nodes=1 --ntasks-per-node=1" in train and "train/finetune.py" in train
+    two = sweep_cli("tiny_grid", "--backend", "slurm", "--dry-run", "--cpu-processes", "2", "--output-dir", "x")
+    assert "--config_file launch/accelerate/cpu_2proc.yaml" in two.stdout and "--num_processes 2" in two.stdout
+
+    bad = sweep_cli("paper_table5", "--backend", "slurm", "--dry-run", "--nodes", "3", "--gpus-per-run", "4")
+    assert bad.returncode == 2 and "4 GPUs do not split over 3 nodes" in bad.stderr
+
+
+# --- local backend, end to end ------------------------------------------------------------------------------------
+
+TINY_SETTINGS = ["train.epochs=1", "train.checkpoint_every_steps=5"]  # 10 steps: step_5 and epoch_1
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(world, world_shards, tmp_path_factory):
+    """The shipped tiny grid (4 runs) through the local backend, on the session's generated world."""
+    out = tmp_path_factory.mktemp("tiny_sweep") / "tiny_grid"
+    overrides = [f"data.shards=[{world_shards}]", f"eval.data_root={world / 'bench'}", *TINY_SETTINGS]
+    result = sweep_cli("launch/sweeps/tiny_grid.yaml", "--backend", "local", "--output-dir", str(out), *overrides)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, overrides, result.stdout
+
+
+def test_local_backend_trains_and_evaluates_the_tiny_grid(tiny_sweep):
+    out, overrides, stdout = tiny_sweep
+    names = ["tiny_clip_finetune-seed0", "tiny_clip_finetune-seed1", "tiny_clip_neg-seed0", "tiny_clip_neg-seed1"]
+    assert "[4/4] tiny_clip_neg-seed1: done" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [r["name"] for r in manifest["runs"]] == names
+    assert {r["state_after"] for r in manifest["runs"]} == {"done"} and manifest["wandb_group"] == "tiny_grid"
+    assert "train.resume=latest" in manifest["runs"][0]["train_command"]
+    assert (out / "manifest.md").read_text().count("| done |") == 4
+    for name in names:
+        run = out / name
+        assert (run / "checkpoints" / "latest").read_text() == "epoch_1"
+        for checkpoint in ("step_0", "step_5", "epoch_1"):
+            assert read_result(run / "eval" / checkpoint, "whatsup_a") is not None, (name, checkpoint)
+        assert (run / "eval" / "summary.csv").exists() and (out / "logs" / f"{name}.train.log").exists()
+
+    again = sweep_cli("launch/sweeps/tiny_grid.yaml", "--output-dir", str(out), *overrides)
+    assert again.returncode == 0 and "every run is trained and evaluated; nothing to do" in again.stdout
+    assert all(len((out / n / "starts.jsonl").read_text().splitlines()) == 1 for n in names)
+
+
+def test_a_rerun_resumes_unfinished_runs_and_evaluates_unscored_ones(tiny_sweep, tmp_path):
+    source, overrides, _ = tiny_sweep
+    out = tmp_path / "tiny_grid"
+    for name in ("tiny_clip_finetune-seed0", "tiny_clip_neg-seed0"):  # a copy: the fixture's runs stay intact
+        shutil.copytree(source / name, out / name)
+        config = out / name / "config.yaml"
+        config.write_text(config.read_text().replace(str(source), str(out)))  # its output_dir is the copy's
+    interrupted = out / "tiny_clip_finetune-seed0"  # as if stopped at step 5, before any eval
+    for folder in ("checkpoints/epoch_1", "checkpoints/step_10", "eval"):
+        shutil.rmtree(interrupted / folder)
+    (interrupted / "checkpoints" / "latest").write_text("step_5")
+    unscored = out / "tiny_clip_neg-seed0"  # trained, one result missing
+    (unscored / "eval" / "epoch_1" / "coco_spatial_two.json").unlink()
+
+    status = sweep_cli("launch/sweeps/tiny_grid.yaml", "--status", "--output-dir", str(out), *overrides)
+    assert re.search(r"tiny_clip_finetune-seed0 .* partial \(step 5/10\)\s+resume", status.stdout), status.stdout
+    assert re.search(r"tiny_clip_neg-seed0 .* trained \(step 10/10, 1 results missing\)\s+eval", status.stdout)
+    assert re.search(r"tiny_clip_neg-seed1 .* new \(step 0/10\)\s+train", status.stdout)
+
+    # the same sweep with seed 0 only (same name, so the same W&B group and configs)
+    text = (SWEEPS / "tiny_grid.yaml").read_text()
+    sweep = write(tmp_path, text.replace("seed: [0, 1]", "seed: [0]"), "seed0.yaml")
+    result = sweep_cli(str(sweep), "--output-dir", str(out), *overrides)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "tiny_clip_finetune-seed0: resume" in result.stdout and "tiny_clip_neg-seed0: eval" in result.stdout
+    assert len((interrupted / "starts.jsonl").read_text().splitlines()) == 2
+    train_log = (out / "logs" / "tiny_clip_finetune-seed0.train.log").read_text()
+    assert f"resumed from {interrupted / 'checkpoints' / 'step_5'} at step 5" in train_log
+    assert (interrupted / "checkpoints" / "latest").read_text() == "epoch_1"
+    assert read_result(interrupted / "eval" / "epoch_1", "gqa_spatial_two") is not None
+    assert len((unscored / "starts.jsonl").read_text().splitlines()) == 1  # evaluated, not trained again
+    assert read_result(unscored / "eval" / "epoch_1", "coco_spatial_two") is not None
+    assert not (out / "logs" / "tiny_clip_neg-seed0.train.log").exists()
+
+
+# --- report ---------------------------------------------------------------------------------------------------------
+
+
+def report_cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "launch.report", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env(), timeout=300)
+
+
+def test_the_report_matches_the_eval_files_number_for_number(tiny_sweep):
+    out, _, _ = tiny_sweep
+    result = report_cli("launch/sweeps/tiny_grid.yaml", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [r["row"] for r in rows] == [
+        "tiny-clip (starting weights)",
+        "+ finetuning (tiny_clip_finetune-seed0)",
+        "+ finetuning (tiny_clip_finetune-seed1)",
+        "+ neg. cap. (tiny_clip_neg-seed0)",
+        "+ neg. cap. (tiny_clip_neg-seed1)",
+        "Random chance",
+    ]
+    text = (out / "report.md").read_text()
+    checked = 0
+    for row in rows:
+        md_cells = next(x for x in text.splitlines() if x.startswith(f"| {row['row']} |")).split(" | ")[1:]
+        for c, (header, benchmark, metric) in enumerate(COLUMNS):
+            if row["row"] == "Random chance":
+                expected = read_result(out / "tiny_clip_finetune-seed0" / "eval" / "epoch_1", benchmark)["chance"]
+            else:
+                folder = Path(row["source"])
+                assert folder.name in (("step_0",) if "starting" in row["row"] else ("epoch_1", "step_10"))
+                expected = read_result(folder, benchmark)["metrics"]
+            assert row[header] == f"{expected[metric]:.4f}", (row["row"], header)
+            assert md_cells[c].strip(" |") == f"{expected[metric]:.1f}", (row["row"], header)
+            checked += 1
+    assert checked == 6 * 8
+    for png in ("bars.png", "accuracy_by_epoch.png", "tiny_clip_neg-seed1.png"):
+        data = (out / "plots" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
+        assert f"plots/{png}" in text
+
+
+def test_missing_results_are_shown_as_missing_never_zero(tiny_sweep, tmp_path):
+    out, _, _ = tiny_sweep
+    partial = tmp_path / "partial"
+    shutil.copytree(out / "tiny_clip_neg-seed0", partial)
+    for benchmark in ("whatsup_a", "gqa_spatial_two"):  # from the last checkpoints (step 10: epoch_1 = step_10)
+        for checkpoint in ("epoch_1", "step_10"):
+            (partial / "eval" / checkpoint / f"{benchmark}.json").unlink()
+    report = tmp_path / "report"
+    result = report_cli(str(out / "tiny_clip_finetune-seed0"), str(partial), str(tmp_path / "never_ran"),
+                        "--out", str(report), "--wandb-mode", "offline")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {r["row"]: r for r in csv.DictReader((report / "report.csv").open())}
+    row = rows["+ neg. cap. (partial)"]
+    assert row["What'sUp A L/R indiv"] == "" and row["What'sUp A L/R pairs"] == "" and row["GQA two-obj"] == ""
+    assert row["COCO one-obj"] != ""
+    assert all(v == "" for k, v in rows["never_ran (not started)"].items() if k in dict((c[0], 0) for c in COLUMNS))
+    md = (report / "report.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| + neg. cap. (partial)"))
+    assert line.split(" | ")[1:3] == ["–", "–"] and line.rstrip(" |").endswith("–")
+    assert "| never_ran (not started) | – | – | – | – | – | – | – | – |" in md
+    assert "| never_ran | – | – | not started | – |" in md
+    # the same table went to W&B (offline: a local run folder in the report's folder)
+    assert "logged to W&B (offline)" in result.stdout
+    assert list((report / "wandb").glob("offline-run-*"))
+
+
+def fake_run(folder: Path, model: str, loss: str, tower: str, results: dict[str, dict[str, float]]) -> Path:
+    """A run folder with a config and eval results (checkpoint -> benchmark -> value), no training."""
+    config = {"model": {"name": model, "text": {"tower": tower}, "image": {"locked": True}}, "loss": {"name": loss}}
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(json.dumps(config))
+    keys = {"whatsup_a": ("left_right/indiv", "left_right/pairs"), "coco_spatial_one": ("indiv",)}
+    for checkpoint, values in results.items():
+        out = folder / "eval" / checkpoint
+        out.mkdir(parents=True)
+        step = int(checkpoint.split("_")[-1]) * (10 if checkpoint.startswith("epoch") else 1)
+        for benchmark, value in values.items():
+            record = {
+                "metrics": {k: value for k in keys[benchmark]},
+                "chance": {k: 50.0 if k.endswith("indiv") else 25.0 for k in keys[benchmark]},
+                "step": step,
+            }
+            (out / f"{benchmark}.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_report_groups_rows_by_model_like_table5(tmp_path):
+    from launch.report import from_folders, write_report
+
+    clip = "clip-vit-l14-336"
+    runs = [
+        fake_run(tmp_path / "clip_ft", clip, "clip", "native",
+                 {"step_0": {"whatsup_a": 49.0, "coco_spatial_one": 48.9}, "epoch_1": {"whatsup_a": 50.5}}),
+        fake_run(tmp_path / "siglip_llm2vec_neg", "siglip-vit-l16-384", "siglip_neg", "llm2vec",
+                 {"step_0": {"whatsup_a": 47.0}, "epoch_1": {"whatsup_a": 51.0, "coco_spatial_one": 0.0}}),
+        tmp_path / "never_started",
+        fake_run(tmp_path / "clip_neg", clip, "negclip", "native",
+                 {"step_0": {"whatsup_a": 49.0}, "epoch_1": {"whatsup_a": 52.0}, "epoch_2": {"whatsup_a": 53.0}}),
+    ]  # fmt: skip
+    rows, chance, plots = write_report(from_folders(runs, tmp_path / "report"))
+    assert [r.label for r in rows] == [
+        "clip-vit-l14-336 (starting weights)",
+        "+ finetuning (clip_ft)",
+        "+ neg. cap. (clip_neg)",
+        "siglip-vit-l16-384 (starting weights)",
+        "+ llm2vec, neg. cap. (siglip_llm2vec_neg)",
+        "never_started (not started)",
+    ]
+    assert rows[0].values[0] == 49.0 and rows[0].values[4] == 48.9  # step_0 of the group's first run
+    assert rows[1].values[:2] == (50.5, 50.5) and rows[1].values[4] is None  # not scored: missing, not 0
+    assert rows[2].values[0] == 53.0  # the last checkpoint
+    assert rows[4].values[4] == 0.0 and rows[5].values == (None,) * len(COLUMNS)
+    assert chance.values[:2] == (50.0, 25.0) and chance.values[2] is None  # nobody scored What'sUp B
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| + finetuning (clip_ft) | 50.5 | 50.5 | – | – | – | – | – | – |" in text
+    assert "| + llm2vec, neg. cap. (siglip_llm2vec_neg) | 51.0 | 51.0 | – | – | 0.0 | – | – | – |" in text
+    assert {p.name for p in plots.values()} >= {"bars.png", "accuracy_by_epoch.png", "never_started.png"}
