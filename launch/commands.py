@@ -18,7 +18,6 @@ from launch.sweep_config import ROOT, ResourceSpec
 
 FINETUNE = ROOT / "train" / "finetune.py"
 ACCELERATE_CONFIGS = ROOT / "launch" / "accelerate"
-MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 def shown_path(path: Path) -> str:
@@ -53,7 +52,7 @@ def accelerate_argv(run: PlannedRun, resources: ResourceSpec) -> list[str]:
         "--num_processes",
         str(resources.processes),
         "--mixed_precision",
-        MIXED_PRECISION[run.cfg.train.precision],
+        run.cfg.train.accelerate_mixed_precision,
     ]
 
 

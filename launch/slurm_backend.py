@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.commands import FINETUNE, MIXED_PRECISION, accelerate_config, python, shown_path, trainer_args
+from launch.commands import FINETUNE, accelerate_config, python, shown_path, trainer_args
 from launch.plan import PlannedRun, SweepPlan
 from launch.sweep_config import ResourceSpec, SlurmSpec
 
@@ -164,7 +164,7 @@ def train_script(plan: SweepPlan, runs: Sequence[PlannedRun], resources: Resourc
         return [
             f"# {run.name}: {_hyperparameters(run, resources.processes)}",
             f"RUN_NAME={shlex.quote(run.name)}",
-            f"PRECISION={MIXED_PRECISION[run.cfg.train.precision]}",
+            f"PRECISION={run.cfg.train.accelerate_mixed_precision}",
             f"ARGS=({args})",
         ]
 

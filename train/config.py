@@ -106,6 +106,11 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0 = at epoch ends only)
     resume: str = ""  # "" = start fresh, "latest" = newest checkpoint of this run, or a checkpoint folder
 
+    @property
+    def accelerate_mixed_precision(self) -> str:
+        """accelerate's name for `precision` (it calls fp32 "no")."""
+        return "no" if self.precision == "fp32" else self.precision
+
     def problems(self) -> list[Problem]:
         out = []
         for name in ("epochs", "global_batch_size", "log_every_steps"):

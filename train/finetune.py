@@ -28,9 +28,6 @@ from train.run_dir import MetricsLog, RunDirError, check_run_dir, write_run_star
 from train.tracking import Tracker
 from train.typed_config import ConfigError, flatten, to_plain, to_yaml
 
-PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
-
-
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; rerun with train.resume=latest
 
 
@@ -75,7 +72,7 @@ class Position:
 
 def main(cfg: RecipeConfig, argv: list[str]) -> None:
     # cpu=True on GPU-less hosts makes several launched processes one gloo group instead of N lone runs.
-    accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=not torch.cuda.is_available())
     is_main = accelerator.is_main_process
     run_dir = check_run_dir(cfg)
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
