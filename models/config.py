@@ -41,9 +41,15 @@ class LLM2VecConfig:
     max_length: int = 512  # tokens per caption; longer captions are truncated
     instruction: str = ""  # query instruction prepended by llm2vec ("" = plain captions, as the paper)
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"  # the frozen LLM's weights and activations
+    # Captions per forward pass of the frozen LLM (0 = the whole batch): bounds its activation memory (for a 7B
+    # Llama at 512 tokens in bf16, models.memory puts it at ~2.5 GB per 32 captions); embeddings do not depend on it.
+    chunk_size: int = 32
 
     def problems(self) -> list[Problem]:
-        return [Problem(("max_length",), "must be > 0")] if self.max_length <= 0 else []
+        out = [Problem(("max_length",), "must be > 0")] if self.max_length <= 0 else []
+        if self.chunk_size < 0:
+            out.append(Problem(("chunk_size",), "must be >= 0 (0 = the whole batch in one pass)"))
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -73,7 +73,7 @@ def build_model(cfg: ModelConfig, *, cache_dir: Path | None = None) -> ModelBund
     """
     import open_clip  # here, not at module level: it imports timm, which imports wandb
 
-    _check_config(cfg)
+    check_config(cfg)
     cache = resolve_cache_dir(cache_dir)
     parts = _open_clip_parts(cfg, cache)
     clip = parts.model
@@ -100,13 +100,13 @@ def build_model(cfg: ModelConfig, *, cache_dir: Path | None = None) -> ModelBund
     else:
         text_tower, tokenizer, info["llm2vec"] = _llm2vec_tower(cfg, embed_dim, cache)
     model = ContrastiveModel(clip.visual, text_tower, clip.logit_scale, clip.logit_bias)
-    _apply_freezing(model, cfg)
+    apply_freezing(model, cfg)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return ModelBundle(model.eval(), parts.preprocess_train, parts.preprocess_eval, tokenizer, info)
 
 
-def _check_config(cfg: ModelConfig) -> None:
+def check_config(cfg: ModelConfig) -> None:
     parts = [cfg, cfg.image, cfg.text, cfg.text.llm2vec, cfg.text.connector]
     problems = [f"{', '.join(p.keys)}: {p.message}" for part in parts for p in part.problems()]
     if problems:
@@ -135,7 +135,7 @@ def _llm2vec_tower(cfg: ModelConfig, embed_dim: int, cache: Path) -> tuple[nn.Mo
     encoder = load_llm2vec(
         source, peft_adapter=llm.peft_adapter, pooling=llm.pooling, max_length=llm.max_length, dtype=llm.dtype
     )
-    tower = LLM2VecTextTower(encoder, embed_dim, cfg.text.connector.hidden_dim)
+    tower = LLM2VecTextTower(encoder, embed_dim, cfg.text.connector.hidden_dim, chunk_size=llm.chunk_size)
     info = {
         "base_model": llm.base_model,
         "loaded_from": source,
@@ -152,7 +152,7 @@ def _llm2vec_tower(cfg: ModelConfig, embed_dim: int, cache: Path) -> tuple[nn.Mo
     return tower, LLM2VecTokenizer(encoder, llm.instruction), info
 
 
-def _apply_freezing(model: ContrastiveModel, cfg: ModelConfig) -> None:
+def apply_freezing(model: ContrastiveModel, cfg: ModelConfig) -> None:
     if cfg.image.locked:
         lock_image_tower(model.image_tower, cfg.image.unlocked_last_blocks)
     if cfg.text.tower == "native" and cfg.text.locked:

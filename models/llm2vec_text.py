@@ -2,6 +2,8 @@
 
 The LLM is loaded by llm2vec's own `LLM2Vec.from_pretrained` (bidirectional attention) and run with its
 `tokenize()` + `forward()`: `encode()` is for inference only (no gradients, process pools on multi-GPU hosts).
+The LLM runs frozen, at its own dtype (bf16 in the paper recipes), under no_grad and `chunk_size` captions at a
+time, so its activation memory is one layer of one chunk whatever the batch (models.memory counts it so).
 Captions follow llm2vec's convention: "<instruction> !@#$%^&*()<caption>", and only the caption's tokens
 (`embed_mask`) are pooled.
 
@@ -48,19 +50,30 @@ def llm2vec_text(instruction: str, text: str) -> str:
 
 
 class LLM2VecTextTower(nn.Module):
-    """Frozen LLM2Vec (always eval, no grad) -> pooled hidden state -> mlp2 connector (fp32, trains)."""
+    """Frozen LLM2Vec (always eval, no grad, `chunk_size` texts per pass) -> pooled state -> mlp2 connector (trains)."""
 
-    def __init__(self, encoder: LLM2Vec, embed_dim: int, hidden_dim: int):
+    def __init__(self, encoder: LLM2Vec, embed_dim: int, hidden_dim: int, chunk_size: int = 0):
         super().__init__()
         self.llm2vec = encoder.requires_grad_(False).eval()
+        self.chunk_size = chunk_size  # texts per LLM forward pass; 0 = the whole batch in one pass
         llm_hidden = encoder.model.config.hidden_size
         # LLaVA-1.5's mlp2x_gelu projector, here from the LLM embedding to the image embedding width.
         self.connector = nn.Sequential(nn.Linear(llm_hidden, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
 
     def forward(self, text: dict[str, Tensor]) -> Tensor:
         with torch.no_grad():
-            pooled = self.llm2vec(dict(text))  # a copy: llm2vec rewrites the masks of the dict it gets
+            pooled = torch.cat([self.llm2vec(chunk) for chunk in self._chunks(text)])
         return self.connector(pooled.to(self.connector[0].weight.dtype))
+
+    def _chunks(self, text: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        """Row slices of the batch, each a new dict (llm2vec rewrites the masks of the dict it gets).
+
+        Slices keep the whole batch's padding: trimming it per chunk would shift every token's rotary position
+        (the LLM numbers positions from the left edge), which changes the embeddings slightly, chunk by chunk.
+        """
+        rows = len(text["input_ids"])
+        step = self.chunk_size if 0 < self.chunk_size < rows else max(rows, 1)
+        return [{key: value[start : start + step] for key, value in text.items()} for start in range(0, rows, step)]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Nothing to do: the LLM keeps no activations (no grad) and the connector is two layers."""
