@@ -35,11 +35,31 @@ class ContrastiveModel(nn.Module):
         features = self.text_tower(text)
         return F.normalize(features, dim=-1) if normalize else features
 
-    def forward(self, pixels: Tensor, text: dict[str, Tensor]) -> dict[str, Tensor | None]:
-        """Normalized features of both towers, the exp'd logit scale and the logit bias (None for CLIP)."""
+    def frozen_text_features(self, text: dict[str, Tensor]) -> Tensor:
+        """The output of the text tower's frozen part (the LLM2Vec LLM, or a whole locked native tower).
+
+        This is what a feature cache stores; `forward(text_frozen=...)` finishes the tower from it.
+        """
+        return self.text_tower.frozen_features(text)
+
+    def forward(
+        self,
+        pixels: Tensor | None,
+        text: dict[str, Tensor] | None,
+        *,
+        image_frozen: Tensor | None = None,
+        text_frozen: Tensor | None = None,
+    ) -> dict[str, Tensor | None]:
+        """Normalized features of both towers, the exp'd logit scale and the logit bias (None for CLIP).
+
+        `image_frozen` (a locked image tower's outputs) replaces `pixels`; `text_frozen` (frozen_text_features)
+        replaces `text`: cached outputs of frozen parts give the same features without running those parts.
+        """
+        image = self.image_tower(pixels) if image_frozen is None else image_frozen
+        text_out = self.text_tower(text) if text_frozen is None else self.text_tower.project(text_frozen)
         return {
-            "image_features": self.encode_image(pixels),
-            "text_features": self.encode_text(text),
+            "image_features": F.normalize(image, dim=-1),
+            "text_features": F.normalize(text_out, dim=-1),
             "logit_scale": self.logit_scale.exp(),
             "logit_bias": self.logit_bias,
         }

@@ -61,9 +61,12 @@ class LLM2VecTextTower(nn.Module):
         self.connector = nn.Sequential(nn.Linear(llm_hidden, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
 
     def forward(self, text: dict[str, Tensor]) -> Tensor:
+        return self.project(self.frozen_features(text))
+
+    def frozen_features(self, text: dict[str, Tensor]) -> Tensor:
+        """The LLM's pooled embeddings: the part a feature cache stores."""
         with torch.no_grad():
-            pooled = torch.cat([self.llm2vec(chunk) for chunk in self._chunks(text)])
-        return self.connector(pooled.to(self.connector[0].weight.dtype))
+            return torch.cat([self.llm2vec(chunk) for chunk in self._chunks(text)])
 
     def _chunks(self, text: dict[str, Tensor]) -> list[dict[str, Tensor]]:
         """Row slices of the batch, each a new dict (llm2vec rewrites the masks of the dict it gets).
@@ -74,6 +77,9 @@ class LLM2VecTextTower(nn.Module):
         rows = len(text["input_ids"])
         step = self.chunk_size if 0 < self.chunk_size < rows else max(rows, 1)
         return [{key: value[start : start + step] for key, value in text.items()} for start in range(0, rows, step)]
+
+    def project(self, pooled: Tensor) -> Tensor:
+        return self.connector(pooled.to(self.connector[0].weight.dtype))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Nothing to do: the LLM keeps no activations (no grad) and the connector is two layers."""

@@ -35,6 +35,12 @@ class ClipTextTower(nn.Module):
     def forward(self, text: dict[str, Tensor]) -> Tensor:
         return self._encode_text(self, text["input_ids"], normalize=False)
 
+    # The feature cache's split of the tower: all of it is the frozen part (when it is locked), nothing follows.
+    frozen_features = forward
+
+    def project(self, frozen: Tensor) -> Tensor:
+        return frozen
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.transformer.grad_checkpointing = enable  # as CLIP.set_grad_checkpointing
 
@@ -48,6 +54,12 @@ class CustomTextTower(nn.Module):
 
     def forward(self, text: dict[str, Tensor]) -> Tensor:
         return self.text(text["input_ids"])  # = CustomTextCLIP.encode_text without normalization
+
+    # The feature cache's split of the tower: all of it is the frozen part (when it is locked), nothing follows.
+    frozen_features = forward
+
+    def project(self, frozen: Tensor) -> Tensor:
+        return frozen
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.text.set_grad_checkpointing(enable)

@@ -22,6 +22,7 @@ def finetune_cmd(recipe: str, shards: Path, out: Path, *overrides: str) -> list[
         f"recipes/{recipe}.yaml",
         f"data.shards=[{shards}]",
         f"output_dir={out}",
+        f"cache_dir={out}/feature_cache",
         "data.workers=0",
         *overrides,
     ]

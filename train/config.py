@@ -43,8 +43,10 @@ class DataConfig:
     shards: tuple[str, ...] = ()  # folders written by data_prep.build_shards (each with sizes.json)
     caption_policy: Literal["random", "concat", "first"] = "random"  # paper: random (CLIP), concat (LLM2Vec)
     batch_size: int = 32  # samples per device per forward pass (micro-batch)
+    # open_clip's train transform (random resized crop, scale 0.9-1). false trains on the eval transform, which is
+    # deterministic, so a locked image tower's features can be cached (see `cache`); the paper does not say.
+    augment: bool = True
     workers: int = 2  # data loader processes per device
-    shuffle_buffer: int = 2000  # samples held for shuffling within the stream
 
     def problems(self) -> list[Problem]:
         out = []
@@ -54,8 +56,6 @@ class DataConfig:
             out.append(Problem(("batch_size",), "must be > 0"))
         if self.workers < 0:
             out.append(Problem(("workers",), "must be >= 0"))
-        if self.shuffle_buffer < 0:
-            out.append(Problem(("shuffle_buffer",), "must be >= 0"))
         return out
 
 
@@ -142,6 +142,11 @@ class RecipeConfig:
     run_name: str = ""  # run folder name under output_dir ("" = the recipe file's name)
     output_dir: str = "runs"  # parent of every run folder
     seed: int = 0  # model init, data order and caption draws all derive from it
+    # auto: train from cached outputs of frozen parts (a locked image tower under a deterministic transform, the
+    # LLM2Vec LLM, a locked native text tower), built once and shared by every run with the same frozen part. off:
+    # always run them. See train/feature_cache.py.
+    cache: Literal["auto", "off"] = "auto"
+    cache_dir: str = ""  # where feature caches live ("" = $CLIPABLATE_CACHE/features or ~/.cache/clipablate/features)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -132,18 +132,50 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
+def caption_pick(count: int, policy: str, seed: int) -> int | None:
+    """Which of a sample's `count` captions the policy trains on (None for `concat`: all of them, joined)."""
+    if policy == "first":
+        return 0
+    if policy == "random":
+        return seed % count
+    if policy == "concat":
+        return None
+    raise ValueError(f"unknown caption policy {policy!r}; choose one of {', '.join(CAPTION_POLICIES)}")
+
+
 def choose_caption(captions: Sequence[str], negatives: Sequence[str | None], policy: str, seed: int):
     """(caption, its hard negative or None) under the caption policy; `seed` draws the `random` choice."""
-    if policy == "first":
-        return captions[0], negatives[0]
-    if policy == "random":
-        pick = seed % len(captions)
+    pick = caption_pick(len(captions), policy, seed)
+    if pick is not None:
         return captions[pick], negatives[pick]
     if policy == "concat":
         swapped = [n if n is not None else c for c, n in zip(captions, negatives, strict=True)]
         negative = " ".join(swapped) if any(n is not None for n in negatives) else None
         return " ".join(captions), negative
     raise ValueError(f"unknown caption policy {policy!r}; choose one of {', '.join(CAPTION_POLICIES)}")
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """The image in RGB; an RGB file (what build_shards writes) is decoded once, without convert()'s extra copy."""
+    image = Image.open(io.BytesIO(data))  # in-memory: nothing to close
+    image.load()
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def seeded_call(fn: Callable[[Image.Image], torch.Tensor], image: Image.Image, seed: int) -> torch.Tensor:
+    """`fn(image)` with torch's CPU generator seeded by `seed`; the caller's generator state is restored after.
+
+    Draws the same numbers as `fork_rng(devices=[])` + `torch.manual_seed(seed)`, whose CPU part this is, for a
+    fraction of the cost: manual_seed also queues a seed for every accelerator backend (CUDA, XPU, MTIA), each
+    capturing a Python stack trace, about 1 ms per sample, for CPU transforms that never use them.
+    """
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        return fn(image)
+    finally:
+        generator.set_state(state)
 
 
 class ShardSamples(Dataset):
@@ -181,33 +213,50 @@ class ShardSamples(Dataset):
         f.seek(int(span[0]))
         return f.read(int(span[1]))
 
-    def __getitem__(self, i: int):
-        shard = int(self.index.shard[i])
-        meta = json.loads(self._read(shard, self.index.meta[i]))
-        seed = sample_seed(self.seed, self.epoch, i)
-        caption, negative = choose_caption(meta["captions"], meta["hard_negatives"], self.caption_policy, seed)
-        with Image.open(io.BytesIO(self._read(shard, self.index.jpg[i]))) as image:
-            rgb = image.convert("RGB")
+    def meta(self, i: int) -> dict:
+        """The sample's json member: captions, hard_negatives, source fields."""
+        return json.loads(self._read(int(self.index.shard[i]), self.index.meta[i]))
+
+    def caption(self, i: int, seed: int) -> tuple[str, str | None]:
+        meta = self.meta(i)
+        return choose_caption(meta["captions"], meta["hard_negatives"], self.caption_policy, seed)
+
+    def pixels(self, i: int, seed: int) -> torch.Tensor:
+        rgb = decode_rgb(self._read(int(self.index.shard[i]), self.index.jpg[i]))
         # Seeded per sample so random crops do not depend on worker count or on where a run resumed.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            pixels = self.transform(rgb)
-        return pixels, caption, negative, self.index.keys[i]
+        return seeded_call(self.transform, rgb, seed)
+
+    def __getitem__(self, i: int):
+        seed = sample_seed(self.seed, self.epoch, i)
+        caption, negative = self.caption(i, seed)
+        return self.pixels(i, seed), caption, negative, self.index.keys[i]
 
 
 @dataclass
 class Batch:
-    pixels: torch.Tensor  # (B, 3, H, W)
-    text: dict[str, torch.Tensor]  # captions then hard negatives: 2B rows when negatives are used, else B
+    """One micro-batch. Each tower gets its raw input, or, when its frozen part is cached, that part's output."""
+
+    pixels: torch.Tensor | None  # (B, 3, H, W); None when the image features come from the cache
+    text: dict[str, torch.Tensor] | None  # tokenized captions then hard negatives (2B rows with negatives, else B)
     negative_mask: torch.Tensor | None  # (B,) bool: which samples have a hard negative
     keys: list[str]
+    image_frozen: torch.Tensor | None = None  # (B, D) cached image tower outputs, in place of pixels
+    text_frozen: torch.Tensor | None = None  # (2B or B, D) cached frozen-text outputs, in place of text
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
     def to(self, device) -> Batch:
+        def move(t):
+            return None if t is None else t.to(device, non_blocking=True)
+
         return Batch(
-            self.pixels.to(device, non_blocking=True),
-            {k: v.to(device, non_blocking=True) for k, v in self.text.items()},
-            None if self.negative_mask is None else self.negative_mask.to(device, non_blocking=True),
+            move(self.pixels),
+            None if self.text is None else {k: move(v) for k, v in self.text.items()},
+            move(self.negative_mask),
             self.keys,
+            move(self.image_frozen),
+            move(self.text_frozen),
         )
 
 

@@ -20,11 +20,12 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from models import build_model, format_parameter_table, parameter_table
+from train.cache import CachedCollate, CachedShardSamples, Processes, prepare_caches
 from train.checkpoints import list_checkpoints, load_training_state, load_weights, resolve_resume, save_checkpoint
 from train.config import OptimConfig, RecipeConfig, load_recipe
 from train.data import BatchPlan, Collate, ShardSamples, epoch_loader, index_shards
 from train.losses import build_loss
-from train.run_dir import MetricsLog, RunDirError, check_run_dir, write_run_start
+from train.run_dir import MetricsLog, RunDirError, check_run_dir, write_caches_record, write_run_start
 from train.tracking import Tracker
 from train.typed_config import ConfigError, flatten, to_plain, to_yaml
 
@@ -94,8 +95,32 @@ def main(cfg: RecipeConfig, argv: list[str]) -> None:
         total_steps = min(total_steps, cfg.train.max_steps)
     if cfg.optim.warmup_steps >= total_steps:
         raise ConfigError("batch plan", [f"optim.warmup_steps {cfg.optim.warmup_steps} >= {total_steps} steps"])
-    samples = ShardSamples(index, bundle.preprocess_train, cfg.data.caption_policy, cfg.seed)
-    collate = Collate(bundle.tokenizer, with_negatives=cfg.loss.uses_hard_negatives)
+    caches = prepare_caches(
+        cfg.cache,
+        cfg.cache_dir,
+        cfg.model,
+        augment=cfg.data.augment,
+        caption_policy=cfg.data.caption_policy,
+        precision=cfg.train.precision,
+        bundle=bundle,
+        index=index,
+        shard_folders=cfg.data.shards,
+        batch_size=cfg.data.batch_size,
+        workers=cfg.data.workers,
+        device=accelerator.device,
+        autocast=accelerator.autocast,
+        processes=Processes(accelerator.process_index, accelerator.num_processes, accelerator.wait_for_everyone),
+    )
+    if is_main:
+        print("\n".join(caches.notes))
+        write_caches_record(run_dir, caches)
+    transform = bundle.preprocess_train if cfg.data.augment else bundle.preprocess_eval
+    if caches.any:
+        samples = CachedShardSamples(index, transform, cfg.data.caption_policy, cfg.seed, caches)
+        collate = CachedCollate(bundle.tokenizer, cfg.loss.uses_hard_negatives, caches)
+    else:
+        samples = ShardSamples(index, transform, cfg.data.caption_policy, cfg.seed)
+        collate = Collate(bundle.tokenizer, with_negatives=cfg.loss.uses_hard_negatives)
 
     loss_fn = build_loss(cfg.loss.name)
     optimizer = build_optimizer(model, cfg.optim)
@@ -204,9 +229,9 @@ def train_step(model, loss_fn, optimizer, scheduler, stream, plan, accelerator, 
         last = micro == plan.accumulation - 1
         sync = nullcontext() if last or plan.world_size == 1 else accelerator.no_sync(model)
         with sync, accelerator.autocast():
-            out = model(batch.pixels, batch.text)
+            out = model(batch.pixels, batch.text, image_frozen=batch.image_frozen, text_frozen=batch.text_frozen)
             text = out["text_features"]
-            n = batch.pixels.shape[0]
+            n = len(batch)
             loss = loss_fn(
                 out["image_features"],
                 text[:n],

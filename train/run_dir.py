@@ -13,7 +13,8 @@ from train.config import RecipeConfig
 from train.typed_config import flatten, to_plain, to_yaml
 
 # Keys that may differ between the first start of a run and a resumed one.
-_RESUMABLE_DIFFERENCES = {"train.resume"}
+# The feature cache changes speed, not results.
+_RESUMABLE_DIFFERENCES = {"train.resume", "cache", "cache_dir"}
 
 
 class RunDirError(RuntimeError):
@@ -58,6 +59,16 @@ def write_run_start(run: Path, cfg: RecipeConfig, argv: list[str]) -> None:
     }
     with open(run / "starts.jsonl", "a") as f:
         f.write(json.dumps(start) + "\n")
+
+
+def write_caches_record(run: Path, caches) -> None:
+    """feature_caches.json: which frozen parts this start trained from cached outputs, and from which folders."""
+    record = {
+        "image": None if caches.image is None else str(caches.image.folder),
+        "text": None if caches.text is None else str(caches.text.folder),
+        "notes": caches.notes,
+    }
+    (run / "feature_caches.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 class MetricsLog:

@@ -1,0 +1,187 @@
+"""train/cache.py: training from cached outputs of frozen parts equals training without, and caches stay honest."""
+
+import json
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_finetune import finetune_cmd, metrics, run
+
+from models import build_model
+from models.config import ImageTowerConfig, ModelConfig
+from train.cache import (
+    build_cache,
+    build_image_cache,
+    caption_texts,
+    image_cache_blocker,
+    shards_fingerprint,
+    text_cache_blocker,
+)
+from train.data import ShardSamples, index_shards
+
+STEPS = ["train.max_steps=6", "optim.warmup_steps=1", "train.log_every_steps=1", "data.augment=false"]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    latest = (run_dir / "checkpoints" / "latest").read_text()
+    return load_file(str(run_dir / "checkpoints" / latest / "trainable.safetensors"))
+
+
+def trained(recipe: str, shards: Path, out: Path, cache: str) -> tuple[list[float], dict, dict]:
+    run(finetune_cmd(recipe, shards, out, *STEPS, f"cache={cache}", f"cache_dir={out.parent / 'features'}"))
+    run_dir = out / recipe
+    record = json.loads((run_dir / "feature_caches.json").read_text())
+    return [r["loss"] for r in metrics(run_dir)], final_weights(run_dir), record
+
+
+@pytest.mark.parametrize(
+    ("recipe", "cached", "tolerance"),
+    [
+        # fp32 image tower outputs are the same numbers whichever batch computed them: bit-identical here.
+        ("tiny_clip_neg", ("image",), 1e-6),
+        # The LLM pads each batch to its longest text, and the cache batches texts by length, not as training
+        # does: float sums in another order (measured differences ~1e-8 in the weights).
+        ("tiny_clip_llm2vec_neg", ("image", "text"), 1e-5),
+    ],
+)
+def test_training_from_the_cache_gives_the_losses_and_weights_of_training_without(
+    recipe, cached, tolerance, world_shards, tmp_path
+):
+    losses_off, weights_off, record_off = trained(recipe, world_shards, tmp_path / "off", "off")
+    losses_on, weights_on, record_on = trained(recipe, world_shards, tmp_path / "auto", "auto")
+    assert record_off["image"] is None and record_off["text"] is None
+    assert [part for part in ("image", "text") if record_on[part]] == list(cached)
+    assert len(losses_on) == len(losses_off) == 6
+    assert losses_on == pytest.approx(losses_off, rel=tolerance, abs=tolerance)
+    assert weights_on.keys() == weights_off.keys()
+    for name in weights_on:
+        torch.testing.assert_close(weights_on[name], weights_off[name], rtol=tolerance, atol=tolerance, msg=name)
+    # and training moved the weights, so the comparison compares something
+    start = build_model(_recipe_model(recipe)).model.state_dict()
+    assert any(not torch.equal(weights_on[n], start[n]) for n in weights_on if n in start)
+
+
+def _recipe_model(recipe: str) -> ModelConfig:
+    from train.config import load_recipe
+
+    return load_recipe(Path("recipes") / f"{recipe}.yaml").model
+
+
+def test_a_second_run_reuses_the_cache_and_a_changed_input_gets_a_new_one(world_shards, tmp_path):
+    bundle = build_model(ModelConfig(name="tiny-clip"))
+    index = index_shards([world_shards])
+    args = {"precision": "fp32", "batch_size": 64, "workers": 0, "device": torch.device("cpu"), "autocast": nullcontext}
+    first = build_image_cache(tmp_path, bundle, index, [str(world_shards)], **args)
+    written = (first.folder / "features.npy").stat().st_mtime_ns
+    again = build_image_cache(tmp_path, bundle, index, [str(world_shards)], **args)
+    assert again.folder == first.folder and (again.folder / "features.npy").stat().st_mtime_ns == written
+    # the cached rows are the tower's outputs on the eval transform, sample by sample
+    samples = ShardSamples(index, bundle.preprocess_eval, "first", seed=0)
+    with torch.no_grad():
+        direct = bundle.model.image_tower(torch.stack([samples.pixels(i, 0) for i in (0, 5, 699)]))
+    torch.testing.assert_close(first.rows([0, 5, 699]), direct, rtol=1e-5, atol=1e-6)
+
+    with torch.no_grad():  # other weights
+        next(bundle.model.image_tower.parameters()).add_(0.01)
+    changed_weights = build_image_cache(tmp_path, bundle, index, [str(world_shards)], **args)
+    assert changed_weights.folder != first.folder
+    assert not np.array_equal(changed_weights.features, first.features)
+    assert build_image_cache(
+        tmp_path, bundle, index, [str(world_shards)], **{**args, "precision": "bf16"}
+    ).folder not in (
+        first.folder,
+        changed_weights.folder,
+    )
+    fewer = tmp_path / "fewer"  # other shard contents: the same shards but the last
+    fewer.mkdir()
+    for tar in sorted(world_shards.glob("*.tar"))[:-1]:
+        (fewer / tar.name).symlink_to(tar)
+    (fewer / "manifest.json").write_bytes((world_shards / "manifest.json").read_bytes())
+    assert shards_fingerprint(index_shards([fewer]), [fewer]) != shards_fingerprint(index, [world_shards])
+
+
+def test_an_interrupted_build_resumes_with_the_chunks_it_had_not_finished(tmp_path):
+    rows, dim = 10, 3
+    chunks = [np.arange(s, min(s + 3, rows)) for s in range(0, rows, 3)]  # 4 chunks
+    key = {"kind": "test", "version": 1}
+    computed: list[int] = []
+
+    def values(chunk_id: int) -> torch.Tensor:
+        return torch.arange(len(chunks[chunk_id]) * dim, dtype=torch.float32).reshape(-1, dim) + 100 * chunk_id
+
+    def compute_then_crash(ids):
+        for chunk_id in ids:
+            if len(computed) == 2:
+                raise KeyboardInterrupt  # as a killed job
+            computed.append(chunk_id)
+            yield chunk_id, values(chunk_id)
+
+    folder = tmp_path / "test-cache"
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(folder, key, rows, dim, chunks, compute_then_crash)
+    assert not folder.exists() and (tmp_path / ".test-cache.partial").is_dir()
+
+    resumed: list[int] = []
+
+    def compute(ids):
+        for chunk_id in ids:
+            resumed.append(chunk_id)
+            yield chunk_id, values(chunk_id)
+
+    build_cache(folder, key, rows, dim, chunks, compute)
+    assert computed == [0, 1] and resumed == [2, 3]
+    expected = np.concatenate([values(c).numpy() for c in range(len(chunks))])
+    np.testing.assert_array_equal(np.load(folder / "features.npy"), expected)
+    assert not (tmp_path / ".test-cache.partial").exists() and not list(folder.glob("done-*"))
+
+    # a partial build under another key is not resumed: everything is computed again
+    resumed.clear()
+    other = tmp_path / "other-cache"
+    (tmp_path / ".other-cache.partial").mkdir()
+    (tmp_path / ".other-cache.partial" / "meta.json").write_text(json.dumps({"key": {"kind": "stale"}}))
+    build_cache(other, key, rows, dim, chunks, compute)
+    assert resumed == [0, 1, 2, 3]
+
+
+def test_caches_are_used_only_where_they_are_exact():
+    locked = ModelConfig(name="tiny-clip")
+    assert image_cache_blocker(locked, augment=False) is None
+    assert "augment" in image_cache_blocker(locked, augment=True)
+    assert image_cache_blocker(ModelConfig(image=ImageTowerConfig(locked=False)), augment=False) == (
+        "the image tower trains"
+    )
+    assert image_cache_blocker(ModelConfig(image=ImageTowerConfig(unlocked_last_blocks=2)), augment=False)
+    assert text_cache_blocker(locked) == "the text tower trains"
+    assert text_cache_blocker(_recipe_model("tiny_clip_llm2vec_neg")) is None
+
+
+def test_the_text_cache_holds_every_caption_and_hard_negative_of_the_policy(world_shards):
+    samples = ShardSamples(index_shards([world_shards]), lambda image: image, "first", seed=0)
+    texts, offsets, negative_rows = caption_texts(samples, "options")
+    assert offsets[0] == 0 and offsets[-1] == len(negative_rows) and len(offsets) == len(samples) + 1
+    for i in (0, 17, len(samples) - 1):
+        meta = samples.meta(i)
+        rows = range(offsets[i], offsets[i + 1])
+        assert [texts[r] for r in rows] == meta["captions"]
+        got = [texts[negative_rows[r]] if negative_rows[r] >= 0 else None for r in rows]
+        assert got == meta["hard_negatives"]
+    assert (negative_rows >= 0).any()
+    concat, offsets, _ = caption_texts(samples, "concat")
+    assert list(np.diff(offsets)) == [1] * len(samples)
+    assert concat[1] == " ".join(samples.meta(1)["captions"])
+
+
+def test_two_processes_build_the_cache_of_one(world_shards, tmp_path):
+    recipe = ["recipes/tiny_clip_neg.yaml", f"data.shards=[{world_shards}]", "data.workers=0", "data.augment=false"]
+    run(["-m", "train.cache", *recipe, f"cache_dir={tmp_path / 'one'}"])
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/accelerate/cpu_2proc.yaml"]
+    run(["-m", "train.cache", *recipe, f"cache_dir={tmp_path / 'two'}"], launcher)
+    (one,) = (tmp_path / "one").glob("image-*")
+    (two,) = (tmp_path / "two").glob("image-*")
+    assert one.name == two.name
+    np.testing.assert_array_equal(np.load(one / "features.npy"), np.load(two / "features.npy"))
+    assert not list((tmp_path / "two").glob(".*partial"))

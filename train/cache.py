@@ -1,0 +1,527 @@
+"""Train from cached outputs of frozen model parts: a locked image tower, the frozen LLM2Vec LLM, a locked text tower.
+
+A cache holds one frozen part's float32 outputs, for every training sample (image) or for every caption and hard
+negative (text), in .npy files read by memory map. Its folder name is a hash of everything those outputs depend
+on: the model identity and a hash of the frozen part's weights, the transform or tokenizer settings, the
+precision, and the shards (their index and data_prep's manifest). Any change gives a new folder, so a stale cache
+is never read, and every run with the same frozen part (all locked-image CLIP runs of a sweep) shares one.
+
+Building is split across processes in fixed chunks; each finished chunk is recorded, so an interrupted build
+resumes where it stopped. The folder gets its final name only when complete. Build ahead of a sweep with
+
+    python -m train.cache recipes/clip_neg.yaml [key.sub=value ...]
+    accelerate launch -m train.cache recipes/clip_neg.yaml          # split across the GPUs
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from models import ModelBundle
+from models.cache import resolve_cache_dir
+from models.config import ModelConfig
+from train.data import Batch, ShardIndex, ShardSamples, caption_pick, choose_caption, sample_seed
+
+FORMAT_VERSION = 1  # bump when what a cache holds changes meaning
+FEATURES = "features.npy"  # float32 (rows, dim)
+OFFSETS = "offsets.npy"  # text: int64 (samples + 1); sample i's captions are rows offsets[i]:offsets[i+1]
+NEGATIVE_ROWS = "negative_rows.npy"  # text: int64 per caption row, the row of its hard negative or -1
+META = "meta.json"
+
+
+# --- when a cache is exact -------------------------------------------------------------------------------------
+
+
+def image_cache_blocker(model: ModelConfig, augment: bool) -> str | None:
+    """Why the image tower's outputs cannot be cached (None: they can, exactly)."""
+    if not model.image.locked or model.image.unlocked_last_blocks:
+        return "the image tower trains"
+    if augment:
+        return "data.augment=true draws new random crops every epoch (set it false to cache)"
+    return None
+
+
+def text_cache_blocker(model: ModelConfig) -> str | None:
+    """Why the text tower's frozen part cannot be cached (None: it can)."""
+    if model.text.tower == "llm2vec" or model.text.locked:
+        return None
+    return "the text tower trains"
+
+
+def text_view(caption_policy: str) -> str:
+    """Which texts a text cache holds: every caption option (random, first) or each sample's joined captions."""
+    return "concat" if caption_policy == "concat" else "options"
+
+
+# --- keys -------------------------------------------------------------------------------------------------------
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """Hash of a module's whole state (names, dtypes, shapes, bytes): changes with any weight."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().reshape(-1).contiguous()
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).cpu().numpy().data)
+    return digest.hexdigest()
+
+
+def shards_fingerprint(index: ShardIndex, folders: Sequence[str | Path]) -> str:
+    """Hash of the shards' layout (names, sizes, keys, member offsets and sizes) and data_prep's manifests.
+
+    The manifest records the sha256 of every converted input, so a reconversion of changed data changes it.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for path in index.shard_paths:
+        digest.update(f"{Path(path).name}:{os.path.getsize(path)}".encode())
+    digest.update("\n".join(index.keys).encode())
+    for array in (index.shard, index.jpg, index.meta):
+        digest.update(np.ascontiguousarray(array).data)
+    for folder in folders:
+        manifest = Path(folder) / "manifest.json"
+        digest.update(manifest.read_bytes() if manifest.exists() else b"-")
+    return digest.hexdigest()
+
+
+def cache_folder(root: Path, key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return root / f"{key['kind']}-{digest}"
+
+
+# --- stores -----------------------------------------------------------------------------------------------------
+
+
+class FeatureStore:
+    """A finished cache folder; the memory map opens lazily in each process (it is never pickled)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / META).read_text())
+        self._features: np.ndarray | None = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_features": None}
+
+    @property
+    def features(self) -> np.ndarray:
+        if self._features is None:
+            self._features = np.load(self.folder / FEATURES, mmap_mode="r")
+        return self._features
+
+    def rows(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.features[np.asarray(rows, dtype=np.int64)]))
+
+
+class TextStore(FeatureStore):
+    """Text cache: per-sample caption rows (offsets) and each caption's hard-negative row."""
+
+    def __init__(self, folder: Path):
+        super().__init__(folder)
+        self.offsets = np.load(self.folder / OFFSETS)
+        self.negative_rows = np.load(self.folder / NEGATIVE_ROWS)
+
+
+@dataclass
+class FrozenCaches:
+    image: FeatureStore | None  # image tower outputs per sample, or None: run the tower
+    text: TextStore | None  # frozen text outputs per caption, or None: run the tower
+    notes: list[str]  # what is cached and why (or why not), for the run log
+
+    @property
+    def any(self) -> bool:
+        return self.image is not None or self.text is not None
+
+
+# --- building ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Processes:
+    """The slice of a launch that builds a cache: this process's rank, the count, and a barrier."""
+
+    rank: int = 0
+    world: int = 1
+    barrier: Callable[[], None] = lambda: None
+
+
+def build_cache(
+    folder: Path,
+    key: dict[str, Any],
+    rows: int,
+    dim: int,
+    chunks: Sequence[np.ndarray],
+    compute: Callable[[Iterator[int]], Iterator[tuple[int, torch.Tensor]]],
+    *,
+    extra: dict[str, np.ndarray] | None = None,
+    processes: Processes = Processes(),
+    desc: str = "cache",
+) -> Path:
+    """Fills `folder` with `compute`'s outputs for every chunk of rows, unless it is already complete.
+
+    `compute(chunk ids)` yields (chunk id, (len(chunk), dim) tensor) for the chunks it is given, in any order.
+    Work lands in `.<folder>.partial/`; each process appends finished chunk ids to its own log after the rows
+    are flushed, so a rerun (with any number of processes) computes only chunks no log records.
+    """
+    partial = folder.parent / f".{folder.name}.partial"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder.parent / f".{folder.name}.lock", processes.rank == 0):
+        if processes.rank == 0 and not folder.exists():
+            _start_partial(partial, key, rows, dim, len(chunks), extra or {})
+        processes.barrier()
+        if folder.exists():  # complete already (possibly built by another job while this one waited)
+            return folder
+        done = _done_chunks(partial)
+        pending = [c for c in range(len(chunks)) if c not in done][processes.rank :: processes.world]
+        features = np.load(partial / FEATURES, mmap_mode="r+")
+        with open(partial / f"done-{processes.rank}-{os.getpid()}.log", "a") as log:  # noqa: PTH123
+            bar = tqdm(total=len(chunks), initial=len(done), desc=desc, disable=processes.rank != 0)
+            for chunk_id, values in compute(iter(pending)):
+                features[chunks[chunk_id]] = values.detach().float().cpu().numpy()
+                features.flush()
+                log.write(f"{chunk_id}\n")
+                log.flush()
+                os.fsync(log.fileno())
+                bar.update(processes.world)
+            bar.close()
+        del features
+        processes.barrier()
+        if processes.rank == 0:
+            missing = len(chunks) - len(_done_chunks(partial))
+            if missing:
+                raise RuntimeError(f"{partial}: {missing} of {len(chunks)} chunks were not computed")
+            for log_file in partial.glob("done-*.log"):
+                log_file.unlink()
+            meta = json.loads((partial / META).read_text())
+            meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            (partial / META).write_text(json.dumps(meta, indent=1))
+            os.replace(partial, folder)
+        processes.barrier()
+    return folder
+
+
+def _start_partial(partial: Path, key: dict, rows: int, dim: int, chunks: int, extra: dict[str, np.ndarray]) -> None:
+    meta = {"key": key, "rows": rows, "dim": dim, "chunks": chunks, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if partial.exists():
+        try:
+            old = json.loads((partial / META).read_text())
+        except (OSError, ValueError):
+            old = {}
+        if all(old.get(k) == meta[k] for k in ("key", "rows", "dim", "chunks")):
+            return  # the same build: resume it
+        shutil.rmtree(partial)
+    partial.mkdir()
+    np.lib.format.open_memmap(partial / FEATURES, mode="w+", dtype=np.float32, shape=(rows, dim)).flush()
+    for name, array in extra.items():
+        np.save(partial / name, array)
+    (partial / META).write_text(json.dumps(meta, indent=1))
+
+
+def _done_chunks(partial: Path) -> set[int]:
+    done = set()
+    for log_file in partial.glob("done-*.log"):
+        for line in log_file.read_text().splitlines():
+            if line.strip().isdigit():  # a line cut by a crash is not a finished chunk
+                done.add(int(line))
+    return done
+
+
+@contextmanager
+def _exclusive(lock_path: Path, take: bool):
+    """One building job at a time per cache (other jobs of a sweep wait, then find it complete)."""
+    if not take:
+        yield
+        return
+    with open(lock_path, "w") as handle:  # noqa: PTH123
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- the two caches ---------------------------------------------------------------------------------------------
+
+
+class _Pixels(Dataset):
+    """Eval-transformed pixels of shard samples (deterministic, so the seed is irrelevant)."""
+
+    def __init__(self, samples: ShardSamples):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.samples.pixels(i, 0)
+
+
+def build_image_cache(
+    root: Path,
+    bundle: ModelBundle,
+    index: ShardIndex,
+    shard_folders: Sequence[str],
+    *,
+    precision: str,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+    processes: Processes = Processes(),
+) -> FeatureStore:
+    """The locked image tower's outputs for every sample under the eval transform."""
+    model = bundle.model
+    key = {
+        "kind": "image",
+        "version": FORMAT_VERSION,
+        "model": {k: bundle.info.get(k) for k in ("name", "open_clip_model", "pretrained", "image_tower")},
+        "weights": module_fingerprint(model.image_tower),
+        "transform": repr(bundle.preprocess_eval),
+        "precision": precision,
+        "shards": shards_fingerprint(index, shard_folders),
+    }
+    folder = cache_folder(root, key)
+    chunks = [np.arange(s, min(s + batch_size, len(index))) for s in range(0, len(index), batch_size)]
+    pixels = _Pixels(ShardSamples(index, bundle.preprocess_eval, "first", seed=0))
+
+    def compute(chunk_ids: Iterator[int]) -> Iterator[tuple[int, torch.Tensor]]:
+        ids = list(chunk_ids)
+        loader = DataLoader(pixels, batch_sampler=[chunks[c].tolist() for c in ids], num_workers=workers)
+        for chunk_id, batch in zip(ids, loader, strict=True):
+            with torch.no_grad(), autocast():
+                features = model.image_tower(batch.to(device))
+            yield chunk_id, features
+
+    dim = int(bundle.info["embed_dim"])
+    build_cache(folder, key, len(index), dim, chunks, compute, processes=processes, desc="image features")
+    return FeatureStore(folder)
+
+
+def caption_texts(samples: ShardSamples, view: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every text a text cache holds: (texts, offsets, negative rows); captions first, then the hard negatives."""
+    captions: list[str] = []
+    negatives: list[str | None] = []
+    offsets = [0]
+    for i in tqdm(range(len(samples)), desc="reading captions", mininterval=5, disable=len(samples) < 50_000):
+        meta = samples.meta(i)
+        if view == "concat":
+            caption, negative = choose_caption(meta["captions"], meta["hard_negatives"], "concat", 0)
+            captions.append(caption)
+            negatives.append(negative)
+        else:
+            captions.extend(meta["captions"])
+            negatives.extend(meta["hard_negatives"])
+        offsets.append(len(captions))
+    negative_rows = np.full(len(captions), -1, dtype=np.int64)
+    texts = list(captions)
+    for row, negative in enumerate(negatives):
+        if negative is not None:
+            negative_rows[row] = len(texts)
+            texts.append(negative)
+    return texts, np.asarray(offsets, dtype=np.int64), negative_rows
+
+
+def build_text_cache(
+    root: Path,
+    bundle: ModelBundle,
+    index: ShardIndex,
+    shard_folders: Sequence[str],
+    *,
+    caption_policy: str,
+    precision: str,
+    batch_size: int,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+    processes: Processes = Processes(),
+) -> TextStore:
+    """The text tower's frozen outputs (LLM2Vec's pooled embeddings, or a locked tower's) for every text."""
+    model = bundle.model
+    view = text_view(caption_policy)
+    tower = bundle.info["text_tower"]
+    frozen_part = model.text_tower.llm2vec if tower == "llm2vec" else model.text_tower
+    key = {
+        "kind": "text",
+        "version": FORMAT_VERSION,
+        "view": view,
+        "tower": tower,
+        "model": bundle.info.get("llm2vec") or {k: bundle.info.get(k) for k in ("name", "open_clip_model")},
+        "context_length": bundle.info.get("context_length"),
+        "weights": module_fingerprint(frozen_part),
+        "precision": precision,
+        "shards": shards_fingerprint(index, shard_folders),
+    }
+    folder = cache_folder(root, key)
+    if folder.exists():
+        return TextStore(folder)
+    samples = ShardSamples(index, bundle.preprocess_eval, "first", seed=0)
+    texts, offsets, negative_rows = caption_texts(samples, view)
+    # Longest first, in batches of similar length: little padding for the LLM, and an early out-of-memory.
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+    def compute(chunk_ids: Iterator[int]) -> Iterator[tuple[int, torch.Tensor]]:
+        for chunk_id in chunk_ids:
+            tokens = bundle.tokenizer([texts[r] for r in chunks[chunk_id]])
+            with torch.no_grad(), autocast():
+                features = model.frozen_text_features({k: v.to(device) for k, v in tokens.items()})
+            yield chunk_id, features
+
+    dim = int(bundle.info["llm2vec"]["llm_hidden_size"] if tower == "llm2vec" else bundle.info["embed_dim"])
+    extra = {OFFSETS: offsets, NEGATIVE_ROWS: negative_rows}
+    build_cache(folder, key, len(texts), dim, chunks, compute, extra=extra, processes=processes, desc="text features")
+    return TextStore(folder)
+
+
+# --- training from the caches -----------------------------------------------------------------------------------
+
+
+class CachedShardSamples(ShardSamples):
+    """ShardSamples whose cached parts come as row numbers (gathered per batch by CachedCollate)."""
+
+    def __init__(self, index, transform, caption_policy, seed, caches: FrozenCaches, epoch: int = 0):
+        super().__init__(index, transform, caption_policy, seed, epoch)
+        self.caches = caches
+
+    def __getitem__(self, i: int):
+        seed = sample_seed(self.seed, self.epoch, i)
+        image = i if self.caches.image is not None else self.pixels(i, seed)
+        text = self.caches.text
+        if text is None:
+            caption, negative = self.caption(i, seed)
+        else:
+            first, end = int(text.offsets[i]), int(text.offsets[i + 1])
+            caption = first + (caption_pick(end - first, self.caption_policy, seed) or 0)  # concat: one row
+            negative_row = int(text.negative_rows[caption])
+            negative = negative_row if negative_row >= 0 else None
+        return image, caption, negative, self.index.keys[i]
+
+
+class CachedCollate:
+    """As train.data.Collate, with cached rows gathered from the stores in place of pixels or tokens."""
+
+    def __init__(self, tokenizer, with_negatives: bool, caches: FrozenCaches):
+        self.tokenizer, self.with_negatives, self.caches = tokenizer, with_negatives, caches
+
+    def __call__(self, items) -> Batch:
+        images, captions, negatives, keys = zip(*items, strict=True)
+        texts = list(captions)
+        mask = None
+        if self.with_negatives:
+            mask = torch.tensor([n is not None for n in negatives])
+            texts += [n if n is not None else c for c, n in zip(captions, negatives, strict=True)]
+        image, text = self.caches.image, self.caches.text
+        return Batch(
+            pixels=torch.stack(images) if image is None else None,
+            text=self.tokenizer(texts) if text is None else None,
+            negative_mask=mask,
+            keys=list(keys),
+            image_frozen=image.rows(images) if image is not None else None,
+            text_frozen=text.rows(texts) if text is not None else None,
+        )
+
+
+def prepare_caches(
+    mode: str,
+    cache_dir: str,
+    model_cfg: ModelConfig,
+    *,
+    augment: bool,
+    caption_policy: str,
+    precision: str,
+    bundle: ModelBundle,
+    index: ShardIndex,
+    shard_folders: Sequence[str],
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+    processes: Processes = Processes(),
+) -> FrozenCaches:
+    """Opens (building first where needed) every cache that is exact for this configuration; `mode` off: none."""
+    if mode == "off":
+        return FrozenCaches(None, None, ["feature cache: off (cache=off)"])
+    root = Path(cache_dir).expanduser() if cache_dir else resolve_cache_dir() / "features"
+    bundle.model.to(device)
+    notes = []
+    image = text = None
+    blocker = image_cache_blocker(model_cfg, augment)
+    if blocker is None:
+        image = build_image_cache(
+            root, bundle, index, shard_folders, precision=precision, batch_size=batch_size, workers=workers,
+            device=device, autocast=autocast, processes=processes,
+        )  # fmt: skip
+        notes.append(f"image features: cached in {image.folder}")
+    else:
+        notes.append(f"image features: computed every step ({blocker})")
+    blocker = text_cache_blocker(model_cfg)
+    if blocker is None:
+        text = build_text_cache(
+            root, bundle, index, shard_folders, caption_policy=caption_policy, precision=precision,
+            batch_size=batch_size, device=device, autocast=autocast, processes=processes,
+        )  # fmt: skip
+        notes.append(f"text features ({bundle.info['text_tower']} frozen part): cached in {text.folder}")
+    else:
+        notes.append(f"text features: computed every step ({blocker})")
+    return FrozenCaches(image, text, notes)
+
+
+def main(argv: list[str]) -> int:
+    """Builds the caches a recipe would train from, ahead of time (under accelerate: split across processes)."""
+    from accelerate import Accelerator
+
+    from models import build_model
+    from train.config import load_recipe
+    from train.data import index_shards
+    from train.typed_config import ConfigError
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    try:
+        cfg = load_recipe(argv[0], argv[1:])
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    if cfg.cache == "off":
+        print("train.cache: the recipe says cache=off; nothing to build", file=sys.stderr)
+        return 2
+    accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=not torch.cuda.is_available())
+    bundle = build_model(cfg.model)
+    caches = prepare_caches(
+        cfg.cache,
+        cfg.cache_dir,
+        cfg.model,
+        augment=cfg.data.augment,
+        caption_policy=cfg.data.caption_policy,
+        precision=cfg.train.precision,
+        bundle=bundle,
+        index=index_shards(cfg.data.shards),
+        shard_folders=cfg.data.shards,
+        batch_size=cfg.data.batch_size,
+        workers=cfg.data.workers,
+        device=accelerator.device,
+        autocast=accelerator.autocast,
+        processes=Processes(accelerator.process_index, accelerator.num_processes, accelerator.wait_for_everyone),
+    )
+    if accelerator.is_main_process:
+        print("\n".join(caches.notes))
+    return 0 if caches.any else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
