@@ -11,7 +11,7 @@ install: $(STAMP)
 # Re-runs only when the dependency list changes; torch/torchvision come from the local wheel cache here.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,deepspeed]'
 	touch $(STAMP)
 
 WORLD   := $(DEMO)/world

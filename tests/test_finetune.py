@@ -176,3 +176,15 @@ def test_wandb_offline_run_is_written_into_the_run_folder(world_shards, tmp_path
                      "wandb.mode=offline", "wandb.group=sweep-a"))  # fmt: skip
     offline = list((tmp_path / "tiny_clip_finetune" / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
+
+
+def test_a_run_that_cannot_fit_the_gpu_stops_before_loading_weights(world_shards, tmp_path, monkeypatch, capsys):
+    from train import finetune
+
+    monkeypatch.setattr(finetune, "device_total_bytes", lambda device: 2**20)  # a 1 MiB "GPU"
+    monkeypatch.setattr(finetune, "build_model", lambda cfg: pytest.fail("weights were loaded"))
+    args = finetune_cmd("tiny_clip_neg", world_shards, tmp_path, "train.max_steps=2", "optim.warmup_steps=1")[1:]
+    assert finetune.cli(args) == 1
+    captured = capsys.readouterr()
+    assert "GPU memory per device (estimate)" in captured.out
+    assert "memory estimate (train.check_memory=false to start anyway)" in captured.err and "GiB" in captured.err

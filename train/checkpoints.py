@@ -21,11 +21,57 @@ from safetensors.torch import load_file, save_file
 WEIGHTS = "trainable.safetensors"
 STATE = "trainer_state.json"
 LATEST = "latest"
+ENGINE = "deepspeed"  # under DeepSpeed: the engine's own checkpoint (model and ZeRO-partitioned optimizer states)
 _NAME = re.compile(r"^(epoch|step)_(\d+)$")
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+def trainable_state(
+    model: torch.nn.Module, full_state: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """The trainable parameters, from the model or from a gathered full state dict (DeepSpeed ZeRO-3)."""
+    if full_state is None:
+        return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: full_state[n].detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def start_checkpoint(folder: Path, name: str) -> Path:
+    """An empty temporary folder for checkpoint `name` (main process); fill it, then `finish_checkpoint`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def finish_checkpoint(
+    folder: Path,
+    name: str,
+    tmp: Path,
+    *,
+    weights: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any,
+    state: dict[str, Any],
+    config_yaml: str,
+) -> Path:
+    """Writes the rest into `tmp`, renames it to `folder/name` and points `folder/latest` at it (main process).
+
+    `optimizer` None: its state is already in tmp/ENGINE (DeepSpeed writes its own, partitioned per rank).
+    """
+    save_file(weights, str(tmp / WEIGHTS))
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    (tmp / STATE).write_text(json.dumps(state, indent=1))
+    (tmp / "config.yaml").write_text(config_yaml)
+    final = folder / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    marker = folder / f".{LATEST}.tmp"
+    marker.write_text(name)
+    os.replace(marker, folder / LATEST)
+    return final
 
 
 def save_checkpoint(
@@ -39,23 +85,17 @@ def save_checkpoint(
     config_yaml: str,
 ) -> Path:
     """Writes `folder/name` atomically and points `folder/latest` at it. Call on the main process only."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".tmp-{name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / WEIGHTS))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / STATE).write_text(json.dumps(state, indent=1))
-    (tmp / "config.yaml").write_text(config_yaml)
-    final = folder / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    marker = folder / f".{LATEST}.tmp"
-    marker.write_text(name)
-    os.replace(marker, folder / LATEST)
-    return final
+    tmp = start_checkpoint(folder, name)
+    return finish_checkpoint(
+        folder,
+        name,
+        tmp,
+        weights=trainable_state(model),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+        config_yaml=config_yaml,
+    )
 
 
 def load_weights(checkpoint: Path, model: torch.nn.Module) -> None:
@@ -71,8 +111,10 @@ def load_weights(checkpoint: Path, model: torch.nn.Module) -> None:
     del missing  # frozen parameters and buffers: they come from the model's own build
 
 
-def load_training_state(checkpoint: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
+def load_training_state(checkpoint: Path, optimizer: torch.optim.Optimizer | None, scheduler: Any) -> dict[str, Any]:
+    """Scheduler and position (and the optimizer, unless None: DeepSpeed restores its own from ENGINE)."""
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=True))
     return json.loads((checkpoint / STATE).read_text())
 

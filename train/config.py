@@ -105,6 +105,7 @@ class TrainConfig:
     log_every_steps: int = 10  # metrics.jsonl and tracker cadence, in optimizer steps
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0 = at epoch ends only)
     resume: str = ""  # "" = start fresh, "latest" = newest checkpoint of this run, or a checkpoint folder
+    check_memory: bool = True  # refuse to start when the memory estimate exceeds the GPU (false: warn and start)
 
     @property
     def accelerate_mixed_precision(self) -> str:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -17,11 +18,23 @@ from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from tqdm import tqdm
 
 from models import build_model, format_parameter_table, parameter_table
+from models.memory import check_fits, device_total_bytes, estimate_for_config, format_memory_estimate
 from train.cache import CachedCollate, CachedShardSamples, Processes, prepare_caches
-from train.checkpoints import list_checkpoints, load_training_state, load_weights, resolve_resume, save_checkpoint
+from train.checkpoints import (
+    ENGINE,
+    finish_checkpoint,
+    list_checkpoints,
+    load_training_state,
+    load_weights,
+    resolve_resume,
+    save_checkpoint,
+    start_checkpoint,
+    trainable_state,
+)
 from train.config import OptimConfig, RecipeConfig, load_recipe
 from train.data import BatchPlan, Collate, ShardSamples, epoch_loader, index_shards
 from train.losses import build_loss
@@ -29,6 +42,7 @@ from train.run_dir import MetricsLog, RunDirError, check_run_dir, write_caches_r
 from train.tracking import Tracker
 from train.typed_config import ConfigError, flatten, to_plain, to_yaml
 
+MAX_LOGIT_SCALE = math.log(100)
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; rerun with train.resume=latest
 
 
@@ -72,15 +86,16 @@ class Position:
 
 
 def main(cfg: RecipeConfig, argv: list[str]) -> None:
-    # cpu=True on GPU-less hosts makes several launched processes one gloo group instead of N lone runs.
-    accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=use_cpu_group())
     is_main = accelerator.is_main_process
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     run_dir = check_run_dir(cfg)
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if is_main:
         write_run_start(run_dir, cfg, argv)
     torch.manual_seed(cfg.seed)
 
+    check_memory(cfg, accelerator)  # before any weights load: a 7B tower that cannot fit fails in seconds
     bundle = build_model(cfg.model)  # applies the recipe's freezing and gradient checkpointing
     model = bundle.model
     if is_main:
@@ -90,6 +105,8 @@ def main(cfg: RecipeConfig, argv: list[str]) -> None:
     plan = BatchPlan(len(index), cfg.train.global_batch_size, cfg.data.batch_size, accelerator.num_processes)
     if plan.problems():
         raise ConfigError("batch plan", plan.problems())
+    if deepspeed:
+        configure_deepspeed(accelerator, plan, cfg.optim.grad_clip_norm)
     total_steps = plan.steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
@@ -132,8 +149,12 @@ def main(cfg: RecipeConfig, argv: list[str]) -> None:
     checkpoints = run_dir / "checkpoints"
     resume_from = resolve_resume(checkpoints, cfg.train.resume)
     if resume_from is not None:
-        load_weights(resume_from, accelerator.unwrap_model(model))
-        position = Position(**load_training_state(resume_from, optimizer, scheduler)["position"])
+        if deepspeed:  # collective: every rank reads its own ZeRO partition
+            accelerator.load_state(str(resume_from / ENGINE))
+        else:
+            load_weights(resume_from, accelerator.unwrap_model(model))
+        state = load_training_state(resume_from, None if deepspeed else optimizer, scheduler)
+        position = Position(**state["position"])
         if is_main:
             print(f"resumed from {resume_from} at step {position.step} (epoch {position.epoch})")
 
@@ -147,14 +168,26 @@ def main(cfg: RecipeConfig, argv: list[str]) -> None:
 
     def checkpoint(name: str) -> None:
         accelerator.wait_for_everyone()
-        if is_main:
+        state = {"step": position.step, "position": vars(position)}
+        if deepspeed:  # the optimizer states are partitioned across ranks: every rank writes its own
+            tmp = start_checkpoint(checkpoints, name) if is_main else None
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(checkpoints / f".tmp-{name}" / ENGINE))
+            full = accelerator.get_state_dict(model)  # collective under ZeRO-3 (gathers the 16-bit weights)
+            if is_main:
+                weights = trainable_state(accelerator.unwrap_model(model), full)
+                finish_checkpoint(
+                    checkpoints, name, tmp, weights=weights, optimizer=None, scheduler=scheduler, state=state,
+                    config_yaml=to_yaml(cfg),
+                )  # fmt: skip
+        elif is_main:
             save_checkpoint(
                 checkpoints,
                 name,
                 model=accelerator.unwrap_model(model),
                 optimizer=optimizer,
                 scheduler=scheduler,
-                state={"step": position.step, "position": vars(position)},
+                state=state,
                 config_yaml=to_yaml(cfg),
             )
         accelerator.wait_for_everyone()
@@ -219,9 +252,37 @@ def main(cfg: RecipeConfig, argv: list[str]) -> None:
         print(f"run folder: {run_dir}  checkpoints: {', '.join(done)}")
 
 
+def use_cpu_group() -> bool:
+    """On GPU-less hosts several launched processes form one gloo group instead of N lone runs; DeepSpeed, which
+    brings its own CPU backend, is the exception."""
+    return not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true"
+
+
+def check_memory(cfg: RecipeConfig, accelerator: Accelerator) -> None:
+    """Prints the per-device memory estimate; raises ConfigError when it exceeds the GPU (train.check_memory)."""
+    plugin = accelerator.state.deepspeed_plugin
+    estimate = estimate_for_config(
+        cfg.model,
+        cfg.data.batch_size,
+        cfg.train.precision,
+        accelerator.num_processes,
+        plugin.zero_stage if plugin is not None else 0,
+        texts_per_sample=2 if cfg.loss.uses_hard_negatives else 1,
+    )
+    if accelerator.is_main_process:
+        print(format_memory_estimate(estimate))
+    device_bytes = device_total_bytes(accelerator.device)
+    problems = check_fits(estimate, device_bytes) if device_bytes else []
+    if problems and cfg.train.check_memory:
+        raise ConfigError("memory estimate (train.check_memory=false to start anyway)", problems)
+    if problems and accelerator.is_main_process:
+        print("warning: " + "; ".join(problems), file=sys.stderr)
+
+
 def train_step(model, loss_fn, optimizer, scheduler, stream, plan, accelerator, cfg, position) -> tuple[float, float]:
     """One optimizer step over `plan.accumulation` micro-batches; returns (mean loss, seconds waiting for data)."""
     total, wait = 0.0, 0.0
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     for micro in range(plan.accumulation):
         started = time.perf_counter()
         batch = next(stream).to(accelerator.device)
@@ -245,16 +306,42 @@ def train_step(model, loss_fn, optimizer, scheduler, stream, plan, accelerator, 
                 f"loss is {loss.item()} at step {position.step + 1} (epoch {position.epoch}); "
                 f"batch sample keys on rank {accelerator.process_index}: {batch.keys}"
             )
-        accelerator.backward(loss / plan.accumulation)
+        if deepspeed:
+            # accelerate marks DeepSpeed's accumulation boundary (where the engine steps) by its sync flag, which
+            # only accelerator.accumulate() would otherwise set; DeepSpeed divides by the accumulation itself.
+            accelerator.gradient_state._set_sync_gradients(last)
+            accelerator.backward(loss)
+        else:
+            accelerator.backward(loss / plan.accumulation)
         total += loss.item()
     if cfg.optim.grad_clip_norm:
         accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
-    optimizer.step()
+    optimizer.step()  # under DeepSpeed a no-op: the engine stepped in backward, at the accumulation boundary
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():  # as open_clip: keep the temperature in a sane range
-        accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
+    clamp_logit_scale(accelerator.unwrap_model(model).logit_scale, deepspeed)
     return total / plan.accumulation, wait
+
+
+def clamp_logit_scale(param: torch.nn.Parameter, deepspeed: bool) -> None:
+    """As open_clip: keep the temperature in [1, 100]. Under DeepSpeed the fp32 master copy is what steps on."""
+    with torch.no_grad():
+        if deepspeed:
+            from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+            safe_set_full_fp32_param(param, safe_get_full_fp32_param(param).clamp(0, MAX_LOGIT_SCALE))
+        if param.numel():  # a ZeRO-3 partitioned parameter is empty here; its master copy was clamped above
+            param.clamp_(0, MAX_LOGIT_SCALE)
+
+
+def configure_deepspeed(accelerator: Accelerator, plan: BatchPlan, grad_clip_norm: float) -> None:
+    """DeepSpeed steps by its own config: give it the recipe's batch plan and clipping so both agree."""
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    config["train_micro_batch_size_per_gpu"] = plan.micro_batch
+    config["gradient_accumulation_steps"] = plan.accumulation
+    config["train_batch_size"] = plan.global_batch
+    config["gradient_clipping"] = grad_clip_norm  # 0 = none
+    accelerator.gradient_accumulation_steps = plan.accumulation
 
 
 def log_window(window: dict, position: Position, model) -> dict:

@@ -14,7 +14,7 @@ from train.typed_config import flatten, to_plain, to_yaml
 
 # Keys that may differ between the first start of a run and a resumed one.
 # The feature cache changes speed, not results.
-_RESUMABLE_DIFFERENCES = {"train.resume", "cache", "cache_dir"}
+_RESUMABLE_DIFFERENCES = {"train.resume", "train.check_memory", "cache", "cache_dir"}
 
 
 class RunDirError(RuntimeError):
