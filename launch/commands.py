@@ -36,6 +36,8 @@ def python() -> str:
 def accelerate_config(resources: ResourceSpec) -> Path:
     if resources.gpus_per_run == 0:
         return ACCELERATE_CONFIGS / "cpu_2proc.yaml"  # MULTI_GPU on a GPU-less host: gloo processes
+    if resources.zero_stage:
+        return ACCELERATE_CONFIGS / f"deepspeed_zero{resources.zero_stage}.yaml"
     if resources.processes == 1:
         return ACCELERATE_CONFIGS / "single_gpu.yaml"
     return ACCELERATE_CONFIGS / "multi_gpu_bf16.yaml"

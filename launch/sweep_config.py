@@ -51,6 +51,8 @@ class ResourceSpec:
     gpus_per_run: int = 0  # GPUs of one run over all its nodes (0 = CPU processes); one process per GPU
     nodes: int = 1  # machines per run (slurm only); gpus_per_run is split evenly over them
     cpu_processes: int = 1  # processes per node when gpus_per_run is 0 (gloo); 1 = no launcher at all
+    # DeepSpeed ZeRO stage of GPU runs: 0 = plain data parallel; 2 or 3 = launch/accelerate/deepspeed_zero{2,3}.yaml
+    zero_stage: int = 0
 
     def problems(self) -> list[Problem]:
         out = []
@@ -60,6 +62,10 @@ class ResourceSpec:
             out.append(Problem(("nodes",), "must be >= 1"))
         if self.cpu_processes < 1:
             out.append(Problem(("cpu_processes",), "must be >= 1"))
+        if self.zero_stage not in (0, 2, 3):
+            out.append(Problem(("zero_stage",), f"{self.zero_stage}: choose 0 (no DeepSpeed), 2 or 3"))
+        elif self.zero_stage and self.gpus_per_run == 0:
+            out.append(Problem(("zero_stage", "gpus_per_run"), "DeepSpeed runs need GPUs (gpus_per_run > 0)"))
         if self.gpus_per_run > 0 and self.nodes >= 1 and self.gpus_per_run % self.nodes:
             out.append(
                 Problem(("gpus_per_run", "nodes"), f"{self.gpus_per_run} GPUs do not split over {self.nodes} nodes")

@@ -493,3 +493,20 @@ def test_report_groups_rows_by_model_like_table5(tmp_path):
     assert "| + finetuning (clip_ft) | 50.5 | 50.5 | – | – | – | – | – | – |" in text
     assert "| + llm2vec, neg. cap. (siglip_llm2vec_neg) | 51.0 | 51.0 | – | – | 0.0 | – | – | – |" in text
     assert {p.name for p in plots.values()} >= {"bars.png", "accuracy_by_epoch.png", "never_started.png"}
+
+
+def test_a_deepspeed_sweep_launches_with_the_zero_config_of_its_stage(tmp_path):
+    from launch.commands import accelerate_config
+    from launch.sweep_config import ResourceSpec
+
+    assert accelerate_config(ResourceSpec(gpus_per_run=4, zero_stage=3)).name == "deepspeed_zero3.yaml"
+    assert accelerate_config(ResourceSpec(gpus_per_run=4, zero_stage=2)).name == "deepspeed_zero2.yaml"
+    assert accelerate_config(ResourceSpec(gpus_per_run=4)).name == "multi_gpu_bf16.yaml"
+    path = write(tmp_path, "recipes: [tiny_clip_neg]\nresources: {gpus_per_run: 0, zero_stage: 1}\n")
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert "resources.zero_stage: 1: choose 0 (no DeepSpeed), 2 or 3" in str(err.value)
+    path = write(tmp_path, "recipes: [tiny_clip_neg]\nresources: {zero_stage: 3}\n")
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert "DeepSpeed runs need GPUs" in str(err.value)
