@@ -1,25 +1,37 @@
 """Benchmarks behind `make bench`: each figure is a ratio against a baseline measured in the same run.
 
-    python bench/run.py [--scale medium|small] [--out bench]
+    python bench/run.py [--scale medium|small] [--out bench] [--rounds 2]
 
-Writes bench/results.json and bench/results.md. Measured here:
+Writes bench/results.json and bench/results.md. Measured here, on the generated world:
 - build_shards samples/s with 1 and 2 workers against a plain single-process converter (json.load, PIL
-  decode, webdataset ShardWriter), on the generated world's two LLaVA datasets.
+  decode, webdataset ShardWriter), on the generated world's two LLaVA datasets;
+- training samples/s of train/finetune.py (uncached; also with the loader's old per-sample path) against
+  open_clip's own trainer (`open_clip_train.main`) on the same tiny-clip, shards, batch, locked image tower,
+  data workers and CPU, in alternating rounds; steady-state windows only, so start-up counts for neither;
+- the loader's per-sample cost (read, decode, seeded crop, tokenize) against its old per-sample path;
+- eval seconds per checkpoint of a run's checkpoints, with benchmark image features reused across checkpoints
+  (the locked image tower) against recomputed for each.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
 import platform
+import re
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import open_clip
+import torch
 import webdataset as wds
 from PIL import Image
 
@@ -27,6 +39,10 @@ from data_prep import build_shards
 from data_prep.llava_items import clean_caption
 from data_prep.provenance import code_version
 from data_prep.toyworld import generate
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RECIPE = REPO / "recipes" / "tiny_clip_finetune.yaml"
 
 
 def plain_converter(inputs: list[tuple[str, Path, Path]], out: Path) -> int:
@@ -57,6 +73,14 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+def with_ratios(rows: dict[str, dict], baseline: str, key: str, *, lower_is_better: bool = False) -> dict[str, dict]:
+    """Adds ratio_vs_baseline: `key` against the baseline row's, oriented so that > 1 is better."""
+    base = rows[baseline][key]
+    for row in rows.values():
+        row["ratio_vs_baseline"] = round(base / row[key] if lower_is_better else row[key] / base, 2)
+    return rows
+
+
 def bench_build_shards(world: Path, scratch: Path) -> dict:
     llava = world / "llava"
     inputs = [
@@ -77,28 +101,343 @@ def bench_build_shards(world: Path, scratch: Path) -> dict:
 
         seconds, samples = timed(run)
         rows[f"build_shards, {workers} worker{'s' if workers > 1 else ''}"] = {"seconds": seconds, "samples": samples}
-    base = rows["plain single-process (baseline)"]
     for row in rows.values():
         row["samples_per_s"] = round(row["samples"] / row["seconds"], 1)
-        row["ratio_vs_baseline"] = round(row["samples_per_s"] / base["samples_per_s"], 2)
         row["seconds"] = round(row["seconds"], 3)
-    return rows
+    return {
+        "how": "Wall clock of each whole conversion of the world's LCS-558K and DataMix-665K files.",
+        "columns": {"samples": "samples", "seconds": "seconds", "samples_per_s": "samples/s"},
+        "rows": with_ratios(rows, "plain single-process (baseline)", "samples_per_s"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training throughput: train/finetune.py against open_clip's own trainer
+
+
+def tiny_clip_folder() -> Path:
+    """The tiny-clip open_clip folder (config + weights) that both trainers load."""
+    from models.cache import resolve_cache_dir
+    from models.tiny_open_clip import TINY_CLIP, tiny_open_clip_folder
+
+    return tiny_open_clip_folder(TINY_CLIP, resolve_cache_dir())
+
+
+def run_logged(command: list[str], log: Path) -> None:
+    with open(log, "w") as out:
+        done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-25:])
+        raise RuntimeError(f"{Path(command[1]).name} exited with {done.returncode}:\n{tail}")
+
+
+def uncached_overrides() -> list[str]:
+    """Ours trained as open_clip trains: its random-crop train transform, every tower run (no feature cache)."""
+    return ["data.augment=true", "cache=off"]
+
+
+def ours_overrides(shards: Path, runs: Path, name: str, *, steps: int, every: int, batch: int, workers: int):
+    return [
+        f"data.shards=[{shards}]",
+        f"output_dir={runs}",
+        f"run_name={name}",
+        f"data.batch_size={batch}",
+        f"train.global_batch_size={batch}",
+        f"data.workers={workers}",
+        f"train.max_steps={steps}",
+        f"train.log_every_steps={every}",
+        "wandb.mode=disabled",
+    ]
+
+
+def open_clip_command(shards: Path, logs: Path, name: str, *, steps: int, every: int, batch: int, workers: int):
+    """open_clip_train.main's flags for what the recipe trains: same model, data, batch, optimizer, fp32 on CPU."""
+    from train.config import load_recipe
+
+    optim = load_recipe(RECIPE).optim
+    return [
+        sys.executable,
+        str(BENCH / "open_clip_trainer.py"),
+        *("--model", f"local-dir:{tiny_clip_folder()}", "--lock-image", "--precision", "fp32", "--device", "cpu"),
+        *("--train-data", "::".join(sorted(str(p) for p in shards.glob("*.tar"))), "--dataset-type", "webdataset"),
+        *("--train-num-samples", str(steps * batch), "--batch-size", str(batch), "--workers", str(workers)),
+        *("--epochs", "1", "--lr", str(optim.lr), "--warmup", str(optim.warmup_steps), "--wd", str(optim.weight_decay)),
+        *("--beta1", str(optim.beta1), "--beta2", str(optim.beta2), "--eps", str(optim.eps), "--seed", "0"),
+        *("--log-every-n-steps", str(every), "--report-to", "", "--logs", str(logs), "--name", name),
+    ]
+
+
+Window = tuple[int, float, float]  # steps, seconds, seconds waiting for data
+
+
+def ours_windows(metrics: Path, batch: int, warmup: int) -> list[Window]:
+    """metrics.jsonl windows (wall clock between two log lines) whose first step comes after `warmup` steps."""
+    windows, done = [], 0
+    for line in metrics.read_text().splitlines():
+        record = json.loads(line)
+        steps = record["step"] - done
+        if done >= warmup:
+            seconds = steps * batch / record["samples_per_s"]
+            windows.append((steps, seconds, seconds * record["data_wait_share"]))
+        done = record["step"]
+    return windows
+
+
+# open_clip_train.train logs every N steps: samples so far, then the mean data and batch (whole step) time per step
+# since the previous log line.
+OPEN_CLIP_LOG = re.compile(r"Train Epoch: \d+ \[\s*(\d+)/\d+ [^\]]*\] Data \(t\): ([\d.]+) Batch \(t\): ([\d.]+),")
+
+
+def open_clip_windows(log: Path, batch: int, warmup: int) -> list[Window]:
+    """open_clip's log windows whose first step comes after `warmup` steps."""
+    windows, done = [], 0
+    for match in OPEN_CLIP_LOG.finditer(log.read_text()):
+        now = int(match[1]) // batch
+        steps = now - done
+        if done >= warmup:
+            windows.append((steps, steps * float(match[3]), steps * float(match[2])))
+        done = now
+    return windows
+
+
+def bench_training(
+    shards: Path,
+    scratch: Path,
+    *,
+    rounds: int,
+    batch: int,
+    workers: int = 1,
+    warmup: int = 5,
+    measured: int = 20,
+    every: int = 5,
+) -> dict:
+    assert warmup % every == 0 and measured % every == 0, "windows must tile the warmup and the measured steps"
+    tiny_clip_folder()  # built once here, not inside a timed run
+    runs = scratch / "train-runs"
+    ours = [sys.executable, str(REPO / "train" / "finetune.py"), str(RECIPE)]
+    legacy = [sys.executable, str(BENCH / "legacy_loader.py"), str(RECIPE)]
+    shape = {"every": every, "batch": batch, "workers": workers}
+    baseline = "open_clip_train.main (baseline)"
+    variants = {
+        # open_clip logs after its first step, then every `every`: one more step puts its last log on the last step.
+        baseline: lambda name: (
+            open_clip_command(shards, runs, name, steps=warmup + measured + 1, **shape),
+            lambda: open_clip_windows(runs / name / "out.log", batch, warmup),
+        ),
+        "ours, uncached (train/finetune.py)": lambda name: (
+            ours + ours_overrides(shards, runs, name, steps=warmup + measured, **shape) + uncached_overrides(),
+            lambda: ours_windows(runs / name / "metrics.jsonl", batch, warmup),
+        ),
+        "ours, uncached, loader's old per-sample path": lambda name: (
+            legacy + ours_overrides(shards, runs, name, steps=warmup + measured, **shape) + uncached_overrides(),
+            lambda: ours_windows(runs / name / "metrics.jsonl", batch, warmup),
+        ),
+    }
+    measured_windows: dict[str, list[Window]] = {name: [] for name in variants}
+    runs.mkdir(parents=True)
+    for round_index in range(rounds):
+        order = list(variants) if round_index % 2 == 0 else list(reversed(variants))  # ABC CBA: drift cancels
+        for number, variant in enumerate(order):
+            name = f"round{round_index}-{number}"
+            command, windows = variants[variant](name)
+            print(f"  training round {round_index + 1}/{rounds}: {variant}", flush=True)
+            run_logged(command, runs / f"{name}.log")
+            found = windows()
+            if sum(w[0] for w in found) != measured:
+                raise RuntimeError(f"{variant}: {sum(w[0] for w in found)} measured steps, expected {measured}")
+            measured_windows[variant] += found
+    rows = {}
+    for variant, windows in measured_windows.items():
+        steps = sum(w[0] for w in windows)
+        seconds = sum(w[1] for w in windows)
+        rates = [w[0] * batch / w[1] for w in windows]
+        rows[variant] = {
+            "samples_per_s": round(statistics.median(rates), 1),
+            "samples_per_s_all_steps": round(steps * batch / seconds, 1),
+            "window_range": f"{min(rates):.1f}-{max(rates):.1f}",
+            "data_wait_share": round(sum(w[2] for w in windows) / seconds, 3),
+            "steps": steps,
+        }
+    return {
+        "how": (
+            f"tiny-clip (the same open_clip folder and weights), locked image tower, batch {batch}, {workers} data "
+            f"worker, fp32 on CPU, the same shards (open_clip reads their `txt` member, the first caption; ours draws "
+            f"one caption at random), open_clip's random-resized-crop train transform in both, the recipe's AdamW "
+            f"settings in both. {rounds} rounds, the trainers in alternating order; each run trains {warmup} warm-up "
+            f"steps, then {measured} measured steps. Start-up and warm-up count for neither: each trainer's own "
+            f"wall clock per {every}-step log window (ours: metrics.jsonl samples_per_s; open_clip: its 'Batch (t)' "
+            f"mean step time) after step {warmup}; the ratio is of the median windows, robust to load bursts from "
+            "other processes. Data-wait share: time waiting for the next batch (ours: data_wait_share; open_clip: "
+            "'Data (t)') over the measured wall clock. The old-loader row runs train/finetune.py with the per-sample "
+            "path train/data.py had before (bench/legacy_loader.py). open_clip_train runs through "
+            "bench/open_clip_trainer.py, which only passes "
+            "eof_value=None to webdataset's tar_file_expander (open_clip issue #935)."
+        ),
+        "columns": {
+            "samples_per_s": "samples/s (median window)",
+            "samples_per_s_all_steps": "samples/s (all measured steps)",
+            "window_range": "samples/s per window (min-max)",
+            "data_wait_share": "data-wait share",
+            "steps": "steps measured",
+        },
+        "rows": with_ratios(rows, baseline, "samples_per_s"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loader's per-sample cost
+
+
+@contextlib.contextmanager
+def loader_path(decode_rgb, seeded_call):
+    import train.data
+
+    saved = train.data.decode_rgb, train.data.seeded_call
+    train.data.decode_rgb, train.data.seeded_call = decode_rgb, seeded_call
+    try:
+        yield
+    finally:
+        train.data.decode_rgb, train.data.seeded_call = saved
+
+
+def bench_loader(shards: Path, *, rounds: int, batches: int = 6, batch: int = 64) -> dict:
+    from legacy_loader import legacy_decode_rgb, legacy_seeded_call
+
+    import train.data
+    from models import build_model
+    from models.config import ModelConfig
+    from train.data import BatchPlan, Collate, ShardSamples, epoch_loader, index_shards, sample_seed
+
+    bundle = build_model(ModelConfig(name="tiny-clip"))
+    dataset = ShardSamples(index_shards([shards]), bundle.preprocess_train, "random", seed=0)
+    collate = Collate(bundle.tokenizer, with_negatives=False)
+    plan = BatchPlan(len(dataset), global_batch=batch, micro_batch=batch, world_size=1)
+    paths = {
+        "old per-sample path (baseline)": (legacy_decode_rgb, legacy_seeded_call),
+        "train/data.py now": (train.data.decode_rgb, train.data.seeded_call),
+    }
+    same = []
+    for i in range(16):  # the same pixels either way
+        seed = sample_seed(0, 0, i)
+        pixels = []
+        for path in paths.values():
+            with loader_path(*path):
+                pixels.append(dataset.pixels(i, seed))
+        same.append(torch.equal(*pixels))
+    if not all(same):
+        raise RuntimeError("the loader's old and new per-sample paths give different pixels")
+
+    def load() -> float:
+        """Seconds from the first batch (the worker is up) to the last, while the main process only waits."""
+        stream = epoch_loader(dataset, plan, collate, epoch=0, rank=0, workers=1)
+        next(stream)
+        started = time.perf_counter()
+        for _ in range(batches):
+            next(stream)
+        seconds = time.perf_counter() - started
+        del stream  # shuts the worker down
+        return seconds
+
+    seconds = {name: 0.0 for name in paths}
+    for round_index in range(rounds):
+        for name in list(paths) if round_index % 2 == 0 else list(reversed(paths)):
+            with loader_path(*paths[name]):  # before the worker forks: it inherits the path
+                seconds[name] += load()
+    samples = batches * batch * rounds
+    rows = {
+        name: {
+            "samples": samples,
+            "ms_per_sample": round(1000 * s / samples, 3),
+            "samples_per_s": round(samples / s, 1),
+        }
+        for name, s in seconds.items()
+    }
+    return {
+        "how": (
+            f"train.data.epoch_loader with 1 worker (read the jpg and json members by offset, decode, seeded "
+            f"random-resized crop to tiny-clip's 64 px, stack, tokenize, hand over), batches of {batch}, timed "
+            f"from the first batch to the {batches + 1}th while the main process only waits, {rounds} alternating "
+            "rounds. Both paths give the same pixels (checked). Old path: fork_rng + torch.manual_seed around each "
+            "sample's transform, and a convert('RGB') copy."
+        ),
+        "columns": {"samples": "samples", "ms_per_sample": "ms/sample", "samples_per_s": "samples/s"},
+        "rows": with_ratios(rows, "old per-sample path (baseline)", "samples_per_s"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Eval seconds per checkpoint, with and without reusing the locked image tower's features
+
+
+def bench_eval(world: Path, shards: Path, scratch: Path, *, rounds: int = 2, steps: int = 3) -> dict:
+    from eval.run import run_checkpoints, score_run
+
+    runs = scratch / "eval-runs"
+    overrides = ours_overrides(shards, runs, "run", steps=steps, every=1, batch=32, workers=0)
+    overrides += ["train.checkpoint_every_steps=1", "optim.warmup_steps=1", *uncached_overrides()]
+    run_logged([sys.executable, str(REPO / "train" / "finetune.py"), str(RECIPE), *overrides], scratch / "eval-run.log")
+    run_dir = runs / "run"
+    checkpoints = len(run_checkpoints(run_dir))
+    variants = {"image features recomputed per checkpoint (baseline)": False, "image features reused": True}
+    seconds = {name: 0.0 for name in variants}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # eval.run's default --cpu-threads
+    try:
+        with open(scratch / "eval.log", "w") as log, contextlib.redirect_stderr(log):
+            for round_index in range(rounds):
+                for name in list(variants) if round_index % 2 == 0 else list(reversed(variants)):
+                    reuse = variants[name]
+                    score = lambda reuse=reuse: score_run(  # noqa: E731
+                        run_dir, data_root=world / "bench", force=True, reuse_image_features=reuse
+                    )
+                    seconds[name] += timed(score)[0]
+    finally:
+        torch.set_num_threads(threads)
+    rows = {
+        name: {
+            "checkpoints": checkpoints * rounds,
+            "seconds": round(s, 2),
+            "seconds_per_checkpoint": round(s / (checkpoints * rounds), 3),
+        }
+        for name, s in seconds.items()
+    }
+    return {
+        "how": (
+            f"eval.run.score_run over a tiny-clip run's {checkpoints} checkpoints (starting weights and "
+            f"{steps} steps, locked image tower) on every benchmark of the generated world, in-process, 1 torch "
+            f"thread (eval.run's default), {rounds} alternating rounds, --force each time. Ratio: speed-up."
+        ),
+        "columns": {
+            "checkpoints": "checkpoints scored",
+            "seconds": "seconds",
+            "seconds_per_checkpoint": "s/checkpoint",
+        },
+        "rows": with_ratios(
+            rows, "image features recomputed per checkpoint (baseline)", "seconds_per_checkpoint", lower_is_better=True
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def markdown(results: dict) -> str:
-    lines = [f"# Benchmarks ({results['machine']})", ""]
-    for name, rows in results["benchmarks"].items():
-        lines += [
-            f"## {name}",
-            "",
-            "| variant | samples | seconds | samples/s | ratio vs baseline |",
-            "|---|---|---|---|---|",
-        ]
-        for variant, row in rows.items():
-            lines.append(
-                f"| {variant} | {row['samples']} | {row['seconds']} | {row['samples_per_s']} | "
-                f"{row['ratio_vs_baseline']}x |"
-            )
+    lines = [
+        f"# Benchmarks ({results['machine']})",
+        "",
+        f"Load average (1 min) at start and end: {results['load_average'][0]} and {results['load_average'][1]} "
+        "(other processes on the machine share its cores). Every ratio is against the baseline row of its table, "
+        "measured in the same run; > 1 is better.",
+        "",
+    ]
+    for name, bench in results["benchmarks"].items():
+        columns = bench["columns"]
+        lines += [f"## {name}", "", bench["how"], ""]
+        lines.append("| variant | " + " | ".join(columns.values()) + " | ratio vs baseline |")
+        lines.append("|---" * (len(columns) + 2) + "|")
+        for variant, row in bench["rows"].items():
+            cells = [str(row[key]) for key in columns]
+            lines.append(f"| {variant} | " + " | ".join(cells) + f" | {row['ratio_vs_baseline']}x |")
         lines.append("")
     return "\n".join(lines)
 
@@ -106,20 +445,34 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="medium", choices=("small", "medium"), help="generated world size")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--out", type=Path, default=BENCH)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the training comparison")
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="clipablate-bench-"))
+    load_start = round(os.getloadavg()[0], 2)
     try:
         print(f"generating a {args.scale} world in {scratch} ...", flush=True)
-        generate(scratch / "world", seed=0, scale=args.scale)
+        world = scratch / "world"
+        generate(world, seed=0, scale=args.scale)
+        benchmarks = {}
+        print("build_shards ...", flush=True)
+        benchmarks["build_shards (LCS-558K + DataMix-665K format)"] = bench_build_shards(world, scratch)
+        shards = scratch / "ours-2"  # the shards build_shards just wrote, used by every benchmark below
+        print("training throughput ...", flush=True)
+        benchmarks["Training samples/s: ours against open_clip's trainer"] = bench_training(
+            shards, scratch, rounds=args.rounds, batch=64 if args.scale == "medium" else 16
+        )
+        print("loader per-sample cost ...", flush=True)
+        benchmarks["Training loader, per-sample cost"] = bench_loader(shards, rounds=2 * args.rounds)
+        print("eval with and without image-feature reuse ...", flush=True)
+        benchmarks["Eval seconds per checkpoint"] = bench_eval(world, shards, scratch)
         results = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_implementation()} "
-            f"{platform.python_version()}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU used, torch {torch.__version__}, "
+            f"open_clip_torch {open_clip.__version__}, {platform.python_implementation()} {platform.python_version()}",
+            "load_average": [load_start, round(os.getloadavg()[0], 2)],
             "scale": args.scale,
             "code": code_version(),
-            "benchmarks": {
-                "build_shards (LCS-558K + DataMix-665K format)": bench_build_shards(scratch / "world", scratch)
-            },
+            "benchmarks": benchmarks,
         }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -105,13 +105,18 @@ def score_checkpoints(
     identity: str,
     extra: dict[str, Any],
     chunk_size: int = CHUNK_SIZE,
+    reuse_image_features: bool = True,
 ) -> None:
-    """Scores `plan[checkpoint]` benchmarks for each checkpoint, loading its weights into one built model."""
+    """Scores `plan[checkpoint]` benchmarks for each checkpoint, loading its weights into one built model.
+
+    `reuse_image_features`: keep benchmark image features across checkpoints whose image tower weights are equal
+    (a locked tower is encoded once); False encodes every checkpoint's images anew (same results, for timing).
+    """
     from train.checkpoints import load_weights
 
     rank, world = rank_and_world()
     bundle.model.to(device).eval()
-    cache = ImageFeatureCache()  # reused across checkpoints: a locked image tower is encoded once
+    cache = ImageFeatureCache() if reuse_image_features else None
     for checkpoint in checkpoints:
         if not plan.get(checkpoint.name):
             continue
@@ -155,6 +160,7 @@ def score_run(
     build: BundleBuilder | None = None,
     device: torch.device | None = None,
     chunk_size: int = CHUNK_SIZE,
+    reuse_image_features: bool = True,
 ) -> list[SummaryRow]:
     from train.config import load_recipe
     from train.typed_config import flatten, to_plain
@@ -191,6 +197,7 @@ def score_run(
             identity=identity,
             extra=extra,
             chunk_size=chunk_size,
+            reuse_image_features=reuse_image_features,
         )
 
     # The summary covers the run's benchmarks and any asked for now, whatever this invocation scored.

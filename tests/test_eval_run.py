@@ -259,3 +259,18 @@ def test_image_feature_cache_is_keyed_by_image_tower_weights(world: Path) -> Non
     changed = scoring.ModelScorer(bundle, image_cache=cache).image_features(paths)
     assert (cache.hits, cache.misses) == (1, 2) and not torch.equal(first, changed)
     assert torch.allclose(changed.norm(dim=-1), torch.ones(6))
+
+
+def test_image_feature_reuse_can_be_switched_off_with_the_same_results(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded = count_encoded_images(monkeypatch)
+    scores = {}
+    for reuse in (True, False):
+        run_dir = make_run(tmp_path / str(reuse), world / "bench", ModelConfig(name="tiny-clip"), fake_build([])(None))
+        encoded.clear()
+        eval_run.score_run(run_dir, build=fake_build([]), reuse_image_features=reuse)
+        scores[reuse] = {p.relative_to(run_dir): p.read_text() for p in sorted(run_dir.glob("eval/*/*.scores.jsonl"))}
+        # 48 whatsup_a + 48 coco_spatial_one images: once with reuse, for each of the 3 checkpoints without.
+        assert sum(encoded) == (96 if reuse else 3 * 96)
+    assert len(scores[True]) == 6 and scores[True] == scores[False]

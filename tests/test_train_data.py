@@ -1,10 +1,12 @@
 """The training loader: one global order per epoch, whatever the number of processes, workers or restarts."""
 
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision import transforms
 
 from train.data import (
@@ -13,8 +15,10 @@ from train.data import (
     ShardError,
     ShardSamples,
     choose_caption,
+    decode_rgb,
     epoch_loader,
     index_shards,
+    seeded_call,
 )
 
 
@@ -97,6 +101,31 @@ def test_samples_are_seeded_per_epoch_not_per_worker(index):
         i: {ShardSamples(index, transforms.ToTensor(), "random", 0, epoch=e)[i][1] for e in range(6)} for i in multi
     }
     assert any(len(captions) > 1 for captions in drawn.values())  # multi-answer items draw other answers
+
+
+def test_seeded_call_draws_as_torch_manual_seed_and_keeps_the_callers_stream():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    transform = random_crop_transform()
+    with torch.random.fork_rng(devices=[]):  # what the loader did before: the reference draws
+        torch.manual_seed(77)
+        expected = transform(image)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    assert torch.equal(seeded_call(transform, image, 77), expected)
+    assert not torch.equal(seeded_call(transform, image, 78), expected)
+    with pytest.raises(ZeroDivisionError):
+        seeded_call(lambda img: 1 / 0, image, 77)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_decode_rgb_gives_the_pixels_of_convert_rgb(mode):
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    rgb.convert(mode).save(buffer, format="JPEG")
+    decoded = decode_rgb(buffer.getvalue())
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        assert decoded.mode == "RGB" and np.array_equal(np.asarray(decoded), np.asarray(image.convert("RGB")))
 
 
 def test_workers_and_resume_give_the_same_batches(index):
