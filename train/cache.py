@@ -201,7 +201,7 @@ def build_cache(
             bar.close()
         del features
         processes.barrier()
-        if processes.rank == 0:
+        if processes.rank == 0 and not folder.exists():  # (it exists if an unlocked concurrent build finished)
             missing = len(chunks) - len(_done_chunks(partial))
             if missing:
                 raise RuntimeError(f"{partial}: {missing} of {len(chunks)} chunks were not computed")
@@ -248,7 +248,12 @@ def _exclusive(lock_path: Path, take: bool):
         yield
         return
     with open(lock_path, "w") as handle:  # noqa: PTH123
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as err:  # a file system without locks (some NFS mounts): concurrent builds just repeat work
+            print(f"train.cache: cannot lock {lock_path} ({err}); building without the lock", file=sys.stderr)
+            yield
+            return
         try:
             yield
         finally:
