@@ -8,7 +8,8 @@ Writes bench/results.json and bench/results.md. Measured here, on the generated 
 - training samples/s of train/finetune.py (uncached; also with the loader's old per-sample path) against
   open_clip's own trainer (`open_clip_train.main`) on the same tiny-clip, shards, batch, locked image tower,
   data workers and CPU, in alternating rounds; steady-state windows only, so start-up counts for neither;
-- the loader's per-sample cost (read, decode, seeded crop, tokenize) against its old per-sample path;
+- the loader's per-sample cost (read, decode, seeded crop, tokenize) against its old per-sample path, and
+  open_clip_train's webdataset loader timed the same way;
 - eval seconds per checkpoint of a run's checkpoints, with benchmark image features reused across checkpoints
   (the locked image tower) against recomputed for each.
 """
@@ -123,9 +124,9 @@ def tiny_clip_folder() -> Path:
     return tiny_open_clip_folder(TINY_CLIP, resolve_cache_dir())
 
 
-def run_logged(command: list[str], log: Path) -> None:
+def run_logged(command: list[str], log: Path, env: dict[str, str] | None = None) -> None:
     with open(log, "w") as out:
-        done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
     if done.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-25:])
         raise RuntimeError(f"{Path(command[1]).name} exited with {done.returncode}:\n{tail}")
@@ -213,6 +214,11 @@ def bench_training(
 ) -> dict:
     assert warmup % every == 0 and measured % every == 0, "windows must tile the warmup and the measured steps"
     tiny_clip_folder()  # built once here, not inside a timed run
+    # torch's default takes every core for its intra-op threads, on top of the data workers: on a small shared
+    # machine the threads wait on each other at every op (on 2 busy cores, 2 threads trained at 20-370 samples/s
+    # from window to window, 1 thread at 200-460). Both trainers get the cores the workers leave.
+    threads = max(1, (os.cpu_count() or 1) - workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     runs = scratch / "train-runs"
     ours = [sys.executable, str(REPO / "train" / "finetune.py"), str(RECIPE)]
     legacy = [sys.executable, str(BENCH / "legacy_loader.py"), str(RECIPE)]
@@ -241,7 +247,7 @@ def bench_training(
             name = f"round{round_index}-{number}"
             command, windows = variants[variant](name)
             print(f"  training round {round_index + 1}/{rounds}: {variant}", flush=True)
-            run_logged(command, runs / f"{name}.log")
+            run_logged(command, runs / f"{name}.log", env)
             found = windows()
             if sum(w[0] for w in found) != measured:
                 raise RuntimeError(f"{variant}: {sum(w[0] for w in found)} measured steps, expected {measured}")
@@ -258,24 +264,28 @@ def bench_training(
             "data_wait_share": round(sum(w[2] for w in windows) / seconds, 3),
             "steps": steps,
         }
+    for row in rows.values():
+        row["all_steps_ratio"] = f"{row['samples_per_s_all_steps'] / rows[baseline]['samples_per_s_all_steps']:.2f}x"
     return {
         "how": (
             f"tiny-clip (the same open_clip folder and weights), locked image tower, batch {batch}, {workers} data "
-            f"worker, fp32 on CPU, the same shards (open_clip reads their `txt` member, the first caption; ours draws "
+            f"worker and {threads} torch thread{'s' if threads > 1 else ''} (OMP_NUM_THREADS: the cores the workers "
+            f"leave), fp32 on CPU, the same shards (open_clip reads their `txt` member, the first caption; ours draws "
             f"one caption at random), open_clip's random-resized-crop train transform in both, the recipe's AdamW "
             f"settings in both. {rounds} rounds, the trainers in alternating order; each run trains {warmup} warm-up "
             f"steps, then {measured} measured steps. Start-up and warm-up count for neither: each trainer's own "
             f"wall clock per {every}-step log window (ours: metrics.jsonl samples_per_s; open_clip: its 'Batch (t)' "
-            f"mean step time) after step {warmup}; the ratio is of the median windows, robust to load bursts from "
-            "other processes. Data-wait share: time waiting for the next batch (ours: data_wait_share; open_clip: "
-            "'Data (t)') over the measured wall clock. The old-loader row runs train/finetune.py with the per-sample "
-            "path train/data.py had before (bench/legacy_loader.py). open_clip_train runs through "
-            "bench/open_clip_trainer.py, which only passes "
+            f"mean step time) after step {warmup}; the ratio vs baseline is of the median windows, robust to load "
+            "bursts from other processes; the all-steps columns sum every measured window. Data-wait share: time "
+            "waiting for the next batch (ours: data_wait_share; open_clip: 'Data (t)') over the measured wall "
+            "clock. The old-loader row runs train/finetune.py with the per-sample path train/data.py had before "
+            "(bench/legacy_loader.py). open_clip_train runs through bench/open_clip_trainer.py, which only passes "
             "eof_value=None to webdataset's tar_file_expander (open_clip issue #935)."
         ),
         "columns": {
             "samples_per_s": "samples/s (median window)",
             "samples_per_s_all_steps": "samples/s (all measured steps)",
+            "all_steps_ratio": "ratio (all measured steps)",
             "window_range": "samples/s per window (min-max)",
             "data_wait_share": "data-wait share",
             "steps": "steps measured",
@@ -298,6 +308,9 @@ def loader_path(decode_rgb, seeded_call):
         yield
     finally:
         train.data.decode_rgb, train.data.seeded_call = saved
+
+
+OPEN_CLIP_LOADER = "open_clip_train's webdataset loader"
 
 
 def bench_loader(shards: Path, *, rounds: int, batches: int = 6, batch: int = 64) -> dict:
@@ -338,9 +351,38 @@ def bench_loader(shards: Path, *, rounds: int, batches: int = 6, batch: int = 64
         del stream  # shuts the worker down
         return seconds
 
-    seconds = {name: 0.0 for name in paths}
+    def load_open_clip() -> float:
+        """The same for open_clip_train's webdataset loader (its training pipeline, 1 worker, same transform)."""
+        import open_clip_trainer  # noqa: F401  (its eof_value fix, which the forked worker inherits)
+        from open_clip_train.data import get_wds_dataset
+
+        options = argparse.Namespace(
+            train_data="::".join(sorted(str(p) for p in shards.glob("*.tar"))),
+            train_num_samples=(batches + 1) * batch,
+            dataset_resampled=False,
+            train_data_upsampling_factors=None,
+            seed=0,
+            batch_size=batch,
+            workers=1,
+            world_size=1,
+        )
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{tiny_clip_folder()}")
+        info = get_wds_dataset(options, bundle.preprocess_train, is_train=True, tokenizer=tokenizer)
+        stream = iter(info.dataloader)
+        next(stream)  # also fills open_clip's 1000-sample shuffle buffer (undecoded bytes)
+        started = time.perf_counter()
+        for _ in range(batches):
+            next(stream)
+        seconds = time.perf_counter() - started
+        del stream
+        return seconds
+
+    seconds = {name: 0.0 for name in [*paths, OPEN_CLIP_LOADER]}
     for round_index in range(rounds):
-        for name in list(paths) if round_index % 2 == 0 else list(reversed(paths)):
+        for name in list(seconds) if round_index % 2 == 0 else list(reversed(seconds)):
+            if name == OPEN_CLIP_LOADER:
+                seconds[name] += load_open_clip()
+                continue
             with loader_path(*paths[name]):  # before the worker forks: it inherits the path
                 seconds[name] += load()
     samples = batches * batch * rounds
@@ -358,7 +400,8 @@ def bench_loader(shards: Path, *, rounds: int, batches: int = 6, batch: int = 64
             f"random-resized crop to tiny-clip's 64 px, stack, tokenize, hand over), batches of {batch}, timed "
             f"from the first batch to the {batches + 1}th while the main process only waits, {rounds} alternating "
             "rounds. Both paths give the same pixels (checked). Old path: fork_rng + torch.manual_seed around each "
-            "sample's transform, and a convert('RGB') copy."
+            "sample's transform, and a convert('RGB') copy. open_clip's row: its training pipeline (tar stream, "
+            "shuffle buffer, decode, the same transform, per-sample tokenize, batch) with 1 worker, timed the same way."
         ),
         "columns": {"samples": "samples", "ms_per_sample": "ms/sample", "samples_per_s": "samples/s"},
         "rows": with_ratios(rows, "old per-sample path (baseline)", "samples_per_s"),
@@ -446,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="medium", choices=("small", "medium"), help="generated world size")
     parser.add_argument("--out", type=Path, default=BENCH)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the training comparison")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of the training comparison")
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="clipablate-bench-"))
     load_start = round(os.getloadavg()[0], 2)
