@@ -36,7 +36,15 @@ from tqdm import tqdm
 from models import ModelBundle
 from models.cache import resolve_cache_dir
 from models.config import ModelConfig
-from train.data import Batch, ShardIndex, ShardSamples, caption_pick, choose_caption, sample_seed
+from train.data import (
+    Batch,
+    ShardIndex,
+    ShardSamples,
+    caption_pick,
+    choose_caption,
+    sample_seed,
+    texts_with_negatives,
+)
 
 FORMAT_VERSION = 1  # bump when what a cache holds changes meaning
 FEATURES = "features.npy"  # float32 (rows, dim)
@@ -424,11 +432,7 @@ class CachedCollate:
 
     def __call__(self, items) -> Batch:
         images, captions, negatives, keys = zip(*items, strict=True)
-        texts = list(captions)
-        mask = None
-        if self.with_negatives:
-            mask = torch.tensor([n is not None for n in negatives])
-            texts += [n if n is not None else c for c, n in zip(captions, negatives, strict=True)]
+        texts, mask = texts_with_negatives(captions, negatives, self.with_negatives)  # rows, where text is cached
         image, text = self.caches.image, self.caches.text
         return Batch(
             pixels=torch.stack(images) if image is None else None,
@@ -485,6 +489,27 @@ def prepare_caches(
     return FrozenCaches(image, text, notes)
 
 
+def prepare_recipe_caches(cfg, bundle: ModelBundle, index: ShardIndex, accelerator) -> FrozenCaches:
+    """prepare_caches with a recipe's settings and a launch's processes: what finetune trains from and
+    `python -m train.cache` builds ahead, the same caches by construction."""
+    return prepare_caches(
+        cfg.cache,
+        cfg.cache_dir,
+        cfg.model,
+        augment=cfg.data.augment,
+        caption_policy=cfg.data.caption_policy,
+        precision=cfg.train.precision,
+        bundle=bundle,
+        index=index,
+        shard_folders=cfg.data.shards,
+        batch_size=cfg.data.batch_size,
+        workers=cfg.data.workers,
+        device=accelerator.device,
+        autocast=accelerator.autocast,
+        processes=Processes(accelerator.process_index, accelerator.num_processes, accelerator.wait_for_everyone),
+    )
+
+
 def main(argv: list[str]) -> int:
     """Builds the caches a recipe would train from, ahead of time (under accelerate: split across processes)."""
     from accelerate import Accelerator
@@ -492,6 +517,7 @@ def main(argv: list[str]) -> int:
     from models import build_model
     from train.config import load_recipe
     from train.data import index_shards
+    from train.finetune import use_cpu_group
     from train.typed_config import ConfigError
 
     if not argv or argv[0] in ("-h", "--help"):
@@ -505,24 +531,8 @@ def main(argv: list[str]) -> int:
     if cfg.cache == "off":
         print("train.cache: the recipe says cache=off; nothing to build", file=sys.stderr)
         return 2
-    accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=not torch.cuda.is_available())
-    bundle = build_model(cfg.model)
-    caches = prepare_caches(
-        cfg.cache,
-        cfg.cache_dir,
-        cfg.model,
-        augment=cfg.data.augment,
-        caption_policy=cfg.data.caption_policy,
-        precision=cfg.train.precision,
-        bundle=bundle,
-        index=index_shards(cfg.data.shards),
-        shard_folders=cfg.data.shards,
-        batch_size=cfg.data.batch_size,
-        workers=cfg.data.workers,
-        device=accelerator.device,
-        autocast=accelerator.autocast,
-        processes=Processes(accelerator.process_index, accelerator.num_processes, accelerator.wait_for_everyone),
-    )
+    accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=use_cpu_group())
+    caches = prepare_recipe_caches(cfg, build_model(cfg.model), index_shards(cfg.data.shards), accelerator)
     if accelerator.is_main_process:
         print("\n".join(caches.notes))
     return 0 if caches.any else 1

@@ -268,12 +268,21 @@ class Collate:
 
     def __call__(self, items) -> Batch:
         pixels, captions, negatives, keys = zip(*items, strict=True)
-        texts = list(captions)
-        mask = None
-        if self.with_negatives:
-            mask = torch.tensor([n is not None for n in negatives])
-            texts += [n if n is not None else c for c, n in zip(captions, negatives, strict=True)]
+        texts, mask = texts_with_negatives(captions, negatives, self.with_negatives)
         return Batch(torch.stack(pixels), self.tokenizer(texts), mask, list(keys))
+
+
+def texts_with_negatives(captions: Sequence, negatives: Sequence, with_negatives: bool):
+    """(captions then hard negatives, (B,) mask of samples that have one), or (captions, None) without negatives.
+
+    A sample without a hard negative fills its slot with its own caption; the mask keeps it out of the loss.
+    """
+    texts = list(captions)
+    if not with_negatives:
+        return texts, None
+    mask = torch.tensor([n is not None for n in negatives])
+    texts += [n if n is not None else c for c, n in zip(captions, negatives, strict=True)]
+    return texts, mask
 
 
 def epoch_loader(

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from models import build_model, format_parameter_table, parameter_table
 from models.memory import check_fits, device_total_bytes, estimate_for_config, format_memory_estimate
-from train.cache import CachedCollate, CachedShardSamples, Processes, prepare_caches
+from train.cache import CachedCollate, CachedShardSamples, prepare_recipe_caches
 from train.checkpoints import (
     ENGINE,
     finish_checkpoint,
@@ -112,22 +112,7 @@ def main(cfg: RecipeConfig, argv: list[str]) -> None:
         total_steps = min(total_steps, cfg.train.max_steps)
     if cfg.optim.warmup_steps >= total_steps:
         raise ConfigError("batch plan", [f"optim.warmup_steps {cfg.optim.warmup_steps} >= {total_steps} steps"])
-    caches = prepare_caches(
-        cfg.cache,
-        cfg.cache_dir,
-        cfg.model,
-        augment=cfg.data.augment,
-        caption_policy=cfg.data.caption_policy,
-        precision=cfg.train.precision,
-        bundle=bundle,
-        index=index,
-        shard_folders=cfg.data.shards,
-        batch_size=cfg.data.batch_size,
-        workers=cfg.data.workers,
-        device=accelerator.device,
-        autocast=accelerator.autocast,
-        processes=Processes(accelerator.process_index, accelerator.num_processes, accelerator.wait_for_everyone),
-    )
+    caches = prepare_recipe_caches(cfg, bundle, index, accelerator)
     if is_main:
         print("\n".join(caches.notes))
         write_caches_record(run_dir, caches)
