@@ -37,3 +37,13 @@ def world_shards(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     args += ["--dataset", "mix665k", "--json", str(llava / "llava_v1_5_mix665k.json"), "--image-root", str(llava)]
     assert build_shards.main([*args, "--out", str(out), "--shard-size", "128"]) == 0
     return out
+
+
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """Hugging Face offline even if huggingface_hub / transformers were imported before HF_HUB_OFFLINE was set."""
+    import huggingface_hub.constants
+    import transformers.utils.hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True)

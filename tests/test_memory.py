@@ -37,14 +37,7 @@ TEXTS = [
 PAPER_LLM = "McGill-NLP/LLM2Vec-Llama-2-7b-chat-hf-mntp"
 
 
-@pytest.fixture(autouse=True)
-def offline_hub(monkeypatch):
-    """Offline even if huggingface_hub / transformers were imported before the variable above was set."""
-    import huggingface_hub.constants
-    import transformers.utils.hub
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True)
+pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 @pytest.fixture(scope="module")
