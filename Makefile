@@ -4,7 +4,7 @@ STAMP   := .venv/.installed
 DEMO    ?= demo_out
 SEED    ?= 0
 
-.PHONY: install system-deps demo test lint bench clean
+.PHONY: install system-deps demo test lint bench gpu-check clean
 
 install: $(STAMP)
 
@@ -47,6 +47,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# One GPU, under 8 minutes: full-size models with random weights in bf16 (clip_neg, siglip_unlocked_neg under ZeRO-2,
+# siglip_llm2vec_neg with the 32-layer 7B LLM), steps/s, MFU, peak memory against the estimate, cache build rate.
+# Writes bench/gpu_results.json and .md (bench/gpu_check.py --help; --cpu-smoke runs the same path on the CPU).
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache build *.egg-info

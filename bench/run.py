@@ -1,6 +1,6 @@
 """Benchmarks behind `make bench`: each figure is a ratio against a baseline measured in the same run.
 
-    python bench/run.py [--scale medium|small] [--out bench] [--rounds 2]
+    python bench/run.py [--scale medium|small] [--out bench] [--rounds 2] [--only NAME] [--quick]
 
 Writes bench/results.json and bench/results.md. Measured here, on the generated world:
 - build_shards samples/s with 1 and 2 workers against a plain single-process converter (json.load, PIL
@@ -11,7 +11,13 @@ Writes bench/results.json and bench/results.md. Measured here, on the generated 
 - the loader's per-sample cost (read, decode, seeded crop, tokenize) against its old per-sample path, and
   open_clip_train's webdataset loader timed the same way;
 - eval seconds per checkpoint of a run's checkpoints, with benchmark image features reused across checkpoints
-  (the locked image tower) against recomputed for each.
+  (the locked image tower) against recomputed for each;
+- peak memory and time of one optimizer step with two-pass gradient accumulation (4 micro-batches of 16) against
+  one pass over the same global batch of 64, and against one micro-batch of 16 alone, each configuration in a
+  fresh process (peak RSS growth over its steps);
+- training samples/s of clip_neg and siglip_neg at their real architectures (random weights, batch 2, fp32 on CPU)
+  from the image-feature cache against every tower run, and the cache build's images/s (`--quick`: 1 round of 3
+  steps, for CI).
 """
 
 from __future__ import annotations
@@ -353,6 +359,85 @@ def bench_cache(shards: Path, scratch: Path, *, rounds: int, batch: int, warmup:
     }
 
 
+def bench_real_size(scratch: Path, *, rounds: int, steps: int) -> dict:
+    """clip_neg and siglip_neg at their real architectures (random weights), from the feature cache against
+    every tower run, batch 2, fp32 on CPU; the cache is built beforehand over the (small) shard folder."""
+    # bench/ is on sys.path: this file runs as a script
+    from real_size import image_pass_seconds, measured_seconds, small_shards
+
+    batch, workers = 2, 1
+    # One epoch of exactly `steps` steps: an epoch-end checkpoint (the whole trainable text tower) would otherwise
+    # fall inside the next step's wall clock.
+    samples = batch * steps
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) - workers))}
+    shards = small_shards(scratch, samples)
+    runs, cache_dir = scratch / "real-size-runs", scratch / "real-size-cache"
+    runs.mkdir(parents=True)
+    rows = {}
+    for recipe in ("clip_neg", "siglip_neg"):
+        recipe_path = REPO / "recipes" / f"{recipe}.yaml"
+        common = [
+            f"data.shards=[{shards}]",
+            "model.pretrained=random",
+            "data.augment=false",  # the recipes' own setting: the locked image tower is cacheable
+            "train.precision=fp32",
+            f"data.batch_size={batch}",
+            f"train.global_batch_size={batch}",
+            f"data.workers={workers}",
+            f"cache_dir={cache_dir}",
+        ]
+        build_log = runs / f"{recipe}-build.log"
+        print(f"  {recipe}: building the image-feature cache over {samples} samples ...", flush=True)
+        started = time.perf_counter()
+        run_logged([sys.executable, "-m", "train.cache", str(recipe_path), *common], build_log, env)
+        build_seconds = time.perf_counter() - started
+        pass_seconds = image_pass_seconds(build_log)
+        variants = {f"{recipe}, every tower run (baseline)": "off", f"{recipe}, from the feature cache": "auto"}
+        rates: dict[str, list[float]] = {name: [] for name in variants}
+        for round_index in range(rounds):
+            for name in list(variants) if round_index % 2 == 0 else list(reversed(variants)):
+                run_name = f"{recipe}-{variants[name]}-{round_index}"
+                overrides = ours_overrides(shards, runs, run_name, steps=steps, every=1, batch=batch, workers=workers)
+                command = [sys.executable, str(REPO / "train" / "finetune.py"), str(recipe_path), *overrides, *common]
+                command += [f"cache={variants[name]}", "optim.warmup_steps=1", "train.epochs=1"]
+                print(f"  real size round {round_index + 1}/{rounds}: {name}", flush=True)
+                run_logged(command, runs / f"{run_name}.log", env)
+                seconds = measured_seconds(runs / f"{run_name}.log", run_name, steps)
+                rates[name].append((steps - 1) * batch / max(seconds, 1))
+                shutil.rmtree(runs / run_name, ignore_errors=True)  # its checkpoint: the full trainable text tower
+        recipe_rows = {}
+        for name, found in rates.items():
+            cached = variants[name] == "auto"
+            recipe_rows[name] = {
+                "samples_per_s": round(statistics.median(found), 3),
+                "run_range": f"{min(found):.3f}-{max(found):.3f}",
+                "cache_build_images_per_s": round(samples / pass_seconds, 3) if cached and pass_seconds else "",
+                "cache_build_s": round(build_seconds, 1) if cached else "",
+            }
+        rows.update(with_ratios(recipe_rows, f"{recipe}, every tower run (baseline)", "samples_per_s"))
+    return {
+        "how": (
+            f"clip_neg (ViT-L/14-336) and siglip_neg (ViT-L/16-384) at their real architectures with random weights "
+            f"(model.pretrained=random: full size, no download), the recipes' data.augment=false, batch {batch}, fp32, "
+            f"{workers} data worker and OMP_NUM_THREADS={env['OMP_NUM_THREADS']} on CPU, over shards of {samples} "
+            f"samples, one epoch (the cache covers every sample of its shard folder). {rounds} alternating round"
+            f"{'s' if rounds > 1 else ''} of {steps} steps; step 1 is warm-up, a run's rate is over steps 2-{steps} "
+            "by its progress bar's elapsed seconds (metrics.jsonl rounds samples/s to 0.1, too coarse here), the "
+            "median over runs is the figure. The cache is built once "
+            "beforehand with python -m train.cache and is not part of any training rate: its images/s is over the "
+            "image-feature pass (its progress bar's seconds), its seconds the whole build process including the "
+            "model's construction. Each recipe's baseline is its own uncached row (cache=off)."
+        ),
+        "columns": {
+            "samples_per_s": "samples/s (median run)",
+            "run_range": "samples/s per run (min-max)",
+            "cache_build_images_per_s": "cache build images/s",
+            "cache_build_s": "cache build (s)",
+        },
+        "rows": rows,
+    }
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The loader's per-sample cost
 
@@ -521,6 +606,106 @@ def bench_eval(world: Path, shards: Path, scratch: Path, *, rounds: int = 2, ste
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Peak memory and time of an optimizer step: two-pass accumulation against one pass
+
+
+def bench_accumulation(
+    shards: Path, scratch: Path, *, rounds: int = 2, global_batch: int = 64, micro: int = 16, steps: int = 5
+) -> dict:
+    """tiny_clip_neg steps through train/finetune.py's Trainer (bench/gpu_check.py's worker), one fresh process per
+    configuration and round: the process's peak RSS over its steps less its RSS before them is the step's memory
+    (gradients, AdamW states, activations, the two-pass features), the same for every configuration but the batch."""
+    from gpu_check import worker_command
+
+    accumulation = global_batch // micro
+    baseline = f"one pass, micro-batch {global_batch} (baseline)"
+    single = f"one pass, micro-batch {micro} alone (global batch {micro})"
+    variants = {
+        baseline: (global_batch, global_batch),
+        f"two passes, {accumulation} x {micro} (global batch {global_batch})": (micro, global_batch),
+        single: (micro, micro),
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    folder = scratch / "accumulation"
+    folder.mkdir()
+    found: dict[str, list[dict]] = {name: [] for name in variants}
+    for round_index in range(rounds):
+        for name in list(variants) if round_index % 2 == 0 else list(reversed(variants)):
+            micro_batch, batch = variants[name]
+            tag = f"{micro_batch}x{batch // micro_batch}-{round_index}"
+            spec = {
+                "name": tag,
+                "recipe": str(REPO / "recipes" / "tiny_clip_neg.yaml"),
+                "overrides": [
+                    f"data.shards=[{shards}]",
+                    f"output_dir={folder / 'runs'}",
+                    f"run_name={tag}",
+                    "wandb.mode=disabled",
+                    "cache=off",
+                    "data.workers=0",
+                    f"data.batch_size={micro_batch}",
+                    f"train.global_batch_size={batch}",
+                    "optim.warmup_steps=1",
+                    f"train.max_steps={steps + 1}",
+                ],
+                "timed_steps": steps,
+                "count_flops": True,
+                "run_dir": str(folder / tag),
+                "result": str(folder / f"{tag}.json"),
+            }
+            (folder / f"{tag}.spec.json").write_text(json.dumps(spec))
+            print(f"  accumulation round {round_index + 1}/{rounds}: {name}", flush=True)
+            run_logged(worker_command(folder / f"{tag}.spec.json"), folder / f"{tag}.log", env)
+            found[name].append(json.loads((folder / f"{tag}.json").read_text()))
+    rows = {}
+    for name, records in found.items():
+        compute = [s - w for r in records for s, w in zip(r["step_seconds"], r["data_wait_seconds"], strict=True)]
+        parts = records[0]["estimate_parts"]
+        rows[name] = {
+            "step_mib": round(statistics.median(_mib(r["peak_rss_bytes"] - r["rss_before_steps_bytes"]) for r in records), 1),
+            "peak_rss_mib": round(statistics.median(_mib(r["peak_rss_bytes"]) for r in records), 1),
+            "estimate_mib": round(_mib(parts["activations"] + parts["two_pass_features"]), 1),
+            "compute_ms": round(1000 * statistics.median(compute), 1),
+            "model_gflop": round((records[0]["hardware_flops_per_step"] - records[0]["recompute_flops_per_step"]) / 1e9, 2),
+            "recompute_gflop": round(records[0]["recompute_flops_per_step"] / 1e9, 2),
+        }  # fmt: skip
+    for row in rows.values():
+        row["memory_vs_one_pass"] = f"{row['step_mib'] / rows[baseline]['step_mib']:.2f}x"
+        row["memory_vs_one_micro_batch"] = f"{row['step_mib'] / rows[single]['step_mib']:.2f}x"
+        row["time_vs_one_pass"] = f"{row['compute_ms'] / rows[baseline]['compute_ms']:.2f}x"
+    return {
+        "how": (
+            f"tiny_clip_neg (tiny-clip, image tower locked, trainable text tower, NegCLIP with hard negatives), "
+            f"fp32 on CPU, cache=off, 1 torch thread, no data workers; {steps} timed optimizer steps of "
+            f"train/finetune.py's Trainer.step after one warm-up step, each configuration in a fresh process "
+            f"(bench/gpu_check.py --worker), {rounds} alternating rounds, medians. Step memory: the process's peak RSS "
+            "(ru_maxrss) less its RSS just before the first step: gradients and AdamW states (the same in every row), "
+            "activations and, with accumulation, the features of the global batch kept between the passes. Estimate: "
+            "models/memory.py's activations (+ two-pass features) for the row's micro-batch. Compute: step time less "
+            "data wait (decode and transform run in the step's process here). Model GFLOP per step counted with "
+            "FlopCounterMode, less the gradient-free first pass (the recompute column). Ratio: speed against the "
+            "one-pass step (> 1 is faster)."
+        ),
+        "columns": {
+            "step_mib": "step memory (MiB)",
+            "memory_vs_one_pass": "vs one pass of 64",
+            "memory_vs_one_micro_batch": f"vs one micro-batch of {micro}",
+            "estimate_mib": "estimated activations + features (MiB)",
+            "peak_rss_mib": "peak RSS (MiB)",
+            "compute_ms": "compute ms/step",
+            "time_vs_one_pass": "time vs one pass",
+            "model_gflop": "model GFLOP/step",
+            "recompute_gflop": "recompute GFLOP/step",
+        },
+        "rows": with_ratios(rows, baseline, "compute_ms", lower_is_better=True),
+    }
+
+
+def _mib(n: int) -> float:
+    return n / 1024**2
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def markdown(results: dict) -> str:
@@ -544,7 +729,7 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-BENCHES = ("build_shards", "training", "cache", "loader", "eval")
+BENCHES = ("build_shards", "training", "cache", "loader", "eval", "accumulation", "negatives", "real_size")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -555,20 +740,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", choices=BENCHES, help="run these benchmarks; the others keep their results.json rows"
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="shrink the real-size benchmark for CI: 1 round of 3 steps over 6 samples"
+    )
     args = parser.parse_args(argv)
     chosen = set(args.only or BENCHES)
     scratch = Path(tempfile.mkdtemp(prefix="clipablate-bench-"))
     load_start = round(os.getloadavg()[0], 2)
     batch = 64 if args.scale == "medium" else 16
     try:
-        print(f"generating a {args.scale} world in {scratch} ...", flush=True)
         world = scratch / "world"
-        generate(world, seed=0, scale=args.scale)
         benchmarks = {}
-        print("build_shards ...", flush=True)  # always: it writes the shards every benchmark below reads
-        shards_bench = bench_build_shards(world, scratch)
-        if "build_shards" in chosen:
-            benchmarks["build_shards (LCS-558K + DataMix-665K format)"] = shards_bench
+        if chosen - {"real_size", "negatives"}:  # those two read neither the world nor its shards
+            print(f"generating a {args.scale} world in {scratch} ...", flush=True)
+            generate(world, seed=0, scale=args.scale)
+            print("build_shards ...", flush=True)  # it writes the shards every benchmark below reads
+            shards_bench = bench_build_shards(world, scratch)
+            if "build_shards" in chosen:
+                benchmarks["build_shards (LCS-558K + DataMix-665K format)"] = shards_bench
         shards = scratch / "ours-2"  # the shards build_shards just wrote, used by every benchmark below
         if "training" in chosen:
             print("training throughput ...", flush=True)
@@ -586,6 +775,18 @@ def main(argv: list[str] | None = None) -> int:
         if "eval" in chosen:
             print("eval with and without image-feature reuse ...", flush=True)
             benchmarks["Eval seconds per checkpoint"] = bench_eval(world, shards, scratch)
+        if "accumulation" in chosen:
+            print("peak memory and time of a step: two-pass accumulation against one pass ...", flush=True)
+            benchmarks["Optimizer step: two-pass accumulation against one pass"] = bench_accumulation(shards, scratch)
+        if "negatives" in chosen:
+            from negatives_speed import bench_negatives  # bench/ is on sys.path: this file runs as a script
+
+            print("hard negatives per second on long GPT-style answers ...", flush=True)
+            benchmarks["Hard negatives per second on long GPT-style answers"] = bench_negatives()
+        if "real_size" in chosen:
+            print("training at real size (random weights, CPU) ...", flush=True)
+            quick = {"rounds": 1, "steps": 3} if args.quick else {"rounds": 2, "steps": 5}
+            benchmarks["Training at real size (random weights, CPU)"] = bench_real_size(scratch, **quick)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results = {

@@ -1,9 +1,22 @@
-"""Reads a shard folder back and prints what is in it.
+"""Reads a shard folder back and prints what is in it, or checks it end to end.
 
     python -m data_prep.inspect_shards data/llava_shards [--show 3] [--json stats.json]
+    python -m data_prep.inspect_shards data/llava_shards --sample 5 [--seed 0]
+    python -m data_prep.inspect_shards data/llava_shards --verify [--workers 8]
 
 Counts per shard (checked against sizes.json), per source, a few decoded samples with their hard
-negatives, caption length statistics, and how many captions mention each spatial axis.
+negatives, caption length statistics, and how many captions mention each spatial axis. Damaged shards
+(see train.data.scan_shard) are reported, never silently read in part.
+
+--sample N audits the hard negatives: for every source and every rule that fired (the `negative_rules`
+build_shards records per caption, e.g. "credit-comma", "refexp", "prep-noun") and every reason a caption
+with left/right got none ("symmetric", "not-spatial", "coordinated"), it prints the count and N random
+(caption, negative) pairs, the same for a given --seed.
+
+--verify checks everything training relies on, on demand: the tar structure, the sample counts of
+sizes.json, every shard's size and sha256 against manifest.json (a full read of the data), and that every
+sample's json, txt and jpg members decode. Exit 0 with "verified N shards, M samples", or 1 with a report
+naming each damaged shard.
 """
 
 from __future__ import annotations
@@ -11,25 +24,96 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing as mp
+import random
 import statistics
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
-import webdataset as wds
 from PIL import Image
 
+from data_prep.image_bytes import DECODE_ERRORS
 from data_prep.negatives import HARD_NEGATIVES
+from train.data import ShardError, ShardExpectation, ShardScan, parse_meta, plan_folder, scan_shard
+
+SAMPLE_PROBLEMS_KEPT = 20  # per shard: a shard with thousands of bad samples needs a few named, not all
+# Rules not worth an audit sample: no left/right in the caption at all, or negatives switched off.
+UNAUDITED_RULES = ("no-left-right", "none", "off")
 
 
-def read_samples(folder: Path):
-    """Yields (shard file name, key, metadata, jpeg bytes) for every sample, shards in name order."""
-    for shard in sorted(folder.glob("*.tar")):
-        for sample in wds.WebDataset(str(shard), shardshuffle=False):
-            yield shard.name, sample["__key__"], json.loads(sample["json"]), sample["jpg"]
+def scan_folder(folder: Path) -> tuple[list[ShardScan], dict[str, list[str]]]:
+    """Every shard's scan (headers only) and the damage found, by file."""
+    plan = plan_folder(folder)
+    damage = dict(plan.damage)
+    scans = []
+    for tar in plan.tars:
+        scan = scan_shard(tar, plan.expected.get(tar.name) if plan.expected is not None else None)
+        if scan.problems:
+            damage.setdefault(str(tar), []).extend(scan.problems)
+        scans.append(scan)
+    return scans, damage
 
 
-def inspect(folder: Path, show: int = 3) -> dict:
+def read_members(scan: ShardScan, exts: tuple[str, ...] = ("json", "jpg")) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) for every sample the scan found, read by offset in file order."""
+    with open(scan.path, "rb") as f:
+        for key, parts in scan.members.items():
+            data = {}
+            for ext in exts:
+                if ext in parts:
+                    offset, size = parts[ext]
+                    f.seek(offset)
+                    data[ext] = f.read(size)
+            yield key, data
+
+
+class RuleSampler:
+    """Per (source, rule): the count, and a uniform random sample of `size` (key, caption, negative) triples
+    (reservoir sampling: one pass, memory bounded by the sample, the same sample for the same seed)."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.rng = size, random.Random(seed)
+        self.counts: dict[str, Counter[str]] = {}
+        self.samples: dict[str, dict[str, list[dict]]] = {}
+
+    def add(self, source: str, key: str, meta: dict) -> None:
+        captions, negatives = meta["captions"], meta["hard_negatives"]
+        rules = meta.get("negative_rules")
+        if not isinstance(rules, list) or len(rules) != len(captions):
+            rules = ["not-recorded"] * len(captions)  # shards from a build_shards before rules were recorded
+        counts = self.counts.setdefault(source, Counter())
+        for caption, negative, rule in zip(captions, negatives, rules, strict=True):
+            rule = str(rule)
+            if rule in UNAUDITED_RULES:
+                continue
+            counts[rule] += 1
+            if self.size <= 0:
+                continue
+            kept = self.samples.setdefault(source, {}).setdefault(rule, [])
+            pair = {"key": key, "caption": caption, "negative": negative}
+            if len(kept) < self.size:
+                kept.append(pair)
+            else:
+                slot = self.rng.randrange(counts[rule])
+                if slot < self.size:
+                    kept[slot] = pair
+
+    def result(self) -> dict:
+        return {
+            source: {
+                rule: {"captions": n, "sample": self.samples.get(source, {}).get(rule, [])}
+                for rule, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            }
+            for source, counts in sorted(self.counts.items())
+        }
+
+
+def inspect(folder: Path, show: int = 3, sample: int = 0, seed: int = 0) -> dict:
+    """Statistics of a shard folder; with sample > 0 also `sample` random (caption, negative) pairs per
+    source and per negative rule ("negative_rules")."""
+    scans, damage = scan_folder(folder)
     sizes_file = folder / "sizes.json"
     declared = json.loads(sizes_file.read_text()) if sizes_file.exists() else {}
     per_shard: Counter[str] = Counter()
@@ -37,19 +121,28 @@ def inspect(folder: Path, show: int = 3) -> dict:
     axes: Counter[str] = Counter()
     words, captions_per_sample, examples = [], [], []
     with_negative = 0
-    for shard, key, meta, jpeg in read_samples(folder):
-        per_shard[shard] += 1
-        per_source[meta["source"]] += 1
-        captions_per_sample.append(len(meta["captions"]))
-        with_negative += any(n is not None for n in meta["hard_negatives"])
-        for caption in meta["captions"]:
-            words.append(len(caption.split()))
-            for axis, swap in HARD_NEGATIVES.items():
-                axes[axis] += swap(caption) is not None
-        if len(examples) < show and any(meta["hard_negatives"]):
-            with Image.open(io.BytesIO(jpeg)) as image:
-                size = image.size
-            examples.append({"key": key, "image_size": list(size), **meta})
+    unreadable = 0
+    sampler = RuleSampler(sample, seed)
+    for scan in scans:
+        per_shard[scan.path.name] = len(scan.members)
+        for key, data in read_members(scan):
+            try:
+                meta = parse_meta(data.get("json", b""))
+            except ValueError:
+                unreadable += 1  # named by --verify; here it only must not stop the statistics
+                continue
+            per_source[meta.get("source")] += 1
+            sampler.add(str(meta.get("source")), key, meta)
+            captions_per_sample.append(len(meta["captions"]))
+            with_negative += any(n is not None for n in meta["hard_negatives"])
+            for caption in meta["captions"]:
+                words.append(len(caption.split()))
+                for axis, swap in HARD_NEGATIVES.items():
+                    axes[axis] += swap(caption) is not None
+            if len(examples) < show and any(meta["hard_negatives"]) and "jpg" in data:
+                with Image.open(io.BytesIO(data["jpg"])) as image:
+                    size = image.size
+                examples.append({"key": key, "image_size": list(size), **meta})
     mismatched = {s: (declared.get(s), per_shard.get(s, 0)) for s in set(declared) | set(per_shard)}
     mismatched = {s: v for s, v in mismatched.items() if v[0] != v[1]}
     samples = sum(per_shard.values())
@@ -58,6 +151,8 @@ def inspect(folder: Path, show: int = 3) -> dict:
         "shards": len(per_shard),
         "samples": samples,
         "sizes_json_mismatches": mismatched,
+        "damage": damage,
+        "unreadable_json_members": unreadable,
         "per_source": dict(per_source),
         "samples_with_hard_negative": with_negative,
         "captions": len(words),
@@ -65,6 +160,9 @@ def inspect(folder: Path, show: int = 3) -> dict:
         "words_per_caption": _summary(words),
         "captions_mentioning_axis": dict(axes),
         "examples": examples,
+        # per source, per rule: {"captions": n, "sample": [{"key", "caption", "negative"}, ...]}
+        "negative_rules": sampler.result(),
+        "negative_sample_seed": seed if sample > 0 else None,
     }
 
 
@@ -83,6 +181,11 @@ def print_report(stats: dict) -> None:
     print(f"{stats['folder']}: {stats['samples']} samples in {stats['shards']} shards")
     if stats["sizes_json_mismatches"]:
         print(f"  sizes.json disagrees with the shards (declared, found): {stats['sizes_json_mismatches']}")
+    if stats["damage"] or stats["unreadable_json_members"]:
+        print(
+            f"  DAMAGED: {len(stats['damage'])} file(s), {stats['unreadable_json_members']} unreadable json members; "
+            "run with --verify for the details"
+        )
     print(f"  per source: {stats['per_source']}")
     print(f"  samples with a hard negative: {stats['samples_with_hard_negative']}")
     print(f"  captions per sample: {stats['captions_per_sample']}")
@@ -93,22 +196,137 @@ def print_report(stats: dict) -> None:
         for caption, negative in zip(example["captions"], example["hard_negatives"], strict=True):
             print(f"      caption:  {caption}")
             print(f"      negative: {negative}")
+    for source, rules in stats.get("negative_rules", {}).items():
+        print(f"  {source}: captions per negative rule: " + ", ".join(f"{r} {v['captions']}" for r, v in rules.items()))
+    if stats.get("negative_sample_seed") is not None:
+        print(f"  random (caption, negative) pairs per source and rule (seed {stats['negative_sample_seed']}):")
+        for source, rules in stats["negative_rules"].items():
+            for rule, entry in rules.items():
+                print(f"  [{source} / {rule}] {len(entry['sample'])} of {entry['captions']} captions")
+                for pair in entry["sample"]:
+                    print(f"    - {pair['key']}")
+                    print(f"      caption:  {pair['caption']}")
+                    print(f"      negative: {pair['negative']}")
+
+
+# --- --verify -----------------------------------------------------------------------------------------------
+
+
+def verify_shard(path: Path, expected: ShardExpectation | None) -> tuple[int, list[str], bool]:
+    """(samples found, problems, sha256 compared): structure, counts, size and sha256, then every member decoded."""
+    scan = scan_shard(path, expected, sha256=True)
+    problems = list(scan.problems)
+    bad = []
+    for key, data in read_members(scan, ("json", "txt", "jpg")):
+        for ext, payload in data.items():
+            problem = _member_problem(ext, payload)
+            if problem:
+                bad.append(f"sample {key!r}: {ext} member: {problem}")
+    if bad:
+        problems.append(f"{len(bad)} member(s) do not decode: " + "; ".join(bad[:SAMPLE_PROBLEMS_KEPT]))
+        if len(bad) > SAMPLE_PROBLEMS_KEPT:
+            problems[-1] += f"; and {len(bad) - SAMPLE_PROBLEMS_KEPT} more"
+    compared = bool(expected is not None and expected.sha256 and scan.sha256)
+    return len(scan.members), problems, compared
+
+
+def _member_problem(ext: str, payload: bytes) -> str | None:
+    try:
+        if ext == "json":
+            parse_meta(payload)
+        elif ext == "txt":
+            payload.decode("utf-8")
+        else:
+            with Image.open(io.BytesIO(payload)) as image:
+                image.load()  # every byte, as training will
+    except DECODE_ERRORS as err:  # ValueError covers bad UTF-8 and bad JSON
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _verify_job(job: tuple[Path, ShardExpectation | None]) -> tuple[int, list[str], bool]:
+    return verify_shard(*job)
+
+
+def verify(folder: Path, workers: int = 1) -> dict:
+    plan = plan_folder(folder)
+    damage = dict(plan.damage)
+    jobs = [(tar, plan.expected.get(tar.name) if plan.expected is not None else None) for tar in plan.tars]
+    if workers > 1 and len(jobs) > 1:
+        with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            results = pool.map(_verify_job, jobs, chunksize=1)
+    else:
+        results = [_verify_job(job) for job in jobs]
+    samples = 0
+    hashed = 0
+    for (tar, _), (found, problems, compared) in zip(jobs, results, strict=True):
+        samples += found
+        hashed += compared
+        if problems:
+            damage.setdefault(str(tar), []).extend(problems)
+    return {
+        "folder": str(folder),
+        "shards": len(plan.tars),
+        "listed_in_sizes_json": None if plan.expected is None else len(plan.expected),
+        "samples": samples,
+        "sha256_compared": hashed,
+        "damage": damage,
+    }
+
+
+def verify_report(result: dict) -> str:
+    folder = result["folder"]
+    if not result["damage"]:
+        if result["listed_in_sizes_json"] is None:
+            checked = "no sizes.json: tar structure and decoding only"
+        else:
+            checked = f"counts match sizes.json, sha256 of {result['sha256_compared']} matches manifest.json"
+        return (
+            f"verified {result['shards']} shards, {result['samples']} samples in {folder} "
+            f"({checked}; every member decodes)"
+        )
+    lines = [
+        f"{folder}: {len(result['damage'])} damaged file(s) among {result['shards']} shards "
+        f"({result['samples']} samples found); do not train on this folder:"
+    ]
+    for path, problems in result["damage"].items():
+        name = Path(path).name if Path(path).parent == Path(folder) else path
+        lines.append(f"  {name}: {'; '.join(problems)}")
+    lines.append(
+        "  To repair: delete the damaged shards and rerun data_prep.build_shards with the same arguments "
+        "(it rewrites only missing shards)."
+    )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.inspect_shards", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--show", type=int, default=3, help="samples with hard negatives to print")
-    parser.add_argument("--json", type=Path, help="also write the statistics here")
+    parser.add_argument(
+        "--sample", type=int, default=0, help="random (caption, negative) pairs to print per source and per rule"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="--sample: random seed")
+    parser.add_argument("--json", type=Path, help="also write the statistics (or the --verify result) here")
+    parser.add_argument("--verify", action="store_true", help="check counts, sha256 and that every member decodes")
+    parser.add_argument("--workers", type=int, default=1, help="--verify: shards checked in parallel")
     args = parser.parse_args(argv)
-    if not any(args.folder.glob("*.tar")):
-        print(f"inspect_shards: {args.folder}: no .tar shards here", file=sys.stderr)
+    try:
+        if args.verify:
+            stats = verify(args.folder, args.workers)
+        else:
+            stats = inspect(args.folder, args.show, args.sample, args.seed)
+    except ShardError as err:  # no shards at all
+        print(f"inspect_shards: {err}", file=sys.stderr)
         return 2
-    stats = inspect(args.folder, args.show)
-    print_report(stats)
     if args.json:
         args.json.write_text(json.dumps(stats, indent=1, ensure_ascii=False))
-    return 1 if stats["sizes_json_mismatches"] else 0
+    if args.verify:
+        report = verify_report(stats)
+        print(report, file=sys.stderr if stats["damage"] else sys.stdout)
+        return 1 if stats["damage"] else 0
+    print_report(stats)
+    return 1 if stats["sizes_json_mismatches"] or stats["damage"] or stats["unreadable_json_members"] else 0
 
 
 if __name__ == "__main__":

@@ -3,18 +3,28 @@
 Each swapper returns the caption with every relation of its axis flipped, or None when it found
 nothing it could flip safely. The rules are conservative on purpose: a missed negative only costs a
 little training signal, but a "negative" that still describes the image (e.g. "he left the room"
-turned into "he right the room", or "left and right" into "right and left") teaches the wrong thing.
+turned into "he right the room", "left and right" into "right and left", or "one lamp on the left
+and another on the right" into its own paraphrase) teaches the wrong thing. When in doubt: None.
+
+    make_negative(text, axis) -> (negative or None, rule)      # the rule that fired, or why not
+    python -m data_prep.negatives --evaluate tests/data/negatives_corpus.jsonl
+    python -m data_prep.negatives --explain "jane doe, left, and john roe attend the opening"
 
 Design, shared by all axes:
 - Text is split into word tokens (Unicode letters, inner apostrophes) and only the characters of
   the swapped word (or phrase) are rewritten, so punctuation, whitespace and the case pattern of
   everything else survive unchanged.
-- Decisions look only at neighbouring words, lower-cased. The rules never ask which side of a pair
-  a word is (left vs right, above vs below), so a swapped caption gets the very same decisions and
-  swapping twice gives back the original.
+- Decisions look only at neighbouring words, lower-cased (left/right also at a few facts about the
+  whole text: is it a short referring expression, does it say "wrong", which clauses name a side).
+  The rules never ask which side of a pair a word is (left vs right, above vs below), so a swapped
+  caption gets the very same decisions and swapping twice gives back the original.
 - All swaps of one call are collected first and applied in one pass: no left->right->left.
 - "X and/or Y" coordinations of the two sides ("left and right", "top and bottom") are left alone:
   flipped they mean the same thing, which would make a false negative.
+
+The left/right rules are measured against tests/data/negatives_corpus.jsonl: sentences in the styles
+of LCS-558K (BLIP captions, agency credit lines), COCO, RefCOCO/Visual Genome, GQA, LLaVA-Instruct
+GPT answers and text-only chat, each with the negative a careful reader would write (or null).
 """
 
 import re
@@ -22,7 +32,10 @@ from collections.abc import Callable, Iterable
 
 __all__ = [
     "HARD_NEGATIVES",
+    "evaluate",
+    "explain_left_right",
     "make_hard_negative",
+    "make_negative",
     "swap_above_below",
     "swap_front_behind",
     "swap_left_right",
@@ -53,10 +66,11 @@ Edit = tuple[int, int, str]
 class _Words:
     """Word tokens of one text plus adjacency-aware neighbour lookups."""
 
-    __slots__ = ("low", "spans", "text")
+    __slots__ = ("ctx", "low", "spans", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self.ctx = None  # left/right rules: facts about the whole text, computed on demand
         self.spans: list[tuple[int, int]] = []
         self.low: list[str] = []
         for m in _WORD_RE.finditer(text):
@@ -173,16 +187,55 @@ def _fs(*words: str) -> frozenset[str]:
 # --------------------------------------------------------------------------------------------------
 # left <-> right
 # --------------------------------------------------------------------------------------------------
+#
+# Every token is decided by a named rule (`_lr_rule`), then the whole text is checked once more
+# (`_lr_symmetric`): a swap that only trades two sides described alike ("one lamp on the left and
+# another on the right") is refused. Rule names are reported by `explain_left_right`, recorded per
+# caption by build_shards and sampled by inspect_shards, so every negative can be traced to a rule.
+#
+# Spatial rules (a token is swapped under the first that applies, after the vetoes):
+#   suffix          leftmost, right-hand, leftward(s)
+#   direction       "from left to right", "left-to-right"
+#   credit-bracket  "John Smith (left)"
+#   credit-comma    "jane doe, left, and john roe attend": a bare side (with an optional ordinal)
+#                   set off by commas after a name, the agency credit-line convention
+#   credit-name     "the striker right celebrates his goal": a bare side between a name and the
+#                   caption's verb, where the verb "left" cannot stand
+#   credit-letter   "Jane Doe (L) and John Roe (R)": only when both marks are there
+#   prep-noun       "on the left", "to her right", "the left of the image", "take a right"
+#   side-noun       "the left side", "his right hand", "a left turn" (closed class of parts/sides)
+#   possessive      "his right arm", "the man's left boot"
+#   locative        "in the left basket", "against the right wall": a determiner phrase inside a
+#                   place preposition
+#   contrast        "the left screen ... the right screen", "a pair of shoes, the left one"
+#   refexp          "left blue mug", "right guy in white", "the right one", "person right": a short
+#                   referring expression without a finite verb (RefCOCO, Visual Genome answers)
+#   modifier        "top left", "far right", "second from left"
+#   bare-prep       "on right", "pictured left", "from left"
+#   turn-verb       "turn left", "veered right"
+#   orient-verb     "facing left", "pointing right"
+#   of              "a dog left of a table"
+#
+# "right" as "correct" is told by syntax, not by its noun. Before a noun (not a side or body part)
+# a determiner phrase "the right X" is swapped only with positive spatial evidence (a place
+# preposition, a possessive, a contrast with another side, a referring expression). Evidence is
+# overruled when the phrase reads as evaluative: a purpose complement ("the right shoes for hiking",
+# "the right time to go"), a degree word ("just the right amount"), "wrong" in the same text, or an
+# abstract-noun suffix ("-ness", "-tion", "-ity", ...). Verb objects ("find the right balance",
+# "have the right mindset") and predicates ("is the right size") carry no evidence and stay put. A
+# short idiom list remains for phrases that are locative in form ("in the right place", "at the
+# right time", "on the right track").
 
 _LR_SWAP = {"left": "right", "right": "left"}
 _LR = frozenset(_LR_SWAP)
-_LR_HINT_RE = re.compile(r"(?i)left|right")
+_LR_HINT_RE = re.compile(r"(?i)left|right|\([lr]\)")
 # Candidate tokens. Plurals "lefts"/"rights" are not candidates: "rights" is almost always legal
 # ("human rights", "all rights reserved"), and "leftover", "copyright", "alright" never match.
 _LR_TOKEN_RE = re.compile(r"(left|right)(most|wards?|hand|handed|handers?)?")
 
 # Words that make a following left/right a noun or adjective.
 _DETS = _fs("the", "a", "an", "its", "his", "her", "their", "my", "your", "our")
+_POSSESSIVE_DETS = _fs("its", "his", "her", "their", "my", "your", "our")
 # Contracted "is"/"has" that look like possessives ("it's left of the door", "what's left").
 _S_CONTRACTIONS = _fs(
     "what's", "that's", "it's", "he's", "she's", "there's", "here's", "who's", "where's", "let's",
@@ -190,6 +243,13 @@ _S_CONTRACTIONS = _fs(
 )  # fmt: skip
 # "on the left", "to her right", "in the far left": a preposition before the determiner.
 _STRONG_PREPS = _fs("on", "to", "at", "from", "toward", "towards", "in", "into", "onto", "near", "by")
+# Place prepositions that make "P the left/right X" locative ("in the left basket"). Not "at", "to",
+# "from", "by", "for", "with": "at the right temperature", "to the right size", "from the right
+# source", "with the right tools" are evaluative far more often than spatial.
+_LOC_PREPS = _fs(
+    "in", "on", "into", "onto", "inside", "against", "atop", "under", "beneath", "behind", "beside",
+    "near", "across", "along", "over", "through", "underneath",
+)  # fmt: skip
 # Modifiers that are spatial on their own ("top left", "far right", "front left wheel").
 # "far-right"/"far-left" used politically are caught by the political-follower veto.
 _MODS = _fs("far", "upper", "lower", "top", "bottom", "front", "rear", "middle", "center", "centre", "outer")
@@ -217,7 +277,8 @@ _ORIENT_VERBS = _fs(
     "slants", "slanted", "slanting", "keep", "keeps", "aim", "aims", "aimed", "aiming", "oriented",
     "orientated", "step", "steps", "stepped", "stepping",
 )  # fmt: skip
-# Nouns after which left/right is spatial even without anything before it ("Left side of the road").
+# Sides, body parts and parts of things: left/right before them is spatial with or without a
+# determiner ("Left side of the road", "his right hand", "a left turn").
 _FOLLOW_STRONG = _fs(
     "side", "sides", "hand", "hands", "handed", "hander", "handers", "corner", "corners", "edge", "edges",
     "lane", "lanes", "arm", "arms", "leg", "legs", "foot", "feet", "eye", "eyes", "ear", "ears",
@@ -225,19 +286,25 @@ _FOLLOW_STRONG = _fs(
     "cheek", "cheeks", "hip", "hips", "thigh", "thighs", "paw", "paws", "flank", "flanks", "turn",
     "turns", "eyebrow", "eyebrows", "hemisphere", "most", "ward", "wards",  # "left-most", "right-ward"
 )  # fmt: skip
-# Also objects of the verb "leave" ("he left half of the pizza"): spatial only at a clause start.
+# Also objects of the verb "leave" ("he left half of the pizza"): spatial only at a clause start or
+# after a determiner.
 _FOLLOW_WEAK = _fs(
     "half", "part", "parts", "portion", "section", "column", "columns", "panel", "panels", "quadrant",
     "region", "area", "border", "margin", "image", "photo", "picture", "frame",
 )  # fmt: skip
-# Adjectival "right" meaning "correct"/"suitable" ("the right answer", "at the right time", "in his
-# right mind"), geometry ("right angle"), "a right mess". Vetoed for both words so the rules stay
-# symmetric; "the left answer" is no loss.
-_NONSPATIAL_NOUNS = _fs(
+# Parts after a determiner ("the left wing of the plane", "the right end of the rope").
+_PART_NOUNS = (
+    _FOLLOW_STRONG
+    | _FOLLOW_WEAK
+    | _fs("wing", "wings", "end", "ends", "halves", "pane", "tip", "lens", "page", "field", "flank", "back")
+)
+# Idioms that are locative in form: "at the right time", "in the right place", "on the right track",
+# "in his right mind", plus geometry ("right angle") and "the right answer". Not the mechanism for
+# telling "right" = correct (that is syntax, see above); only phrases whose form is spatial.
+_IDIOM_NOUNS = _fs(
     "answer", "answers", "time", "times", "timing", "moment", "moments", "thing", "things", "choice",
     "choices", "decision", "decisions", "way", "ways", "place", "places", "spot", "position",
-    "direction", "directions", "track", "path", "idea", "ideas", "word", "words", "person", "people",
-    "guy", "guys", "one", "ones", "candidate", "candidates", "partner", "partners", "fit", "size",
+    "direction", "directions", "track", "path", "idea", "ideas", "word", "words", "fit", "size",
     "sizes", "amount", "amounts", "balance", "mix", "combination", "kind", "kinds", "type", "types",
     "sort", "tool", "tools", "price", "prices", "order", "approach", "attitude", "question",
     "questions", "reason", "reasons", "conditions", "angle", "angles", "angled", "triangle",
@@ -247,7 +314,7 @@ _NONSPATIAL_NOUNS = _fs(
     "strategy", "step", "steps", "stuff", "version", "dose", "dosage", "number", "response", "result",
     "results", "outcome", "course", "impression", "message", "priorities", "context", "formula",
     "password", "code", "color", "colour", "colors", "colours", "shade", "part", "parts", "portion",
-    "portions",
+    "portions", "mood", "hands", "light", "mindset", "candidate", "candidates", "partner", "partners",
 )  # fmt: skip
 # ... except these when followed by "of": "the right part of the image".
 _NEED_OF = _fs("part", "parts", "portion", "portions")
@@ -302,6 +369,91 @@ _OBJECTS = _fs(
 )  # fmt: skip
 _PROVE = _fs("prove", "proves", "proved", "proven", "proving")  # "proved her right"
 
+# Function words: a closed class. A word outside it after "the left"/"the right" is read as the
+# noun (or an adjective before it) that left/right modifies.
+_FUNCTION = (
+    _DETS
+    | _BE
+    | _OBJECTS
+    | _PREP_FOLLOW
+    | _STRONG_PREPS
+    | (_SUBJECTS - {"people", "someone", "somebody", "everyone", "everybody", "nobody"})
+    | _fs(
+        "of", "for", "with", "without", "and", "or", "but", "nor", "so", "yet", "than", "as", "if",
+        "while", "whereas", "because", "since", "when", "where", "which", "who", "whom", "whose", "what",
+        "how", "why", "that", "this", "these", "those", "do", "does", "did", "done", "has", "have",
+        "had", "been", "being", "can", "could", "will", "would", "shall", "should", "may", "might",
+        "must", "not", "no", "very", "too", "also", "just", "only", "even", "then", "there", "here",
+        "now", "about", "against", "between", "among", "during", "before", "after", "until", "via",
+        "from", "within", "upon", "like", "unlike", "per", "each", "every", "both", "either",
+        "neither", "all", "any", "some", "such", "own", "same", "other", "another", "more", "most",
+        "much", "many", "few", "less", "least", "again", "still", "yes", "ok", "okay", "please",
+        "i'm", "you're", "we're", "they're", "i've", "you've", "we've", "they've", "i'd", "you'd",
+        "he'd", "she'd", "we'd", "they'd", "i'll", "you'll", "he'll", "she'll", "we'll", "they'll",
+        "isn't", "aren't", "wasn't", "weren't", "don't", "doesn't", "didn't", "can't", "won't",
+        "shouldn't", "wouldn't", "couldn't", "hasn't", "haven't", "hadn't",
+    )
+)  # fmt: skip
+# Words before "the right X" that make the phrase evaluative: "just the right amount".
+_DEGREE = _fs("just", "exactly", "precisely", "quite", "all", "not", "simply", "absolutely", "definitely")
+# Derivational suffixes of abstract nouns ("mindfulness", "position", "quality", "alignment").
+_ABSTRACT_SUFFIXES = ("ness", "ity", "ism", "ship", "hood", "tion", "sion", "ology", "ics", "ude")
+_ABSTRACT_SUFFIXES_LONG = ("ment", "ance", "ence")  # only in words of 7+ letters: not "fence"
+# Words that signal a set the side picks from: "two cups ... the left cup", "a pair of shoes, the left one".
+_SET_WORDS = _fs(
+    "two", "three", "four", "five", "six", "both", "pair", "pairs", "couple", "several", "multiple",
+    "other", "others", "twin", "twins",
+)  # fmt: skip
+# Adjectives that are also particles of "leave": in a referring expression "left open laptop" is the
+# open laptop on the left, but "left open" alone is the verb.
+_ADJ_PARTICLES = _fs("open", "empty", "blank", "back", "dead", "hanging", "inside", "outside")
+# A finite verb or subject pronoun: the text is a sentence, not a referring expression.
+_FINITE = (
+    _BE
+    | _S_CONTRACTIONS
+    | _fs(
+        "be", "been", "has", "have", "had", "do", "does", "did", "can", "could", "will", "would",
+        "shall", "should", "may", "might", "must", "i", "you", "he", "she", "we", "they", "i'm",
+        "you're", "we're", "they're", "isn't", "aren't", "don't", "doesn't", "didn't", "can't", "won't",
+    )
+)  # fmt: skip
+_MAX_REFEXP_WORDS = 10
+_QUANTITY = _fs(
+    "one", "two", "three", "four", "five", "no", "only", "last", "few", "some", "all", "nothing",
+    "none", "any", "many", "several", "enough", "remaining",
+)  # fmt: skip
+
+# Credit lines. A bare side after a name, followed by the caption's verb: "the striker right
+# celebrates". Only verbs that are not also plural nouns, so that "left homes in ruins", "left
+# signs", "left presents" (the verb "leave" and its object) never match.
+_CREDIT_VERBS = _fs(
+    "celebrates", "attends", "poses", "arrives", "speaks", "reacts", "gestures", "greets", "hugs",
+    "embraces", "congratulates", "competes", "performs", "listens", "chats", "shakes", "holds",
+    "receives", "accepts", "kisses", "looks", "makes", "leads", "helps", "meets", "takes", "gives",
+    "tries", "joins", "waits", "controls", "vies", "defends", "applauds", "salutes", "walks",
+    "celebrate", "attend", "pose", "arrive", "speak", "react", "greet", "compete", "perform",
+    "listen", "congratulate", "embrace", "chat",
+)  # fmt: skip
+# Base forms after "X left and Y ...": "footballer left and his teammate celebrate".
+_CREDIT_BASE_VERBS = _fs(
+    "celebrate", "attend", "pose", "arrive", "speak", "react", "greet", "compete", "perform", "listen",
+    "congratulate", "embrace", "chat", "shake", "hold", "look",
+)  # fmt: skip
+# Ordinals and positions inside a comma-set credit: "person, second left, poses".
+_CREDIT_MODS = _fs("second", "third", "fourth", "fifth", "sixth", "standing", "seated", "sitting", "back")
+# Words before ", right," that make it a discourse marker ("okay, right, ..."), not a position.
+_DISCOURSE = _fs(
+    "okay", "ok", "yes", "yeah", "yep", "oh", "ah", "well", "so", "alright", "now", "hey", "um",
+    "uh", "mean", "know", "see", "go", "then", "first", "next", "and", "but", "or", "turn", "straight",
+    "up", "down", "sure", "fine", "good", "great", "exactly", "true", "correct",
+)  # fmt: skip
+_COMMA_GAP_RE = re.compile(r"[ \t]*,[ \t]*")
+_COMMA_OR_CLOSE_RE = re.compile(r"[ \t]*(?:,|\))")
+# "Jane Doe (L) and John Roe (R)": single-letter marks, only as a pair, never near trademark signs.
+_CREDIT_LETTER_RE = re.compile(r"(?<=[^\W\d_][ \t])\(([LlRr])\)(?=[\s,.;:]|$)")
+_TRADEMARK_RE = re.compile(r"(?i)\((?:tm|c)\)|[\u00ae\u2122\u00a9]")
+_LETTER_SWAP = {"L": "R", "R": "L", "l": "r", "r": "l"}
+
 
 def _is_possessive(word: str | None) -> bool:
     return word is not None and word.endswith("'s") and word not in _S_CONTRACTIONS
@@ -311,103 +463,441 @@ def _is_det(word: str | None) -> bool:
     return word in _DETS or _is_possessive(word)
 
 
-def _lr_spatial(w: _Words, i: int, suffix: str) -> bool:
-    """Whether token i ("left"/"right" + optional suffix) is used in the spatial sense."""
-    if suffix in ("most", "ward", "wards"):
+def _is_content(word: str | None) -> bool:
+    return word is not None and word not in _FUNCTION and word not in _LR
+
+
+def _is_participle(word: str) -> bool:
+    """ "dressed", "parked" (not "speed", "bed"): a participle after a side noun, not a noun it modifies."""
+    return (len(word) >= 5 and word.endswith("ed") and not word.endswith("eed")) or (
+        len(word) >= 5 and word.endswith("ing") and word not in _IDIOM_NOUNS
+    )
+
+
+def _abstract(word: str) -> bool:
+    """An abstract-noun suffix, singular or plural: "mindfulness", "proportions", "adjustments"."""
+    if word.endswith("s") and not word.endswith(("ss", "ics")):
+        word = word[:-1]
+    return word.endswith(_ABSTRACT_SUFFIXES) or (len(word) >= 7 and word.endswith(_ABSTRACT_SUFFIXES_LONG))
+
+
+class _LRContext:
+    """Facts about the whole text that some token rules need, computed once and only when asked."""
+
+    __slots__ = ("_fragment", "_wrong", "w")
+
+    def __init__(self, w: _Words) -> None:
+        self.w = w
+        self._fragment: bool | None = None
+        self._wrong: bool | None = None
+
+    @property
+    def fragment(self) -> bool:
+        """A short referring expression: few words, no finite verb, no subject pronoun, no question."""
+        if self._fragment is None:
+            w = self.w
+            self._fragment = (
+                0 < len(w) <= _MAX_REFEXP_WORDS
+                and "?" not in w.text
+                and "!" not in w.text
+                and not any(low in _FINITE for low in w.low)
+            )
+        return self._fragment
+
+    @property
+    def wrong(self) -> bool:
+        """ "wrong" in the text: "the right X" is then read against "the wrong X"."""
+        if self._wrong is None:
+            self._wrong = "wrong" in self.w.low
+        return self._wrong
+
+
+def _ctx(w: _Words) -> _LRContext:
+    if w.ctx is None:
+        w.ctx = _LRContext(w)
+    return w.ctx
+
+
+def _np_tail(w: _Words, i: int) -> tuple[list[str], str | None, int]:
+    """Content words after token i (up to 3), the word that ends them, and that word's offset."""
+    words: list[str] = []
+    k = 1
+    while k <= 4:
+        word = w.next(i, k)
+        if not _is_content(word):
+            return words, word, k
+        words.append(word)
+        k += 1
+    return words, None, k
+
+
+def _evaluative(w: _Words, i: int) -> bool:
+    """ "the right X" reads as "the correct X": purpose complement, degree word, "wrong", abstract noun."""
+    words, stop, k = _np_tail(w, i)
+    if stop == "for":  # "the right shoes for hiking"
         return True
+    if stop == "to" and _is_content(w.next(i, k + 1)):  # "the right time to go", not "to the left"
+        return True
+    if w.prev(i, 2) in _DEGREE:  # "just the right amount"
+        return True
+    if _ctx(w).wrong:  # "the right way and the wrong way"
+        return True
+    return any(_abstract(word) for word in words)
+
+
+def _set_evidence(w: _Words, i: int, noun: str) -> bool:
+    """The text names a set the side picks from: another left/right before the same noun, a number or
+    "pair"/"both"/"other" before it (or, for "one", anywhere)."""
+    forms = {noun, noun + "s", noun + "es", noun[:-1] if noun.endswith("s") else noun}
+    for j, low in enumerate(w.low):
+        if j == i:
+            continue
+        if low in _LR and w.next(j) == noun:  # "the left screen ... the right screen"
+            return True
+        if low in _SET_WORDS:
+            if noun in ("one", "ones"):
+                return True
+            if w.next(j) in forms or (w.next(j, 2) in forms and w.next(j) not in _LR):
+                return True
+    return False
+
+
+def _prenominal(w: _Words, i: int) -> str | None:
+    """Token i is "left"/"right" after a determiner and before a content word: "the right X"."""
+    n1 = w.next(i)
+    p1, p2 = w.prev(i), w.prev(i, 2)
+    if n1 in _PART_NOUNS:
+        return "side-noun"
+    if p1 in _POSSESSIVE_DETS or _is_possessive(p1):
+        if p1 == "her" and (p2 in _PROVE or n1 in _PARTICLES):  # "proved her right", "found her right outside"
+            return None
+        return "possessive"
+    if _evaluative(w, i):
+        return None
+    if p2 in _LOC_PREPS:
+        return "locative"
+    if p2 in _STRONG_PREPS and n1.endswith("s") and not n1.endswith("ss"):
+        return "prep-noun"  # "the sign at the left reads STOP", "to the right stands a tree": the verb
+    if _set_evidence(w, i, n1):
+        return "contrast"
+    ctx = _ctx(w)
+    if ctx.fragment and (i == 1 or p2 == "of"):  # "the right one", "the back of the left chair"
+        return "refexp"
+    return None
+
+
+def _comma_set(w: _Words, i: int) -> bool:
+    """ "jane doe, left, and ...", "person, second left, poses": a bare side set off by commas after a name."""
+    s = i
+    while w.prev(s) in _CREDIT_MODS:
+        s -= 1
+    if s == 0 or not _COMMA_GAP_RE.fullmatch(w.gap(s)):
+        return False
+    name = w.low[s - 1]
+    if not _is_content(name) or name in _DISCOURSE or name in _LR or name.endswith("ed"):
+        return False
+    if not _COMMA_OR_CLOSE_RE.match(w.text, w.spans[i][1]):
+        return False
+    return not (i + 1 < len(w) and w.low[i + 1] in _LR)  # "left, right, left": a chant, not a credit
+
+
+def _credit_name(w: _Words, i: int, p1: str | None, n1: str | None) -> bool:
+    """ "the striker right celebrates", "footballer left and his teammate celebrate"."""
+    if not _is_content(p1) or p1 in _REMNANT or p1 in _AUX or p1.endswith(("ed", "ly")):
+        return False
+    if n1 in _CREDIT_VERBS:
+        return True
+    if n1 == "and":
+        return any(w.next(i, k) in _CREDIT_BASE_VERBS for k in range(3, 6))
+    return False
+
+
+def _refexp_tail(w: _Words, i: int, p1: str | None) -> bool:
+    """ "person right", "umbrella left": a side after the noun, ending a referring expression of few words."""
+    if i != len(w) - 1 or len(w) > 4 or not _is_content(p1) or p1 in _REMNANT:
+        return False
+    if not w.linked(i) or not _ctx(w).fragment:
+        return False
+    return not any(low in _QUANTITY for low in w.low)
+
+
+def _lr_rule(w: _Words, i: int, suffix: str) -> str | None:
+    """The rule under which token i ("left"/"right" + optional suffix) is spatial, or None."""
+    if suffix in ("most", "ward", "wards"):
+        return "suffix"
     p1, p2, p3 = w.prev(i), w.prev(i, 2), w.prev(i, 3)
     n1, n2 = w.next(i), w.next(i, 2)
     if suffix:  # lefthand(ed), righthander: spatial, except "righthand man"
-        return not (suffix == "hand" and n1 in _HAND_MAN)
+        return None if suffix == "hand" and n1 in _HAND_MAN else "suffix"
 
     if _coordinated(w, i, _LR):
-        return False
+        return None
     # "from left to right", "left-to-right": directional, always swapped as a pair.
     if (n1 == "to" and n2 in _LR) or (p1 == "to" and p2 in _LR):
-        return True
+        return "direction"
     # Photo-credit style labels: "John Smith (left) and Jane Doe (right)".
     start, end = w.spans[i]
     if _OPEN_BRACKET_RE.search(w.text, 0, start) and _CLOSE_BRACKET_RE.match(w.text, end):
-        return True
+        return "credit-bracket"
 
     # Vetoes that hold in every context.
     if n1 in _POLITICAL:
-        return False
+        return None
     # "right-wing"/"left-leaning" (hyphenated) are political; spaced "the left wing of the plane" is not.
     # "right wing" + political noun is political either way.
     if n1 in ("wing", "wings", "leaning") and (
         _HYPHEN_RE.fullmatch(w.gap(i + 1)) or n1 == "leaning" or n2 in _POLITICAL
     ):
-        return False
+        return None
     if n1 == "hand" and n2 in _HAND_MAN:
-        return False
-    if n1 in _NONSPATIAL_NOUNS and not (n1 in _NEED_OF and n2 == "of"):
-        return False
+        return None
+    if n1 in _IDIOM_NOUNS and not (n1 in _NEED_OF and n2 == "of"):
+        return None
     if n1 == "of" and n2 == "way":  # "right of way"
-        return False
+        return None
     if n1 in ("side", "sides") and n2 in ("up", "out"):  # "right side up" = upright, "right side out"
-        return False
+        return None
 
-    # "on the left", "to her right", "on the far left": always a noun; nothing after it can veto.
+    # "the right X": a determiner, then a word that is not a function word.
+    # After a preposition a participle follows the noun: "the man on the left wearing a hat".
+    if _is_det(p1) and _is_content(n1) and not (p2 in _STRONG_PREPS and _is_participle(n1)):
+        return _prenominal(w, i)
+    # "on the left", "to her right", "on the far left": a noun; nothing after it can veto.
     if _is_det(p1) and p2 in _STRONG_PREPS:
-        return True
+        return "prep-noun"
     if p1 in (_MODS | _MODS_NEED_DET) and _is_det(p2) and p3 in _STRONG_PREPS:
-        return True
+        return "modifier"
+    if p1 is None and _comma_set(w, i):
+        return "credit-comma"
+    if p1 is None and i == 0 and _ctx(w).fragment and _is_content(n1):
+        # "left blue mug", "right guy in white", "left open laptop" (but "left open" alone is the verb)
+        if n1 in _FOLLOW_STRONG or n1 in _FOLLOW_WEAK:
+            return "side-noun"
+        if n1 in _ADJ_PARTICLES:
+            if _is_content(n2):
+                return "refexp"
+        elif n1 not in _PARTICLES and not n1.endswith("ed") and not _evaluative(w, i):
+            return "refexp"
 
     if p1 in _SUBJECTS or p1 in _AUX:
-        return False
+        return None
     if p1 is not None and p1.endswith(("'ve", "'d", "'ll", "'re", "'m")):
-        return False
+        return None
     if n1 in _PARTICLES or n1 in _OBJECTS:
-        return False
+        return None
 
     if _is_det(p1):
         if n1 == "to":  # "the right to vote", "their right to protest"
-            return False
+            return None
         if p1 == "her" and (n1 in _PREP_FOLLOW or p2 in _PROVE):  # "found her right outside"
-            return False
-        return True
+            return None
+        return "det-noun"
     if p1 in _MODS:
-        return True
+        return "modifier"
     if p1 in _MODS_NEED_DET:
-        return _is_det(p2) or n1 in _FOLLOW_STRONG or n1 in _FOLLOW_WEAK
+        return "modifier" if _is_det(p2) or n1 in _FOLLOW_STRONG or n1 in _FOLLOW_WEAK else None
+    if p1 in _CREDIT_MODS and _comma_set(w, i):  # "person, second left, poses"
+        return "credit-comma"
     if p1 in _DIRECT_PREPS:
-        return True
+        return "bare-prep"
     if p1 in _TURN_VERBS:
-        return n1 not in ("around", "round")
+        return None if n1 in ("around", "round") else "turn-verb"
     if p1 in _ORIENT_VERBS:
-        return n1 not in _PREP_FOLLOW
+        return None if n1 in _PREP_FOLLOW else "orient-verb"
 
     # No trigger before the word: decide on what follows.
     if n1 in _FOLLOW_STRONG:
-        return True
+        return "side-noun"
     if n1 in ("wing", "wings"):  # "left wing of the building"; bare "left wing" may be political
-        return n2 == "of"
+        return "side-noun" if n2 == "of" else None
     if n1 == "of":  # "a dog left of a table" vs "what's left of the cake"
         if p1 in _REMNANT:
-            return False
+            return None
         if p1 in _BE:
-            return p2 not in _REMNANT
-        return True
-    return n1 in _FOLLOW_WEAK and p1 is None
+            return None if p2 in _REMNANT else "of"
+        return "of"
+    if n1 in _FOLLOW_WEAK and p1 is None:
+        return "side-noun"
+    if _credit_name(w, i, p1, n1):
+        return "credit-name"
+    if n1 is None and _refexp_tail(w, i, p1):
+        return "refexp"
+    return None
+
+
+def _lr_spatial(w: _Words, i: int, suffix: str) -> bool:
+    """Whether token i ("left"/"right" + optional suffix) is used in the spatial sense."""
+    return _lr_rule(w, i, suffix) is not None
+
+
+# --- sentence level: refuse swaps that describe both sides alike ----------------------------------
+
+# Clause boundaries for the symmetry check: punctuation, and these words.
+_SEG_WORDS = _fs("and", "or", "but", "while", "whereas", "nor", "as", "plus")
+_GAP_PUNCT_RE = re.compile(r"[.;!?\n,:()\[\]\u2014\u2013]")
+_STOP_PUNCT_RE = re.compile(r"[.;!?\n]")
+# Words that say nothing about what stands on a side: function words, anaphors ("another", "one",
+# "the other", "also", "as well"), frame words ("of the image") and verbs of mere placement.
+_NOT_DESCRIPTIVE = (
+    _FUNCTION
+    | _fs(
+        "one", "ones", "another", "other", "others", "both", "also", "too", "well", "more", "each",
+        "same", "similar", "identical", "matching", "second", "either", "side", "sides", "hand",
+        "image", "picture", "photo", "photograph", "frame", "scene", "view", "shot", "there",
+        "placed", "positioned", "located", "situated", "seen", "visible", "sits", "sit", "stands",
+        "stand", "is", "are", "appears", "appear", "set",
+    )
+)  # fmt: skip
+
+
+class _Mention:
+    __slots__ = ("figure", "pairable", "rest", "segment", "side")
+
+    def __init__(self, side: str, segment: int, figure: frozenset[str], rest: frozenset[str], pairable: bool):
+        self.side, self.segment, self.figure, self.rest, self.pairable = side, segment, figure, rest, pairable
+
+
+def _gap_kind(w: _Words, j: int) -> str | None:
+    """What separates token j-1 from token j: "stop" (.;!?), "comma" (, : brackets, dashes) or None."""
+    if j <= 0:
+        return "stop"
+    m = _GAP_PUNCT_RE.search(w.text, w.spans[j - 1][1], w.spans[j][0])
+    if m is None:
+        return None
+    return "stop" if _STOP_PUNCT_RE.search(w.text, w.spans[j - 1][1], w.spans[j][0]) else "comma"
+
+
+def _clause(w: _Words, i: int) -> tuple[int, int]:
+    """First and last token of the clause around token i: bounded by punctuation and by _SEG_WORDS."""
+    first = i
+    while _gap_kind(w, first) is None and w.low[first - 1] not in _SEG_WORDS:
+        first -= 1
+    last = i
+    while last + 1 < len(w) and _gap_kind(w, last + 1) is None and w.low[last + 1] not in _SEG_WORDS:
+        last += 1
+    return first, last
+
+
+def _descriptive(w: _Words, first: int, last: int, skip: int = -1) -> frozenset[str]:
+    return frozenset(
+        w.low[j]
+        for j in range(first, last + 1)
+        if j != skip and w.low[j] not in _NOT_DESCRIPTIVE and not _LR_TOKEN_RE.fullmatch(w.low[j])
+    )
+
+
+def _mention(w: _Words, i: int, side: str, rule: str) -> _Mention:
+    first, last = _clause(w, i)
+    figure = _descriptive(w, first, i - 1)
+    rest = _descriptive(w, i + 1, last)
+    if not figure and not rest:  # the clause says nothing but the side: borrow from its neighbours
+        if first > 0 and _gap_kind(w, first) == "comma" and w.low[first - 1] not in _SEG_WORDS:
+            # a bare mark between commas or brackets ("jane doe, left,", "John Roe (R)"): the name before
+            figure = _descriptive(w, *_clause(w, first - 1))
+        if last + 1 < len(w) and _gap_kind(w, last + 1) == "comma" and w.low[last + 1] not in _SEG_WORDS:
+            # "On the left, there is a bed.": what follows the comma stands on that side
+            rest = _descriptive(w, *_clause(w, last + 1))
+    return _Mention(side, first, figure, rest, rule != "direction")
+
+
+def _alike(a: frozenset[str], b: frozenset[str]) -> bool:
+    """One description contains the other ("a small bowl of fruit" / "a similar bowl", "cars" / "")."""
+    return a <= b or b <= a
+
+
+def _lr_symmetric(w: _Words, swapped: list[tuple[int, str, str]]) -> bool:
+    """Swapping gives the same side assignments: every swapped side pairs with an opposite side in
+    another clause that describes the same thing (or leaves it implicit: "and another on the right")."""
+    sides = [side for _, side, _ in swapped]
+    if sides.count("left") != sides.count("right"):
+        return False
+    mentions = [_mention(w, i, side, rule) for i, side, rule in swapped]
+    if not all(m.pairable for m in mentions):
+        return False
+    lefts = [m for m in mentions if m.side == "left"]
+    rights = [m for m in mentions if m.side == "right"]
+    ok = [
+        [r.segment != m.segment and _alike(m.figure, r.figure) and _alike(m.rest, r.rest) for r in rights]
+        for m in lefts
+    ]
+    match: list[int | None] = [None] * len(rights)  # right index -> left index
+
+    def augment(a: int, seen: set[int]) -> bool:  # Kuhn's algorithm: a few mentions at most
+        for b, fits in enumerate(ok[a]):
+            if fits and b not in seen:
+                seen.add(b)
+                if match[b] is None or augment(match[b], seen):
+                    match[b] = a
+                    return True
+        return False
+
+    return all(augment(a, set()) for a in range(len(lefts)))
+
+
+def _credit_letters(w: _Words) -> list[tuple[int, str, str]]:
+    """ "(L)"/"(R)" credit marks: (token, side, rule) for each, only when both letters are there."""
+    text = w.text
+    if "(" not in text or _TRADEMARK_RE.search(text):
+        return []
+    marks = [m for m in _CREDIT_LETTER_RE.finditer(text)]
+    if {m.group(1).upper() for m in marks} != {"L", "R"}:
+        return []
+    starts = {span[0]: j for j, span in enumerate(w.spans)}
+    out = []
+    for m in marks:
+        j = starts.get(m.start(1))
+        if j is not None:
+            out.append((j, "left" if m.group(1).upper() == "L" else "right", "credit-letter"))
+    return out
+
+
+def explain_left_right(text: str) -> tuple[str | None, str]:
+    """(negative or None, rule): the left/right-swapped text and the rule(s) that fired, "+"-joined;
+    or None and why: "no-left-right", "not-spatial", "coordinated" ("left and right") or "symmetric"
+    (both sides described alike, so the swap would still describe the image)."""
+    if not _LR_HINT_RE.search(text):
+        return None, "no-left-right"
+    w = _Words(text)
+    swapped: list[tuple[int, str, str]] = []
+    coordinated = candidates = False
+    for i, low in enumerate(w.low):
+        if low[0] not in "lr":  # cheap test first: most words cannot be left/right
+            continue
+        m = _LR_TOKEN_RE.fullmatch(low)
+        if m is None:
+            continue
+        candidates = True
+        rule = _lr_rule(w, i, m.group(2) or "")
+        if rule is not None:
+            swapped.append((i, m.group(1), rule))
+        elif not m.group(2) and _coordinated(w, i, _LR):
+            coordinated = True
+    letters = _credit_letters(w)
+    swapped += letters
+    if not swapped:
+        return None, "coordinated" if coordinated else ("not-spatial" if candidates else "no-left-right")
+    if _lr_symmetric(w, swapped):
+        return None, "symmetric"
+    edits = [_swap_token(w, i, _LR_SWAP, stem=side) for i, side, rule in swapped if rule != "credit-letter"]
+    for i, _, _ in letters:
+        start, end = w.spans[i]
+        edits.append((start, end, _LETTER_SWAP[text[start:end]]))
+    result = _apply(text, edits)
+    if result is None:
+        return None, "not-spatial"
+    return result, "+".join(sorted({rule for _, _, rule in swapped}))
 
 
 def swap_left_right(text: str) -> str | None:
-    """Swap spatial "left" <-> "right" ("on the left", "left of", "top-left", "leftmost", ...).
+    """Swap spatial "left" <-> "right" ("on the left", "left of", "top-left", "leftmost", credit lines,
+    referring expressions, ...).
 
-    Returns None when no spatial left/right was found. Non-spatial uses stay untouched: the verb
-    "left" ("he left the room", "left behind", "nothing left"), "right" as correct/immediately
-    ("the right answer", "right now"), rights, and political "right-wing"/"far-left party".
+    Returns None when no spatial left/right was found, or when the swap would describe the image just
+    as well (symmetric statements, "left and right"). Non-spatial uses stay untouched: the verb "left"
+    ("he left the room", "left behind", "nothing left"), "right" as correct/immediately ("the right
+    answer", "find the right balance", "right now"), rights, and political "right-wing"/"far-left party".
     """
-    if not _LR_HINT_RE.search(text):
-        return None
-    w = _Words(text)
-    edits: list[Edit] = []
-    for i, low in enumerate(w.low):
-        m = _LR_TOKEN_RE.fullmatch(low)
-        if m is not None and _lr_spatial(w, i, m.group(2) or ""):
-            edits.append(_swap_token(w, i, _LR_SWAP, stem=m.group(1)))
-    return _apply(text, edits)
+    return explain_left_right(text)[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -793,11 +1283,161 @@ HARD_NEGATIVES: dict[str, Callable[[str], str | None]] = {
 }
 
 
+def _check_axis(axis: str) -> None:
+    if axis not in HARD_NEGATIVES:
+        valid = ", ".join(sorted(HARD_NEGATIVES))
+        raise ValueError(f"unknown hard-negative axis {axis!r}; valid axes: {valid}")
+
+
+def make_negative(text: str, axis: str = "left-right") -> tuple[str | None, str]:
+    """(hard negative or None, rule): the rule(s) that fired ("+"-joined), or why there is none.
+
+    Left/right reports its rules (see the left/right section: "prep-noun", "credit-comma", "refexp",
+    ... or "no-left-right", "not-spatial", "coordinated", "symmetric"). The other axes report their
+    axis name when they swapped, "none" when not.
+    """
+    _check_axis(axis)
+    if axis == "left-right":
+        return explain_left_right(text)
+    negative = HARD_NEGATIVES[axis](text)
+    return negative, axis if negative is not None else "none"
+
+
 def make_hard_negative(text: str, axis: str) -> str | None:
     """Hard negative of `text` along `axis` (a key of HARD_NEGATIVES), or None if nothing to flip."""
+    _check_axis(axis)
+    return HARD_NEGATIVES[axis](text)
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation against a hand-labelled corpus: python -m data_prep.negatives --evaluate FILE
+# --------------------------------------------------------------------------------------------------
+
+
+def _changed_words(text: str, other: str | None) -> set[int]:
+    """Indices of the word tokens of `text` that differ in `other` (left/right swaps keep the tokens)."""
+    if other is None:
+        return set()
+    a, b = _WORD_RE.findall(text), _WORD_RE.findall(other)
+    if len(a) != len(b):  # not a token-preserving swap: count every token as changed
+        return set(range(max(len(a), len(b))))
+    return {k for k, (x, y) in enumerate(zip(a, b, strict=True)) if x != y}
+
+
+def evaluate(records: Iterable[dict], axis: str = "left-right") -> dict:
+    """Agreement of make_negative with the corpus' expected outputs.
+
+    Each record is {"style", "text", "expected", "note"?}; "expected" is the negative a careful reader
+    would write, or null. An output is a *false negative* when it swaps a word the expected output
+    keeps (a "negative" that still describes the image, or garbles it), *missed* when it is None or
+    swaps only part of what the expected output swaps.
+    """
+    per_style: dict[str, list[int]] = {}
+    rules: dict[str, int] = {}
+    disagreements = []
+    total = agree = false_negatives = missed = 0
+    for record in records:
+        text, expected, style = record["text"], record.get("expected"), record.get("style", "-")
+        got, rule = make_negative(text, axis)
+        total += 1
+        ok = got == expected
+        agree += ok
+        counts = per_style.setdefault(style, [0, 0])
+        counts[0] += ok
+        counts[1] += 1
+        rules[rule] = rules.get(rule, 0) + 1
+        if ok:
+            continue
+        extra = _changed_words(text, got) - _changed_words(text, expected)
+        kind = "false negative" if got is not None and (expected is None or extra) else "missed"
+        false_negatives += kind == "false negative"
+        missed += kind == "missed"
+        disagreements.append(
+            {"kind": kind, "style": style, "text": text, "expected": expected, "got": got, "rule": rule}
+            | ({"note": record["note"]} if record.get("note") else {})
+        )
+    return {
+        "axis": axis,
+        "sentences": total,
+        "agree": agree,
+        "agreement": round(100.0 * agree / total, 2) if total else 0.0,
+        "false_negatives": false_negatives,
+        "missed": missed,
+        "per_style": {k: {"agree": v[0], "sentences": v[1]} for k, v in sorted(per_style.items())},
+        "rules": dict(sorted(rules.items(), key=lambda kv: -kv[1])),
+        "disagreements": disagreements,
+    }
+
+
+def read_corpus(path: str) -> list[dict]:
+    """A JSONL corpus: one {"style", "text", "expected", "note"?} object per line; blank lines and lines
+    starting with "#" are skipped."""
+    import json
+
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{path}:{n}: not a JSON object: {err}") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "expected" not in record:
+                raise ValueError(f'{path}:{n}: expected {{"style", "text", "expected"}}, got {line.strip()[:80]}')
+            records.append(record)
+    return records
+
+
+def print_evaluation(result: dict) -> None:
+    print(f"{result['axis']}: {result['agree']}/{result['sentences']} exact agreement ({result['agreement']}%)")
+    print(f"  false negatives (a swap the expected output does not make): {result['false_negatives']}")
+    print(f"  missed (no negative, or fewer swaps than expected): {result['missed']}")
+    width = max((len(s) for s in result["per_style"]), default=5)
+    for style, counts in result["per_style"].items():
+        pct = 100.0 * counts["agree"] / counts["sentences"]
+        print(f"  {style:<{width}}  {counts['agree']:>4}/{counts['sentences']:<4} {pct:6.1f}%")
+    print("  rules: " + ", ".join(f"{rule} {n}" for rule, n in result["rules"].items()))
+    for d in result["disagreements"]:
+        print(f"  [{d['kind']}, {d['style']}] {d['text']!r}")
+        print(f"      expected: {d['expected']!r}")
+        print(f"      got:      {d['got']!r} ({d['rule']})" + (f"  note: {d['note']}" if d.get("note") else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.negatives", description="Hard-negative captions: evaluate or explain."
+    )
+    parser.add_argument("--evaluate", metavar="FILE", help="JSONL corpus of {style, text, expected[, note]}")
+    parser.add_argument("--explain", metavar="TEXT", nargs="+", help="print each text's negative and rule")
+    parser.add_argument("--axis", default="left-right", choices=sorted(HARD_NEGATIVES))
+    parser.add_argument("--json", metavar="FILE", help="--evaluate: also write the result here")
+    parser.add_argument("--min-agreement", type=float, help="--evaluate: exit 1 below this percentage")
+    args = parser.parse_args(argv)
+    if not args.evaluate and not args.explain:
+        parser.error("give --evaluate FILE or --explain TEXT")
+    for text in args.explain or ():
+        negative, rule = make_negative(text, args.axis)
+        print(f"{text!r}\n  -> {negative!r} ({rule})")
+    if not args.evaluate:
+        return 0
     try:
-        swap = HARD_NEGATIVES[axis]
-    except KeyError:
-        valid = ", ".join(sorted(HARD_NEGATIVES))
-        raise ValueError(f"unknown hard-negative axis {axis!r}; valid axes: {valid}") from None
-    return swap(text)
+        result = evaluate(read_corpus(args.evaluate), args.axis)
+    except (OSError, ValueError) as err:
+        print(f"negatives: {err}", file=sys.stderr)
+        return 2
+    print_evaluation(result)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1, ensure_ascii=False)
+    if args.min_agreement is not None and result["agreement"] < args.min_agreement:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,8 +32,13 @@ def _git(*args: str) -> str | None:
 
 def file_digest(path: Path) -> dict[str, str | int]:
     """Path, size and sha256 of an input file, read in chunks (the 665K JSON is about 1 GB)."""
+    return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MB chunks (shards and inputs are too big to read at once)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-    return {"path": str(path), "size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()

@@ -1,28 +1,55 @@
-"""Benchmark name -> `run(scorer, data_root, *, label_fixes) -> BenchmarkResult`.
+"""Benchmark name -> `run(scorer, data_root, *, label_fixes, limit) -> BenchmarkResult`, and what each one reads.
 
-One file per benchmark family (whatsup, spatial_qa, mmvp_vlm); the registry binds each name to its variant.
+One file per benchmark family (whatsup, spatial_qa, mmvp_vlm); the registry binds each name to its variant. `SPECS`
+also gives each benchmark's inputs (files and images under a data root), label-fix rules and tie rule: what
+`eval.run` compares with a result's provenance before reusing it.
+
+`limit` (default 0: everything) scores only a benchmark's first examples, a partial result (`eval.run --limit`):
+the first rows of COCO-/GQA-spatial, the first pairs of MMVP-VLM, and for What'sUp the object pairs of its first
+rows, whole. `inputs(data_root, limit=...)` then lists only the files and images those examples read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 from eval import mmvp_vlm, spatial_qa, whatsup
-from eval.common import BenchmarkResult, Scorer
+from eval.common import BenchmarkResult, Inputs, Scorer
 
 BenchmarkFn = Callable[..., BenchmarkResult]
 
-BENCHMARKS: dict[str, BenchmarkFn] = {
-    "whatsup_a": partial(whatsup.run, subset="A"),
-    "whatsup_b": partial(whatsup.run, subset="B"),
-    "coco_spatial_one": partial(spatial_qa.run, source="coco", objects="one"),
-    "coco_spatial_two": partial(spatial_qa.run, source="coco", objects="two"),
-    "gqa_spatial_one": partial(spatial_qa.run, source="gqa", objects="one"),
-    "gqa_spatial_two": partial(spatial_qa.run, source="gqa", objects="two"),
-    "mmvp_vlm": mmvp_vlm.run,
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    run: BenchmarkFn  # (scorer, data_root, *, label_fixes, limit=0) -> BenchmarkResult
+    inputs: Callable[..., Inputs]  # (data_root, *, limit=0) -> the files and images `run` reads
+    label_fix_rules: Callable[[str], list[list[str]]]  # label-fix mode -> the fixes it applies
+    tie_rule: str
+
+
+def _spec(module: ModuleType, **variant: str) -> BenchmarkSpec:
+    return BenchmarkSpec(
+        run=partial(module.run, **variant),
+        inputs=partial(module.inputs, **variant),
+        label_fix_rules=partial(module.label_fix_rules, **variant),
+        tie_rule=module.TIE_RULE,
+    )
+
+
+SPECS: dict[str, BenchmarkSpec] = {
+    "whatsup_a": _spec(whatsup, subset="A"),
+    "whatsup_b": _spec(whatsup, subset="B"),
+    "coco_spatial_one": _spec(spatial_qa, source="coco", objects="one"),
+    "coco_spatial_two": _spec(spatial_qa, source="coco", objects="two"),
+    "gqa_spatial_one": _spec(spatial_qa, source="gqa", objects="one"),
+    "gqa_spatial_two": _spec(spatial_qa, source="gqa", objects="two"),
+    "mmvp_vlm": _spec(mmvp_vlm),
 }
+BENCHMARKS: dict[str, BenchmarkFn] = {name: spec.run for name, spec in SPECS.items()}
 
 
 class UnknownBenchmark(KeyError):
@@ -30,11 +57,17 @@ class UnknownBenchmark(KeyError):
         return str(self.args[0])
 
 
+def get_spec(name: str) -> BenchmarkSpec:
+    if name not in SPECS:
+        raise UnknownBenchmark(f"unknown benchmark {name!r}; known: {', '.join(SPECS)}")
+    return SPECS[name]
+
+
 def get_benchmark(name: str) -> BenchmarkFn:
-    if name not in BENCHMARKS:
-        raise UnknownBenchmark(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-    return BENCHMARKS[name]
+    return get_spec(name).run
 
 
-def run_benchmark(name: str, scorer: Scorer, data_root: Path | str, *, label_fixes: str = "paper") -> BenchmarkResult:
-    return get_benchmark(name)(scorer, Path(data_root), label_fixes=label_fixes)
+def run_benchmark(
+    name: str, scorer: Scorer, data_root: Path | str, *, label_fixes: str = "paper", limit: int = 0
+) -> BenchmarkResult:
+    return get_benchmark(name)(scorer, Path(data_root), label_fixes=label_fixes, limit=limit)

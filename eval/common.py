@@ -18,6 +18,10 @@ import torch.nn.functional as F
 
 LABEL_FIX_MODES = ("paper", "none")
 
+# Part of every result's provenance: bump it when a metric definition changes, so that results computed by the
+# older definition are recomputed instead of reused.
+SCORING_VERSION = 2
+
 ARGMAX_TIE_RULE = (
     "numpy argmax (the first highest score wins, as in the official What'sUp code); the correct option is "
     "index 0, so a tie counts as correct"
@@ -63,6 +67,25 @@ def sha256_file(path: Path) -> str:
 def file_record(path: Path, data_root: Path) -> dict[str, Any]:
     """Provenance of one data file the benchmark read: its path under the data root, size and sha256."""
     return {"path": path.relative_to(data_root).as_posix(), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a benchmark reads from a data root: data files (hashed whole) and images (listed by size and mtime)."""
+
+    files: tuple[Path, ...]
+    images: tuple[Path, ...]
+    image_folder: Path  # the folder holding the images (MMVP-VLM: whichever of its layouts was found)
+
+
+def image_listing(images: Sequence[Path], data_root: Path) -> dict[str, Any]:
+    """Identity of an image set without reading the images (a real benchmark has thousands): sha256 over every
+    image's path under the data root, size and modification time."""
+    digest = hashlib.sha256()
+    for path in sorted(set(images)):
+        info = path.stat()
+        digest.update(f"{path.relative_to(data_root).as_posix()}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
+    return {"count": len(set(images)), "sha256": digest.hexdigest()}
 
 
 def first_argmax(scores: Sequence[float]) -> int:

@@ -1,11 +1,17 @@
 """MMVP-VLM (Tong et al., 2024): pairs of near-identical images with contrasting statements, 9 visual patterns.
 
-Official CLIP rule (../shared/reference/formats.md): text = "a photo of " + statement; a pair is two consecutive
-rows of Questions.csv in file order (image i1 with statement t1, then i2 with t2); the pair is correct iff
-s(i1,t1) > s(i2,t1) and s(i2,t2) > s(i1,t2) with s the cosine similarity (a softmax over the two images per
-text preserves the order), strict, so a tie is wrong. Reported per visual pattern (the Type column) and as the
-mean over patterns. Also: the paper's relaxed pair rule (Section 5.2), cos(i1,t1) - cos(i1,t2) >
-cos(i2,t1) - cos(i2,t2), and the mean image-pair cosine similarity.
+Official CLIP rule (`scripts/evaluate_vlm.py`, ../shared/reference/formats.md): text = "a photo of " + statement;
+a pair is two consecutive rows of Questions.csv in file order (an odd Question ID, image i1 with statement t1,
+then an even one, i2 with t2). For each statement the script takes a softmax over the two images and predicts
+`"img1" if p(img1) > 0.5 else "img2"`, the truth being img1 for an odd ID and img2 for an even one. So a tie
+goes to img2: the pair is correct iff s(i1,t1) > s(i2,t1) and s(i2,t2) >= s(i1,t2), with s the cosine
+similarity (the softmax preserves the order). Reported per visual pattern (the Type column) and as the mean over
+patterns. Also: the paper's relaxed pair rule (Section 5.2), cos(i1,t1) - cos(i1,t2) > cos(i2,t1) - cos(i2,t2),
+and the mean image-pair cosine similarity.
+
+Images: `MMVP_VLM/MMVP_VLM_Images/<Type>/<qid>.jpg` (the dataset's README), `MMVP_VLM/MLLM_VLM Images/<Type>/`
+(the folder the official script reads) or `MMVP_VLM/<Type>/` (the generated world); the first found is used and
+recorded. As the official script, both images of a pair are read from the folder of the pair's first row's Type.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 from eval.common import (
     BenchmarkResult,
+    Inputs,
     Scorer,
     ScoreTable,
     check_label_fixes,
@@ -28,9 +35,17 @@ from eval.common import (
 
 PROMPT = "a photo of "
 COLUMNS = ("Question ID", "Type", "Statement")
+# (folder under MMVP_VLM/, where that layout comes from), in the order they are looked for.
+IMAGE_FOLDERS = (
+    ("MMVP_VLM_Images", "the dataset's README"),
+    ("MLLM_VLM Images", "the official scripts/evaluate_vlm.py"),
+    ("", "the generated world"),
+)
 TIE_RULE = (
-    "strict: a pair is correct iff s(i1,t1) > s(i2,t1) and s(i2,t2) > s(i1,t2), so a tie is wrong; "
-    "relaxed pairs also need a strict '>'"
+    "official evaluate_vlm.py: each statement picks image 1 iff p(image 1) > 0.5 (softmax over the pair's two "
+    "images, compared here as s(i1,t) > s(i2,t) on the cosines), else image 2, so a tie goes to image 2: a tie on "
+    "the first statement (truth: image 1) is wrong, a tie on the second (truth: image 2) is correct; a pair is "
+    "correct iff s(i1,t1) > s(i2,t1) and s(i2,t2) >= s(i1,t2); relaxed pairs need a strict '>' (a tie is wrong)"
 )
 
 
@@ -39,31 +54,92 @@ def metric_key(pattern: str) -> str:
 
 
 def load_rows(data_root: Path) -> tuple[list[dict[str, str]], Path]:
+    """Questions.csv's rows in file order, checked: (odd, even) Question IDs pair up, each pair of one Type."""
     questions = require_file(data_root / "MMVP_VLM" / "Questions.csv", "MMVP-VLM questions (MMVP_VLM/Questions.csv)")
     with open(questions, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in reader.fieldnames or []]
         if not set(COLUMNS) <= set(header):
             raise ValueError(f"{questions}: expected columns {', '.join(COLUMNS)}, found {header}")
-        rows = [{k.strip(): v for k, v in row.items() if k is not None} for row in reader]
+        # Values as the official script reads them (unstripped): the statement is the text, the Type the folder.
+        rows = [{k.strip(): v or "" for k, v in row.items() if k is not None} for row in reader]
+    if not rows:
+        raise ValueError(f"{questions}: no rows")
     if len(rows) % 2:
         raise ValueError(f"{questions}: {len(rows)} rows, but pairs are consecutive rows, so the count must be even")
+    for n, row in enumerate(rows):
+        if not row["Question ID"].strip().isdigit():
+            raise ValueError(f"{questions} data row {n + 1}: Question ID {row['Question ID']!r} is not a whole number")
+    for k in range(0, len(rows), 2):
+        first, second = rows[k], rows[k + 1]
+        ids = f"Question IDs {first['Question ID'].strip()}, {second['Question ID'].strip()}"
+        pair = f"{questions}: data rows {k + 1} and {k + 2} ({ids})"
+        if first["Type"] != second["Type"]:
+            raise ValueError(f"{pair} form a pair but have different Types ({first['Type']!r}, {second['Type']!r})")
+        # The official script takes the truth from the ID's parity (odd: image 1, even: image 2); a pair that is
+        # not (odd, even) would make both statements true of the same image, unlike every pair of the benchmark.
+        if int(first["Question ID"]) % 2 != 1 or int(second["Question ID"]) % 2 != 0:
+            raise ValueError(f"{pair} form a pair, but a pair must be an odd Question ID followed by an even one")
     return rows, questions
 
 
-def run(scorer: Scorer, data_root: Path | str, *, label_fixes: str = "paper") -> BenchmarkResult:
+def first_pairs(rows: list[dict[str, str]], limit: int) -> list[dict[str, str]]:
+    """`limit` > 0: the rows of the first `limit` pairs (an example is a pair: two consecutive rows); 0: every row."""
+    if limit < 0:
+        raise ValueError(f"limit {limit}: must be >= 0 (0 = every pair)")
+    if not limit:
+        return rows
+    return rows[: 2 * limit]
+
+
+def _id(row: dict[str, str]) -> str:
+    return row["Question ID"].strip()
+
+
+def image_folder(data_root: Path, rows: list[dict[str, str]]) -> Path:
+    """The first of IMAGE_FOLDERS that has a folder for one of the rows' Types."""
+    base = data_root / "MMVP_VLM"
+    types = list(dict.fromkeys(row["Type"] for row in rows))
+    for name, _ in IMAGE_FOLDERS:
+        folder = base / name if name else base
+        if any((folder / kind).is_dir() for kind in types):
+            return folder
+    looked = "; ".join(f"{base / name if name else base}/<Type>/<qid>.jpg ({where})" for name, where in IMAGE_FOLDERS)
+    raise FileNotFoundError(
+        f"MMVP-VLM images not found: looked for {looked}, with <Type> one of {', '.join(map(repr, types[:9]))}"
+    )
+
+
+def image_paths(data_root: Path, rows: list[dict[str, str]]) -> tuple[list[Path], Path]:
+    folder = image_folder(data_root, rows)
+    # Both images of a pair come from the folder of the pair's first row's Type, as in the official script.
+    kinds = [rows[k - k % 2]["Type"] for k in range(len(rows))]
+    return [folder / kind / f"{int(row['Question ID'])}.jpg" for kind, row in zip(kinds, rows, strict=True)], folder
+
+
+def inputs(data_root: Path | str, *, limit: int = 0) -> Inputs:
+    """Questions.csv and the images its rows read; `limit` as `run`."""
+    data_root = Path(data_root)
+    rows, questions = load_rows(data_root)
+    rows = first_pairs(rows, limit)
+    images, folder = image_paths(data_root, rows)
+    return Inputs((questions,), tuple(images), folder)
+
+
+def label_fix_rules(mode: str) -> list[list[str]]:
+    check_label_fixes(mode)
+    return []  # no published fixes exist for this file
+
+
+def run(scorer: Scorer, data_root: Path | str, *, label_fixes: str = "paper", limit: int = 0) -> BenchmarkResult:
+    """`limit` > 0: only the first `limit` pairs (`first_pairs`), a partial result; 0: all."""
     check_label_fixes(label_fixes)  # recorded; no published fixes exist for this file
     data_root = Path(data_root)
     rows, questions = load_rows(data_root)
-    images = [data_root / "MMVP_VLM" / row["Type"] / f"{int(row['Question ID'])}.jpg" for row in rows]
+    rows = first_pairs(rows, limit)
+    images, folder = image_paths(data_root, rows)
     texts = [PROMPT + row["Statement"] for row in rows]
     require_images(images, "MMVP-VLM images")
-    for first, second in zip(rows[::2], rows[1::2], strict=True):
-        if first["Type"] != second["Type"]:
-            raise ValueError(
-                f"{questions}: questions {first['Question ID']} and {second['Question ID']} form a pair "
-                f"but have different types ({first['Type']!r}, {second['Type']!r})"
-            )
 
     table = ScoreTable(scorer, [str(p) for p in images], texts)
     examples: list[dict[str, Any]] = []
@@ -71,9 +147,11 @@ def run(scorer: Scorer, data_root: Path | str, *, label_fixes: str = "paper") ->
         i1, i2, t1, t2 = str(images[k]), str(images[k + 1]), texts[k], texts[k + 1]
         scores = [[table(i1, t1), table(i1, t2)], [table(i2, t1), table(i2, t2)]]  # [image][text]
         (s11, s12), (s21, s22) = scores
+        # The image each text picks: image 1 (0) only when it scores strictly higher, so a tie picks image 2 (1).
+        prediction = [0 if s11 > s21 else 1, 0 if s12 > s22 else 1]
         examples.append(
             {
-                "id": f"{rows[k]['Question ID']}-{rows[k + 1]['Question ID']}",
+                "id": f"{_id(rows[k])}-{_id(rows[k + 1])}",
                 "type": rows[k]["Type"],
                 "images": [
                     images[k].relative_to(data_root).as_posix(),
@@ -81,9 +159,8 @@ def run(scorer: Scorer, data_root: Path | str, *, label_fixes: str = "paper") ->
                 ],
                 "texts": [t1, t2],
                 "scores": scores,
-                # The image each text picks; with the strict rule a tie picks the wrong one.
-                "prediction": [0 if s11 > s21 else 1, 1 if s22 > s12 else 0],
-                "correct": s11 > s21 and s22 > s12,
+                "prediction": prediction,
+                "correct": prediction == [0, 1],
                 "relaxed_correct": s11 - s12 > s21 - s22,
                 "image_cosine": table.image_cosine(i1, i2),
             }
@@ -108,6 +185,7 @@ def run(scorer: Scorer, data_root: Path | str, *, label_fixes: str = "paper") ->
         "tie_rule": TIE_RULE,
         "label_fixes": {"mode": label_fixes, "applied": []},
         "files": [file_record(questions, data_root)],
+        "images_folder": folder.relative_to(data_root).as_posix(),
         "counts": {"rows": len(rows), "pairs": len(examples), "patterns": len(patterns)},
         "patterns": {metric_key(p): p for p in patterns},
         "denominators": {f"pairs/{metric_key(p)}": sum(e["type"] == p for e in examples) for p in patterns},

@@ -20,13 +20,9 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from eval.distributed import rank_and_world
+
 CHUNK_SIZE = 64
-
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def chunked_features(

@@ -15,6 +15,7 @@ from typing import Any
 from eval.common import (
     ARGMAX_TIE_RULE,
     BenchmarkResult,
+    Inputs,
     Scorer,
     ScoreTable,
     check_label_fixes,
@@ -45,12 +46,12 @@ def image_name(image_id: int | str, zero_pad: int) -> str:
     return f"{str(image_id).zfill(zero_pad)}.jpg"
 
 
-def run(
-    scorer: Scorer, data_root: Path | str, *, source: str = "coco", objects: str = "one", label_fixes: str = "paper"
-) -> BenchmarkResult:
-    check_label_fixes(label_fixes)  # recorded; no published fixes exist for these files
+TIE_RULE = ARGMAX_TIE_RULE
+
+
+def load_rows(data_root: Path, source: str, objects: str) -> tuple[list[list[Any]], list[Path], Path]:
+    """The questions file's rows, the image each row reads, and the file's path."""
     spec = SOURCES[source]
-    data_root = Path(data_root)
     file_name = f"{spec.file_prefix}_qa_{objects}_obj.json"
     qa_path = require_file(data_root / "data" / file_name, f"{spec.what} {objects}-object questions ({file_name})")
     rows = json.loads(qa_path.read_text())
@@ -60,7 +61,46 @@ def run(
         if not (isinstance(row, list) and len(row) == 3 and all(isinstance(c, str) for c in row[1:])):
             raise ValueError(f"{qa_path} row {n}: expected [image_id, correct_caption, incorrect_caption], got {row!r}")
     images = [data_root / "data" / spec.image_dir / image_name(row[0], spec.zero_pad) for row in rows]
-    require_images(images, f"{spec.what} images")
+    return rows, images, qa_path
+
+
+def first_rows(rows: list[list[Any]], images: list[Path], limit: int) -> tuple[list[list[Any]], list[Path]]:
+    """`limit` > 0: the first `limit` rows and their images; 0: every row."""
+    if limit < 0:
+        raise ValueError(f"limit {limit}: must be >= 0 (0 = every row)")
+    if not limit:
+        return rows, images
+    return rows[:limit], images[:limit]
+
+
+def inputs(data_root: Path | str, *, source: str = "coco", objects: str = "one", limit: int = 0) -> Inputs:
+    """The questions file and the images its rows read; `limit` as `run`."""
+    data_root = Path(data_root)
+    rows, images, qa_path = load_rows(data_root, source, objects)
+    _, images = first_rows(rows, images, limit)
+    return Inputs((qa_path,), tuple(images), data_root / "data" / SOURCES[source].image_dir)
+
+
+def label_fix_rules(mode: str, **_variant: str) -> list[list[str]]:
+    check_label_fixes(mode)
+    return []  # no published fixes exist for these files
+
+
+def run(
+    scorer: Scorer,
+    data_root: Path | str,
+    *,
+    source: str = "coco",
+    objects: str = "one",
+    label_fixes: str = "paper",
+    limit: int = 0,
+) -> BenchmarkResult:
+    """`limit` > 0: only the first `limit` rows (`first_rows`), a partial result; 0: all."""
+    check_label_fixes(label_fixes)  # recorded; no published fixes exist for these files
+    data_root = Path(data_root)
+    rows, images, qa_path = load_rows(data_root, source, objects)
+    rows, images = first_rows(rows, images, limit)
+    require_images(images, f"{SOURCES[source].what} images")
 
     table = ScoreTable(scorer, [str(p) for p in images], [c for row in rows for c in row[1:]])
     examples: list[dict[str, Any]] = []
@@ -81,7 +121,7 @@ def run(
         )
     correct = sum(e["correct"] for e in examples)
     details: dict[str, Any] = {
-        "tie_rule": ARGMAX_TIE_RULE,
+        "tie_rule": TIE_RULE,
         "label_fixes": {"mode": label_fixes, "applied": []},
         "files": [file_record(qa_path, data_root)],
         "counts": {"rows": len(rows), "images": len(set(images))},

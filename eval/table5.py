@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from eval.report import read_result
+from train.typed_config import ConfigError
+from train.yaml_loading import load_yaml_file
 
 # (header, benchmark, metric key) in the paper's column order.
 COLUMNS = (
@@ -80,7 +80,7 @@ def _chance(folders: Sequence[Path]) -> tuple[float | None, ...]:
 
 
 def _variant(run: Path) -> str:
-    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
+    config = load_yaml_file(run / "config.yaml", "run config") if (run / "config.yaml").exists() else {}
     parts = []
     text = (config.get("model") or {}).get("text") or {}
     if text.get("tower") == "llm2vec":
@@ -96,7 +96,7 @@ def table5_rows(runs: Sequence[Path]) -> list[Row]:
     rows: list[Row] = []
     starts = [f for run in runs for step, f in checkpoint_folders(run) if step == 0]
     if starts:
-        model = (yaml.safe_load((runs[0] / "config.yaml").read_text()) or {}).get("model", {}).get("name", "model")
+        model = (load_yaml_file(runs[0] / "config.yaml", "run config") or {}).get("model", {}).get("name", "model")
         rows.append(Row(f"{model} (starting weights)", _values(starts[0]), str(starts[0])))
     for run in runs:
         evaluated = [(s, f) for s, f in checkpoint_folders(run) if s > 0]
@@ -111,10 +111,20 @@ def _cell(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
-def markdown(rows: Sequence[Row]) -> str:
-    header = ["", *(c[0] for c in COLUMNS)]
+def markdown(
+    rows: Sequence[Row],
+    extra_headers: Sequence[str] = (),
+    extra: Sequence[Sequence[str]] = (),
+    cells: Sequence[Sequence[str]] = (),
+) -> str:
+    """The table in Markdown; `extra_headers`/`extra` add columns after Table 5's (one list of cells per row),
+    `cells` replaces a row's value cells (e.g. "50.1 ± 0.3") where given."""
+    header = ["", *(c[0] for c in COLUMNS), *extra_headers]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([r.label, *map(_cell, r.values)]) + " |" for r in rows]
+    for i, r in enumerate(rows):
+        values = list(cells[i]) if i < len(cells) and cells[i] else list(map(_cell, r.values))
+        more = list(extra[i]) if i < len(extra) else ["–"] * len(extra_headers)
+        lines.append("| " + " | ".join([r.label, *values, *more]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -137,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"table5: not evaluated yet (run python -m eval.run --run RUN): {', '.join(missing)}", file=sys.stderr)
         return 2
-    rows = table5_rows(args.runs)
+    try:
+        rows = table5_rows(args.runs)
+    except ConfigError as err:
+        print(f"table5: {err}", file=sys.stderr)
+        return 2
     text = markdown(rows)
     print(text, end="")
     if args.out:

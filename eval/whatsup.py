@@ -18,6 +18,7 @@ relation from its words, never from its position among the distractors.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -26,6 +27,7 @@ from typing import Any
 from eval.common import (
     ARGMAX_TIE_RULE,
     BenchmarkResult,
+    Inputs,
     Scorer,
     ScoreTable,
     check_label_fixes,
@@ -77,6 +79,8 @@ RELATION_WORDS = {
     "on": "on",
     "under": "under",
 }
+
+TIE_RULE = ARGMAX_TIE_RULE + "; relaxed pairs need a strict '>' (a tie is wrong)"
 
 CHANCE_FOUR_WAY = {"indiv": 25.0, "pairs": 100.0 / 16, "set_of_4": 100.0 / 256}
 CHANCE_TWO_WAY = {"indiv": 50.0, "pairs": 25.0, "relaxed_pairs": 50.0, "image_pair_cosine": None}
@@ -150,6 +154,17 @@ def load_rows(data_root: Path, subset: Subset) -> tuple[list[Row], Path]:
     return rows, captions_path
 
 
+def first_rows(rows: list[Row], limit: int) -> list[Row]:
+    """`limit` > 0: the object pairs of the first `limit` rows, each whole (its four rows), in file order (pairs and
+    sets of 4 need all four images of an object pair); 0: every row."""
+    if limit < 0:
+        raise ValueError(f"limit {limit}: must be >= 0 (0 = every row)")
+    if not limit:
+        return rows
+    kept = set(row.objects for row in rows[:limit])
+    return [row for row in rows if row.objects in kept]
+
+
 def group_rows(rows: list[Row], subset: Subset) -> dict[tuple[str, str], dict[str, int]]:
     """(obj1, obj2) -> relation -> row index; every object pair must have each relation exactly once."""
     groups: dict[tuple[str, str], dict[str, int]] = {}
@@ -164,6 +179,25 @@ def group_rows(rows: list[Row], subset: Subset) -> dict[tuple[str, str], dict[st
     if incomplete:
         raise ValueError(f"{subset.what}: object pairs without all of {subset.relations}: {'; '.join(incomplete[:5])}")
     return groups
+
+
+def inputs(data_root: Path | str, *, subset: str = "A", limit: int = 0) -> Inputs:
+    """The captions file and every image it names (validated as for scoring); `limit` as `run`."""
+    data_root = Path(data_root)
+    rows, captions_path = load_rows(data_root, SUBSETS[subset])
+    rows = first_rows(rows, limit)
+    images = tuple(row.image for row in rows)
+    return Inputs((captions_path,), images, _common_folder(images, data_root))
+
+
+def _common_folder(images: tuple[Path, ...], data_root: Path) -> Path:
+    return Path(os.path.commonpath([p.parent for p in images])) if images else data_root / "data"
+
+
+def label_fix_rules(mode: str, *, subset: str = "A") -> list[list[str]]:
+    """The image swaps `mode` applies to this subset (recorded, so a changed list rescores)."""
+    check_label_fixes(mode)
+    return [list(pair) for pair in PAPER_IMAGE_SWAPS[subset]] if mode == "paper" else []
 
 
 def apply_label_fixes(rows: list[Row], subset_key: str, mode: str) -> tuple[list[Row], list[dict[str, str]]]:
@@ -184,11 +218,15 @@ def apply_label_fixes(rows: list[Row], subset_key: str, mode: str) -> tuple[list
     return rows, applied
 
 
-def run(scorer: Scorer, data_root: Path | str, *, subset: str = "A", label_fixes: str = "paper") -> BenchmarkResult:
+def run(
+    scorer: Scorer, data_root: Path | str, *, subset: str = "A", label_fixes: str = "paper", limit: int = 0
+) -> BenchmarkResult:
+    """`limit` > 0: only the object pairs of the first `limit` rows (`first_rows`), a partial result; 0: all."""
     check_label_fixes(label_fixes)
     spec = SUBSETS[subset]
     data_root = Path(data_root)
     rows, captions_path = load_rows(data_root, spec)
+    rows = first_rows(rows, limit)
     groups = group_rows(rows, spec)
     rows, fixes = apply_label_fixes(rows, subset, label_fixes)
     require_images([row.image for row in rows], f"{spec.what} images")
@@ -235,7 +273,7 @@ def run(scorer: Scorer, data_root: Path | str, *, subset: str = "A", label_fixes
         denominators.update({f"{axis}/indiv": n // 2, f"{axis}/pairs": n // 4, f"{axis}/relaxed_pairs": n // 4})
 
     details: dict[str, Any] = {
-        "tie_rule": ARGMAX_TIE_RULE + "; relaxed pairs need a strict '>' (a tie is wrong)",
+        "tie_rule": TIE_RULE,
         "label_fixes": {"mode": label_fixes, "applied": fixes},
         "files": [file_record(captions_path, data_root)],
         "counts": {"rows": n, "object_pairs": len(groups), "images": len({r.image for r in rows})},

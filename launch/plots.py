@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on clusters and CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from eval.table5 import COLUMNS, Row  # noqa: E402
 
@@ -24,14 +25,47 @@ class Curve:
     run: str
     x_label: str  # "epoch" or "optimizer step"
     points: tuple[tuple[float, tuple[float | None, ...]], ...]
+    spread: tuple[tuple[float | None, ...], ...] = ()  # per point: the sd over seeds (mean_curve), drawn as a band
+
+
+def mean_curve(label: str, curves: Sequence[Curve]) -> Curve:
+    """The mean of runs' curves (seeds of one recipe) at each x any of them has, with the sample sd per point."""
+    import statistics
+
+    if len(curves) == 1:
+        return Curve(label, curves[0].x_label, curves[0].points)
+    xs = sorted({round(x, 9) for c in curves for x, _ in c.points})
+    points, spread = [], []
+    for x in xs:
+        means, sds = [], []
+        for col in range(len(COLUMNS)):
+            values = [v[col] for c in curves for px, v in c.points if round(px, 9) == x and v[col] is not None]
+            means.append(statistics.fmean(values) if values else None)
+            sds.append(statistics.stdev(values) if len(values) > 1 else None)
+        points.append((x, tuple(means)))
+        spread.append(tuple(sds))
+    labels = {c.x_label for c in curves}
+    return Curve(label, labels.pop() if len(labels) == 1 else "epoch or step", tuple(points), tuple(spread))
+
+
+def whole_epoch_ticks(ax) -> None:
+    """Ticks only at whole epochs (or steps): no 0.5-epoch labels between checkpoints."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _short(header: str) -> str:
     return header.replace("What'sUp ", "WU ").replace(" indiv", "\nindiv").replace(" pairs", "\npairs")
 
 
-def grouped_bars(rows: Sequence[Row], chance: Row | None, path: Path, title: str) -> Path:
-    """One group of bars per Table-5 column, one bar per row (starting weights and each run); chance as a dash."""
+def grouped_bars(
+    rows: Sequence[Row],
+    chance: Row | None,
+    path: Path,
+    title: str,
+    errors: Sequence[Sequence[float | None] | None] | None = None,
+) -> Path:
+    """One group of bars per Table-5 column, one bar per row (starting weights and each run, or each seed group's
+    mean); chance as a dash; `errors` (per row, per column: the sd over seeds) as error bars."""
     n = max(1, len(rows))
     width = 0.8 / n
     fig, ax = plt.subplots(figsize=(max(10, 1.1 * len(COLUMNS) + 0.12 * n * len(COLUMNS)) + 3, 5.5))
@@ -39,10 +73,15 @@ def grouped_bars(rows: Sequence[Row], chance: Row | None, path: Path, title: str
     for i, row in enumerate(rows):
         xs = [c + (i - (n - 1) / 2) * width for c in range(len(COLUMNS))]
         present = [(x, v) for x, v in zip(xs, row.values, strict=True) if v is not None]
+        sd = errors[i] if errors is not None and i < len(errors) and errors[i] is not None else None
         if present:
+            yerr = None
+            if sd is not None:
+                yerr = [s or 0.0 for s, v in zip(sd, row.values, strict=True) if v is not None]
             bars = ax.bar(
-                [x for x, _ in present], [v for _, v in present], width, label=row.label, color=cmap(i % cmap.N)
-            )
+                [x for x, _ in present], [v for _, v in present], width, label=row.label, color=cmap(i % cmap.N),
+                yerr=yerr, capsize=2 if yerr else 0, error_kw={"elinewidth": 0.8},
+            )  # fmt: skip
             # Printed values tell a real 0.0 apart from a missing result.
             ax.bar_label(bars, fmt="%.1f", fontsize=6, rotation=90, padding=2)
         else:  # keep the row in the legend, so its "n/a" marks can be told apart
@@ -78,12 +117,21 @@ def accuracy_by_epoch(curves: Sequence[Curve], chance: Row | None, path: Path, t
             if pts:
                 ax.plot([x for x, _ in pts], [v for _, v in pts], "o-", ms=3, color=cmap(i % cmap.N), label=curve.run)
                 drawn = True
+            band = [
+                (x, values[c], sd[c])
+                for (x, values), sd in zip(curve.points, curve.spread, strict=False)
+                if values[c] is not None and sd[c] is not None
+            ]
+            if band:
+                ax.fill_between([x for x, _, _ in band], [v - s for _, v, s in band], [v + s for _, v, s in band],
+                                color=cmap(i % cmap.N), alpha=0.2, linewidth=0)  # fmt: skip
         if not drawn:
             ax.text(0.5, 0.5, "no results", transform=ax.transAxes, ha="center", va="center", color="0.4")
         if chance is not None and chance.values[c] is not None:
             ax.axhline(chance.values[c], color="black", linestyle="--", linewidth=1)
         ax.set_title(COLUMNS[c][0], fontsize=9)
         ax.set_ylim(0, 100)
+        whole_epoch_ticks(ax)
         ax.grid(alpha=0.3)
     x_label = curves[0].x_label if curves else "epoch"
     for ax in axes[-1]:
@@ -120,6 +168,7 @@ def run_by_epoch(curve: Curve, chance: Row | None, path: Path) -> Path:
     if not any(v is not None for _, values in curve.points for v in values):
         ax.text(0.5, 0.5, "no results yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
     ax.set_xlabel(curve.x_label)
+    whole_epoch_ticks(ax)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"{curve.run} (dotted: random chance)")

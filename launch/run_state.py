@@ -2,7 +2,8 @@
 
 A run is trained when one of its checkpoints has reached the total step count (from the shards' sizes.json,
 the global batch, epochs and max_steps); evaluated when every checkpoint, the starting weights included, has a
-result for every benchmark asked for. Re-running a sweep skips `done` runs, evaluates `trained` ones and
+result with metrics for every benchmark asked for (a result file without metrics, say from an eval that found no
+items, is not a result). Re-running a sweep skips `done` runs, evaluates `trained` ones and
 resumes the rest with train.resume=latest (a fresh start when there is no checkpoint yet).
 """
 
@@ -87,13 +88,24 @@ def newest_step(run_dir: Path) -> int:
     return int(json.loads((found[-1] / STATE).read_text())["step"]) if found else 0
 
 
+def has_result(folder: Path, benchmark: str, label_fixes: str) -> bool:
+    """A result scored with these label fixes that holds metrics (an empty or missing `metrics` is no result)."""
+    from eval.report import read_result
+    from eval.run import is_scored
+
+    if not is_scored(folder, benchmark, label_fixes):
+        return False
+    metrics = (read_result(folder, benchmark) or {}).get("metrics")
+    return isinstance(metrics, dict) and bool(metrics)
+
+
 def missing_results(run_dir: Path, benchmarks: Sequence[str], label_fixes: str) -> int:
     """(checkpoint, benchmark) pairs without a result, counting the starting weights (step_0)."""
-    from eval.run import is_scored, run_checkpoints
+    from eval.run import run_checkpoints
 
     eval_dir = run_dir / "eval"
     return sum(
-        not is_scored(eval_dir / checkpoint.name, benchmark, label_fixes)
+        not has_result(eval_dir / checkpoint.name, benchmark, label_fixes)
         for checkpoint in run_checkpoints(run_dir)
         for benchmark in benchmarks
     )

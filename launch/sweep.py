@@ -4,12 +4,18 @@
     python -m launch.sweep launch/sweeps/paper_table5.yaml --backend slurm --dry-run   # print the sbatch scripts
     python -m launch.sweep paper_table5 --backend slurm --partition gpu --time 48:00:00 --gpus-per-run 4
     python -m launch.sweep tiny_grid --status                                          # states only, runs nothing
+    python -m launch.sweep paper_table5 --estimate [--gpu h100] [--utilisation 0.4] [--out cost.json]  # GPU-hours
 
-Every run's config is validated up front (all problems at once). A run trained to its last step and evaluated
+Every run's config is validated up front (all problems at once), and so are the folders it needs: a missing or
+empty shard folder of a run still to train stops the sweep before anything starts, and is a warning in a --dry-run
+or --status (the data may be built later). A missing eval.data_root is a warning (eval may run elsewhere). A run
+trained to its last step and evaluated
 is skipped, a trained one is only evaluated, any other resumes from its latest checkpoint (or starts). The
 sweep folder (--output-dir, else the file's output_dir, else runs/<name>) holds the run folders, manifest.json
 and manifest.md (runs, commands, states), logs/ and, for slurm, the submitted scripts in slurm/.
 Trailing key=value overrides apply to every run (after the sweep file's own values).
+--estimate prints each run's FLOPs per sample and part and the sweep's GPU-hours with and without the feature
+caches, a cache shared by several runs counted once (train/cost.py), and runs nothing.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from launch.commands import eval_argv, shell_line, train_argv
-from launch.plan import SweepPlan, plan_sweep, sweep_dir_of
+from launch.plan import SweepPlan, grouped_by_problem, plan_sweep, sweep_dir_of
 from launch.run_state import Action, RunStatus, run_status
 from launch.sweep_config import SweepSpec, load_sweep, sweep_path
+from train.cost import add_cost_options
 from train.typed_config import ConfigError
 
 EXIT_CONFIG = 2
@@ -48,6 +55,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--time", help="slurm time limit per training task, e.g. 48:00:00")
     parser.add_argument("--signal-seconds", type=int, help="slurm: USR1 this long before the time limit")
     parser.add_argument("--no-eval", action="store_true", help="train only")
+    parser.add_argument(
+        "--estimate", action="store_true", help="print the compute cost (FLOPs, GPU-hours) of every run and exit"
+    )
+    add_cost_options(parser)
     return parser.parse_intermixed_args(argv)
 
 
@@ -82,6 +93,8 @@ def status_table(plan: SweepPlan, statuses: dict[str, RunStatus]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     source = sweep_path(args.sweep)
+    if args.estimate:
+        return _estimate(source, args)
     try:
         spec = with_cli_options(load_sweep(source), args)
         slot_list = None
@@ -96,14 +109,52 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         print(f"sweep: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        return _run(plan, spec, args, slot_list)
+    except OSError as err:  # e.g. --output-dir is a file, or a folder that cannot be written
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"sweep: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
 
+
+def _estimate(source: Path, args: argparse.Namespace) -> int:
+    """--estimate: the sweep's runs resolved as for training (no backend, no eval checks), then train.cost."""
+    from train.cost import check_utilisation, estimate_sweep, format_sweep, gpu_peak, write_json
+
+    try:
+        gpu_peak(args.gpu, "bf16")
+        check_utilisation(args.utilisation)
+        spec = with_cli_options(load_sweep(source), args)
+        plan = plan_sweep(spec, source, sweep_dir_of(spec, args.output_dir), args.overrides, evaluate=False)
+        runs = [(run.name, run.recipe, run.cfg) for run in plan.runs]
+        estimate = estimate_sweep(
+            spec.name, runs, processes=spec.resources.processes, gpu=args.gpu, utilisation=args.utilisation
+        )
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"sweep: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(format_sweep(estimate))
+    if args.out:
+        write_json(args.out, estimate.to_json())
+    return 0
+
+
+def _run(plan: SweepPlan, spec: SweepSpec, args: argparse.Namespace, slot_list) -> int:
     benchmarks = spec.eval.benchmarks or None
     statuses = {run.name: run_status(run.cfg, benchmarks, spec.eval.enabled) for run in plan.runs}
+    will_train = [r for r in plan.runs if statuses[r.name].action in (Action.TRAIN, Action.RESUME)]
+    will_eval = [r for r in plan.runs if statuses[r.name].action != Action.SKIP] if spec.eval.enabled else []
+    missing = grouped_by_problem(will_train)
+    if missing and not (args.dry_run or args.status):
+        print(f"sweep: {ConfigError(str(plan.source), missing)}", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in [*missing, *grouped_by_problem(will_eval, "path_warnings")]:
+        print(f"sweep: warning: {warning}", file=sys.stderr)
     print(f"sweep {spec.name}: {len(plan.runs)} runs in {plan.sweep_dir} (W&B group {spec.name})")
     print(status_table(plan, statuses))
     if args.status:
         return 0
-    to_train = [r for r in plan.runs if statuses[r.name].action in (Action.TRAIN, Action.RESUME)]
+    to_train = will_train
     to_eval = [r for r in plan.runs if statuses[r.name].action == Action.EVAL] if spec.eval.enabled else []
     if not to_train and not to_eval:
         print("sweep: every run is trained and evaluated; nothing to do")

@@ -12,22 +12,22 @@
 
 The mapping sections (overrides, grid, zip) have dotted recipe keys, which the typed loader cannot hold, so they
 are checked here; everything else goes through `train.typed_config.build`. Every problem of a file is reported
-together with its key path.
+together with its key path; a key given twice in the file is an error (train.yaml_loading).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from models.config import Problem
 from train.config import Benchmark
 from train.typed_config import ConfigError, build
+from train.yaml_loading import load_yaml_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = ROOT / "recipes"
@@ -158,12 +158,12 @@ def sweep_path(sweep: str | Path) -> Path:
 def load_sweep(path: str | Path) -> SweepSpec:
     """Sweep YAML -> SweepSpec, or ConfigError listing every problem of the file."""
     path = sweep_path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(str(path), ["sweep file not found"]) from None
-    except yaml.YAMLError as err:
-        raise ConfigError(str(path), [f"not valid YAML: {err}"]) from None
+    if not path.exists() and path.parent == SWEEPS_DIR:  # a bare name: say which names exist
+        names = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+        close = difflib.get_close_matches(path.stem, names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"shipped sweeps: {', '.join(names)}"
+        raise ConfigError(str(path), [f"sweep file not found; {hint}"])
+    data = load_yaml_file(path, "sweep")
     if not isinstance(data, Mapping):
         raise ConfigError(str(path), ["top level: expected a mapping of keys"])
     problems: list[str] = []

@@ -2,10 +2,14 @@
 
 Owned by the model library so that `models` never needs the training app; `train.config` composes it.
 Cross-field checks return `Problem`s (key paths relative to the dataclass), collected by the loader.
+`ModelConfig.name_problems()` checks the model name against the known models; it is kept out of `problems()`
+because it may import open_clip (seconds), and only for a name that is no preset.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -38,7 +42,10 @@ class LLM2VecConfig:
     base_model: str = ""  # HF name or local folder of the LLM (paper: McGill-NLP/LLM2Vec-Llama-2-7b-chat-hf-mntp)
     peft_adapter: str = ""  # PEFT adapter name or folder loaded on top of base_model ("" = none)
     pooling: Literal["mean", "weighted_mean", "eos_token", "bos_token"] = "mean"  # paper: mean
-    max_length: int = 512  # tokens per caption; longer captions are truncated
+    max_length: int = 512  # tokens per text: chat template + instruction + caption (captions cut to doc_max_length)
+    # Caption tokens kept, cut by words as LLM2Vec.encode does (the template is kept); 0 = llm2vec's own (400, or
+    # the model's llm2vec_config.json), lowered where the template and instruction would not fit in max_length.
+    doc_max_length: int = 0
     instruction: str = ""  # query instruction prepended by llm2vec ("" = plain captions, as the paper)
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"  # the frozen LLM's weights and activations
     # Captions per forward pass of the frozen LLM (0 = the whole batch): bounds its activation memory (for a 7B
@@ -47,6 +54,8 @@ class LLM2VecConfig:
 
     def problems(self) -> list[Problem]:
         out = [Problem(("max_length",), "must be > 0")] if self.max_length <= 0 else []
+        if self.doc_max_length < 0:
+            out.append(Problem(("doc_max_length",), "must be >= 0 (0 = llm2vec's own)"))
         if self.chunk_size < 0:
             out.append(Problem(("chunk_size",), "must be >= 0 (0 = the whole batch in one pass)"))
         return out
@@ -54,10 +63,12 @@ class LLM2VecConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ConnectorConfig:
-    hidden_dim: int = 4096  # width of the mlp2 connector (Linear, GELU, Linear), as LLaVA-1.5's projector
+    # Hidden width of the mlp2 connector Linear(in, hidden), GELU, Linear(hidden, out). 0 = the output width:
+    # LLaVA-1.5's mlp2x_gelu, Linear(in, out), GELU, Linear(out, out), the design the paper says it follows.
+    hidden_dim: int = 0
 
     def problems(self) -> list[Problem]:
-        return [Problem(("hidden_dim",), "must be > 0")] if self.hidden_dim <= 0 else []
+        return [Problem(("hidden_dim",), "must be >= 0 (0 = LLaVA-1.5's design)")] if self.hidden_dim < 0 else []
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +90,9 @@ class TextTowerConfig:
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     name: str = "tiny-clip"  # a models.MODELS preset (clip-vit-l14-336, siglip-vit-l16-384, tiny-*) or open_clip name
-    pretrained: str = ""  # open_clip pretrained tag (openai, webli) or a local weights file; "" = the preset's own
+    # open_clip pretrained tag (openai, webli), a local weights file or folder (a preset's file gets its tag's
+    # preprocessing), or "random" (full size, seeded random init, no download); "" = the preset's own tag
+    pretrained: str = ""
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)  # image encoder freezing
     text: TextTowerConfig = field(default_factory=TextTowerConfig)  # text encoder choice and freezing
     grad_checkpointing: bool = False  # recompute activations in backward to save memory on unlocked towers
@@ -89,3 +102,69 @@ class ModelConfig:
         if image_frozen and self.text.tower == "native" and self.text.locked:
             return [Problem(("image.locked", "text.locked"), "both towers are frozen: nothing would train")]
         return []
+
+    def name_problems(self) -> list[Problem]:
+        """`name` is a preset, a tiny stand-in, an hf-hub:/local-dir: source or an open_clip architecture (then with
+        a `pretrained` tag of it, a weights file or folder, or "random"), else what it might have meant; a preset's
+        `pretrained`, when given, is a tag of its architecture, a file or folder, or "random". open_clip is imported
+        (lazily) only for a name that is no preset or a preset with another tag. A `pretrained` path that does not
+        exist is a file check, left to train.config.path_problems."""
+        from models.open_clip_models import PAPER_MODELS, RANDOM, SCHEMAS
+        from models.tiny_open_clip import TINY_OPEN_CLIP
+
+        if self.name in TINY_OPEN_CLIP:
+            return []
+        if self.name in PAPER_MODELS:  # `pretrained` overrides the preset's tag: another tag, a file or "random"
+            given = self.pretrained
+            if not given or given == RANDOM or names_a_file(given) or os.path.exists(given):
+                return []
+            import open_clip
+
+            architecture = PAPER_MODELS[self.name].open_clip_name
+            if open_clip.get_pretrained_cfg(architecture, given):
+                return []
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(architecture))
+            return [
+                Problem(
+                    ("pretrained",),
+                    f"{given!r} is not a tag of {self.name} ({architecture}: {tags}), a weights file or folder, "
+                    f"nor {RANDOM!r}",
+                )
+            ]
+        if self.name.startswith(SCHEMAS):
+            if self.pretrained:
+                return [Problem(("name", "pretrained"), f"{self.name} loads its own weights: leave pretrained empty")]
+            return []
+        import open_clip
+
+        architectures = open_clip.list_models()
+        architecture = self.name.replace("/", "-")
+        if architecture not in architectures:
+            close = difflib.get_close_matches(self.name, [*PAPER_MODELS, *TINY_OPEN_CLIP, *architectures], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            return [
+                Problem(
+                    ("name",),
+                    f"unknown model {self.name!r}; {hint}use a preset ({', '.join(PAPER_MODELS)}), a tiny stand-in "
+                    f"({', '.join(TINY_OPEN_CLIP)}), an open_clip model name (open_clip.list_models(), e.g. ViT-B-32) "
+                    "or an hf-hub:/local-dir: source",
+                )
+            ]
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"
+        choices = f"one of its tags ({tags}), a local weights file or folder, or {RANDOM!r}"
+        if not self.pretrained:
+            return [
+                Problem(
+                    ("name", "pretrained"), f"{self.name} is an open_clip architecture without a preset: set {choices}"
+                )
+            ]
+        known = self.pretrained == RANDOM or bool(open_clip.get_pretrained_cfg(architecture, self.pretrained))
+        if not known and not names_a_file(self.pretrained) and not os.path.exists(self.pretrained):
+            return [Problem(("pretrained",), f"{self.pretrained!r} is not {choices}")]
+        return []
+
+
+def names_a_file(pretrained: str) -> bool:
+    """Whether `model.pretrained` is meant as a weights file or folder (a path, or a name with a suffix), not a tag
+    (open_clip's tags have neither)."""
+    return "/" in pretrained or os.sep in pretrained or bool(os.path.splitext(pretrained)[1])

@@ -6,11 +6,21 @@ so the model computes exactly what open_clip computes; only the text input is a 
 
 from __future__ import annotations
 
+import math
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.freezing import keep_frozen_in_eval
 from models.native_text import ClipTextTower, CustomTextTower
+
+LOG_100 = math.log(100)  # CLIP's clamp of the logit scale: an inverse temperature of at most 100
+
+
+def logit_scale_ceiling(initial: float) -> float:
+    """The clamp for a finetuned logit scale: log(100) as CLIP, or the pretrained value where that is higher
+    (SigLIP's learned scale exceeds 100; clamping it to log(100) would change the model before any step)."""
+    return max(LOG_100, float(initial))
 
 
 class ContrastiveModel(nn.Module):
@@ -26,6 +36,14 @@ class ContrastiveModel(nn.Module):
         self.text_tower = text_tower  # tokenizer dict -> (B, D)
         self.logit_scale = logit_scale  # log of the inverse temperature, as open_clip
         self.register_parameter("logit_bias", logit_bias)  # SigLIP's bias; None for CLIP
+        # The ceiling to clamp logit_scale to while training: max(log 100, its value at build). A plain float, fixed
+        # here, so a resumed run clamps as the original; a model on the meta device (memory estimates) gets log 100.
+        self.max_logit_scale = LOG_100 if logit_scale.is_meta else logit_scale_ceiling(logit_scale.detach().max())
+
+    @property
+    def connector(self) -> nn.Module | None:
+        """The trainable connector of an LLM2Vec text tower (log its gradient norm), None for a native tower."""
+        return getattr(self.text_tower, "connector", None)
 
     def encode_image(self, pixels: Tensor, normalize: bool = True) -> Tensor:
         features = self.image_tower(pixels)

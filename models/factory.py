@@ -1,14 +1,15 @@
 """build_model: a ModelConfig -> the model with its transforms and tokenizer, so eval cannot drift from training.
 
 MODELS maps each preset to the function that loads its open_clip parts; any other open_clip model name works too
-(with `pretrained` a tag or a local file). The text tower is then the model's own or an LLM2Vec tower, and the
-freezing of the recipe is applied.
+(with `pretrained` a tag, a local file or folder, or "random"). The text tower is then the model's own or an LLM2Vec
+tower, and the freezing of the recipe is applied. `ModelBundle.notes` says what a run log should show about the
+build (random weights, stand-in tokenizers, preprocessing taken from a tag).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from models.config import ModelConfig
 from models.contrastive import ContrastiveModel
 from models.freezing import freeze, lock_image_tower
 from models.native_text import NativeTokenizer, native_text_tower
-from models.open_clip_models import PAPER_MODELS, OpenClipParts, is_open_clip_name, load_open_clip
+from models.open_clip_models import PAPER_MODELS, RANDOM, OpenClipParts, is_open_clip_name, load_open_clip
 from models.tiny_open_clip import TINY_OPEN_CLIP, load_tiny_open_clip, tiny_open_clip_folder
 
 if TYPE_CHECKING:
@@ -35,20 +36,25 @@ class ModelBundle:
     preprocess_eval: Callable[[Image.Image], torch.Tensor]  # resize + center crop (or squash), normalize
     tokenizer: Callable[[Sequence[str]], dict[str, torch.Tensor]]  # always a dict of tensors for model.encode_text
     info: dict[str, Any]  # what was built, JSON-able
+    notes: list[str] = field(default_factory=list)  # lines for the run log: random weights, stand-ins, ...
 
 
 def build_paper_model(preset: str, pretrained: str, cache_dir: Path) -> OpenClipParts:
-    """A PAPER_MODELS preset through open_clip; `pretrained` overrides its tag (a tag or a local file)."""
+    """A PAPER_MODELS preset through open_clip; `pretrained` overrides its tag (a tag, a local file or folder, or
+    "random"); a file, folder or "random" gets the preprocessing of the preset's own tag."""
     entry = PAPER_MODELS[preset]
-    parts = load_open_clip(entry.open_clip_name, pretrained or entry.pretrained, label=preset)
-    parts.info = {"open_clip_model": entry.open_clip_name, "pretrained": pretrained or entry.pretrained}
+    parts = load_open_clip(
+        entry.open_clip_name, pretrained or entry.pretrained, label=preset, tag=entry.pretrained, cache_dir=cache_dir
+    )
+    parts.info = {"open_clip_model": entry.open_clip_name, "pretrained": pretrained or entry.pretrained, **parts.info}
     return parts
 
 
 def build_tiny_model(preset: str, pretrained: str, cache_dir: Path) -> OpenClipParts:
-    """A tiny stand-in from its cache folder; `pretrained` = an open_clip checkpoint file loaded over it."""
+    """A tiny stand-in from its cache folder; `pretrained` = an open_clip checkpoint file loaded over it ("random":
+    the folder's own weights, which are a seeded random init)."""
     spec = TINY_OPEN_CLIP[preset]
-    parts = load_tiny_open_clip(spec, pretrained, cache_dir)
+    parts = load_tiny_open_clip(spec, "" if pretrained == RANDOM else pretrained, cache_dir)
     folder = tiny_open_clip_folder(spec, cache_dir)
     parts.info = {
         "open_clip_model": f"local-dir:{folder}",
@@ -90,20 +96,24 @@ def build_model(cfg: ModelConfig, *, cache_dir: Path | None = None) -> ModelBund
         "embed_dim": embed_dim,
         "image_size": list(clip.visual.image_size),
         "preprocess": _plain(clip.visual.preprocess_cfg),
+        "max_logit_scale": None,  # set below, from the built model
         "image_locked": cfg.image.locked,
         "unlocked_last_blocks": cfg.image.unlocked_last_blocks,
         "text_tower": cfg.text.tower,
     }
+    notes = list(parts.notes)
     if cfg.text.tower == "native":
         text_tower, tokenizer = native_text_tower(clip), NativeTokenizer(parts.tokenizer)
         info.update(text_locked=cfg.text.locked, context_length=int(clip.context_length))
     else:
-        text_tower, tokenizer, info["llm2vec"] = _llm2vec_tower(cfg, embed_dim, cache)
+        text_tower, tokenizer, info["llm2vec"], llm_notes = _llm2vec_tower(cfg, embed_dim, cache)
+        notes += llm_notes
     model = ContrastiveModel(clip.visual, text_tower, clip.logit_scale, clip.logit_bias)
+    info["max_logit_scale"] = model.max_logit_scale
     apply_freezing(model, cfg)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    return ModelBundle(model.eval(), parts.preprocess_train, parts.preprocess_eval, tokenizer, info)
+    return ModelBundle(model.eval(), parts.preprocess_train, parts.preprocess_eval, tokenizer, info, notes)
 
 
 def check_config(cfg: ModelConfig) -> None:
@@ -121,13 +131,15 @@ def _open_clip_parts(cfg: ModelConfig, cache: Path) -> OpenClipParts:
             f"unknown model.name={cfg.name!r}: use a preset ({', '.join(MODELS)}) or any open_clip model name "
             "(open_clip.list_models(), e.g. ViT-B-32, or hf-hub:/local-dir: sources) with model.pretrained"
         )
-    parts = load_open_clip(cfg.name, cfg.pretrained)
-    parts.info = {"open_clip_model": cfg.name, "pretrained": cfg.pretrained}
+    parts = load_open_clip(cfg.name, cfg.pretrained, cache_dir=cache)
+    parts.info = {"open_clip_model": cfg.name, "pretrained": cfg.pretrained, **parts.info}
     return parts
 
 
-def _llm2vec_tower(cfg: ModelConfig, embed_dim: int, cache: Path) -> tuple[nn.Module, Callable, dict[str, Any]]:
-    from models.llm2vec_text import LLM2VecTextTower, LLM2VecTokenizer, load_llm2vec
+def _llm2vec_tower(
+    cfg: ModelConfig, embed_dim: int, cache: Path
+) -> tuple[nn.Module, Callable, dict[str, Any], list[str]]:
+    from models.llm2vec_text import LLM2VecTextTower, LLM2VecTokenizer, fit_doc_max_length, llm_notes, load_llm2vec
     from models.tiny_llm2vec import TINY_LLM2VEC, tiny_llm2vec_folder
 
     llm = cfg.text.llm2vec
@@ -135,6 +147,9 @@ def _llm2vec_tower(cfg: ModelConfig, embed_dim: int, cache: Path) -> tuple[nn.Mo
     encoder = load_llm2vec(
         source, peft_adapter=llm.peft_adapter, pooling=llm.pooling, max_length=llm.max_length, dtype=llm.dtype
     )
+    # llm2vec's encode() cuts each caption to doc_max_length tokens; ours does the same (LLM2VecTokenizer).
+    # 0 = llm2vec's own, capped so the chat template fits max_length.
+    encoder.doc_max_length = fit_doc_max_length(encoder, llm.instruction, llm.doc_max_length)
     tower = LLM2VecTextTower(encoder, embed_dim, cfg.text.connector.hidden_dim, chunk_size=llm.chunk_size)
     info = {
         "base_model": llm.base_model,
@@ -142,14 +157,16 @@ def _llm2vec_tower(cfg: ModelConfig, embed_dim: int, cache: Path) -> tuple[nn.Mo
         "peft_adapter": llm.peft_adapter,
         "llm_class": type(encoder.model).__name__,
         "llm_hidden_size": int(encoder.model.config.hidden_size),
+        "llm_layers": int(encoder.model.config.num_hidden_layers),
         "chat_template_name": encoder.model.config._name_or_path,  # what llm2vec picks its template by
         "pooling": llm.pooling,
         "max_length": llm.max_length,
+        "doc_max_length": encoder.doc_max_length,
         "instruction": llm.instruction,
         "dtype": llm.dtype,
-        "connector_hidden_dim": cfg.text.connector.hidden_dim,
+        "connector_hidden_dim": tower.connector[0].out_features,  # hidden_dim <= 0: = embed_dim (LLaVA-1.5's)
     }
-    return tower, LLM2VecTokenizer(encoder, llm.instruction), info
+    return tower, LLM2VecTokenizer(encoder, llm.instruction), info, llm_notes(encoder, source)
 
 
 def apply_freezing(model: ContrastiveModel, cfg: ModelConfig) -> None:

@@ -1,6 +1,7 @@
 """GPU memory per device for training a ContrastiveModel: an estimate before training starts, and whether it fits.
 
-    est = estimate_for_model(model, cfg.model, micro_batch=128, precision="bf16", num_processes=4, zero_stage=0)
+    est = estimate_for_model(model, cfg.model, micro_batch=128, precision="bf16", num_processes=4, zero_stage=0,
+                             accumulation=2)
     print(format_memory_estimate(est))
     problems = check_fits(est, device_total_bytes(accelerator.device))
 
@@ -27,6 +28,16 @@ image tower, micro-batch x texts per sample (2 with hard negatives) for the text
 towers' full lengths (the LLM's `max_length`, an upper bound). The connector, logit scale and the loss's logits
 are left out: each is well under 1% of the total.
 
+Gradient accumulation (train/finetune.py) runs in two passes: every micro-batch's features without gradients, the
+loss of the global batch on them, then each micro-batch again with gradients. So activations are those of ONE
+micro-batch whatever the accumulation, plus the features of the whole local batch and their gradients, kept from
+pass 1 through pass 2:
+
+    feature bytes = 2 x accumulation x micro_batch x (1 + texts per sample) x embed dim x 4
+
+(features and their gradients, counted at fp32; a few MiB even for the paper's batches: 512 x 3 x 1024 x 8 bytes is
+12 MiB). With accumulation 1 the step runs in one pass and keeps no such copy.
+
 Parameters are counted on the built model, or without building it on PyTorch's meta device (`model_on_meta`),
 which creates every parameter with its shape and dtype but no storage: a 7B LLM in two seconds and no memory.
 """
@@ -46,7 +57,7 @@ from models.config import LLM2VecConfig, ModelConfig
 from models.contrastive import ContrastiveModel
 from models.factory import apply_freezing, check_config
 from models.freezing import vit_layout
-from models.llm2vec_text import DTYPES, LLM2VecTextTower
+from models.llm2vec_text import DTYPES, RANDOM_LLM_ARCHS, LLM2VecTextTower
 from models.native_text import ClipTextTower, CustomTextTower, native_text_tower
 from models.open_clip_models import PAPER_MODELS, is_open_clip_name
 from models.parameters import PARTS
@@ -60,6 +71,8 @@ GIB = 1024**3
 GRADIENT_BYTES = 4  # per trainable parameter: fp32 gradients
 OPTIMIZER_BYTES = 8  # per trainable parameter: AdamW's exp_avg and exp_avg_sq, fp32
 ACTIVATION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}  # per activation value under the recipe's precision
+FEATURE_BYTES = 4  # per value of a feature (and of its gradient) kept between the two passes of accumulation
+MIB = 1024**2
 # Share of the device an estimate may not fill: the CUDA context, allocator fragmentation, the formula's error.
 DEFAULT_HEADROOM = 0.1
 
@@ -67,15 +80,7 @@ DEFAULT_HEADROOM = 0.1
 # is Llama-2-7b-chat-hf (dimensions of meta-llama/Llama-2-7b-chat-hf's config.json) with its LoRA merged.
 PAPER_LLM_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "McGill-NLP/LLM2Vec-Llama-2-7b-chat-hf-mntp": {
-        "model_type": "llama",
-        "hidden_size": 4096,
-        "intermediate_size": 11008,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 32,
-        "vocab_size": 32000,
-        "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-5,
+        k: v for k, v in RANDOM_LLM_ARCHS["llama-2-7b-chat"].config.items() if not k.endswith("_token_id")
     },
 }
 
@@ -138,6 +143,8 @@ class MemoryEstimate:
     zero_stage: int
     grad_checkpointing: bool
     notes: tuple[str, ...] = ()  # what the estimate could not count
+    accumulation: int = 1  # micro-batches per optimizer step and process (two passes when > 1)
+    feature_bytes: int = 0  # two-pass accumulation: the local batch's features and their gradients (0 in one pass)
 
     @property
     def weight_bytes(self) -> int:
@@ -157,7 +164,17 @@ class MemoryEstimate:
 
     @property
     def total_bytes(self) -> int:
-        return self.weight_bytes + self.gradient_bytes + self.optimizer_bytes + self.activation_bytes
+        return (
+            self.weight_bytes + self.gradient_bytes + self.optimizer_bytes + self.activation_bytes + self.feature_bytes
+        )
+
+
+def feature_cache_bytes(accumulation: int, micro_batch: int, texts_per_sample: int, embed_dim: int) -> int:
+    """Bytes two-pass accumulation keeps from pass 1 to pass 2: every local sample's image feature and text features
+    (captions and hard negatives) and the loss's gradients of them, at fp32; 0 for one pass (accumulation 1)."""
+    if accumulation <= 1:
+        return 0
+    return 2 * accumulation * micro_batch * (1 + texts_per_sample) * embed_dim * FEATURE_BYTES
 
 
 def estimate_training_memory(
@@ -169,10 +186,16 @@ def estimate_training_memory(
     zero_stage: int = 0,
     grad_checkpointing: bool = False,
     notes: Sequence[str] = (),
+    accumulation: int = 1,
+    texts_per_sample: int = 1,
+    embed_dim: int = 0,
 ) -> MemoryEstimate:
-    """Per-device bytes of each part: weights, gradients, AdamW states and activations of one micro-batch."""
-    if micro_batch <= 0 or num_processes <= 0:
-        raise ValueError(f"micro_batch={micro_batch} and num_processes={num_processes} must be > 0")
+    """Per-device bytes of each part: weights, gradients, AdamW states and activations of one micro-batch, plus
+    (accumulation > 1) the two-pass step's features of the local batch (`embed_dim` wide; 0 = not counted)."""
+    if micro_batch <= 0 or num_processes <= 0 or accumulation <= 0:
+        raise ValueError(
+            f"micro_batch={micro_batch}, num_processes={num_processes} and accumulation={accumulation} must be > 0"
+        )
     if precision not in ACTIVATION_BYTES:
         raise ValueError(f"precision={precision!r}: one of {sorted(ACTIVATION_BYTES)}")
     if zero_stage not in (0, 1, 2, 3):
@@ -207,7 +230,15 @@ def estimate_training_memory(
             )
         )
     return MemoryEstimate(
-        tuple(out), micro_batch, precision, num_processes, zero_stage, grad_checkpointing, tuple(notes)
+        tuple(out),
+        micro_batch,
+        precision,
+        num_processes,
+        zero_stage,
+        grad_checkpointing,
+        tuple(notes),
+        accumulation=accumulation,
+        feature_bytes=feature_cache_bytes(accumulation, micro_batch, texts_per_sample, embed_dim),
     )
 
 
@@ -244,11 +275,14 @@ def estimate_for_model(
     zero_stage: int = 0,
     *,
     texts_per_sample: int = 1,
+    accumulation: int = 1,
 ) -> MemoryEstimate:
     """The estimate for a built (or meta-device) ContrastiveModel, possibly wrapped by DDP.
 
     `precision` is the recipe's (fp32, bf16, fp16); `texts_per_sample` is 2 when hard negatives share the text
-    batch. Gradient checkpointing, the LLM's chunk size and caption length come from `model_cfg`.
+    batch; `accumulation` is the micro-batches per optimizer step and process (global batch // (micro-batch x
+    processes)): activations stay those of one micro-batch, the two-pass step adds the local batch's features.
+    Gradient checkpointing, the LLM's chunk size and caption length come from `model_cfg`.
     """
     while isinstance(getattr(model, "module", None), nn.Module):  # DDP / DeepSpeed wrappers
         model = model.module
@@ -271,6 +305,9 @@ def estimate_for_model(
                 f"{part} tower ({type(tower).__name__}) is not a transformer this knows: activations not counted"
             )
         specs.append(PartSpec(part=part, shape=shape, sequences_per_sample=per_sample, chunk=chunk, **counts))
+    embed_dim = _embed_dim(model)
+    if embed_dim == 0 and accumulation > 1:
+        notes.append("embedding width unknown: the two-pass step's features are not counted")
     return estimate_training_memory(
         specs,
         micro_batch=micro_batch,
@@ -279,7 +316,26 @@ def estimate_for_model(
         zero_stage=zero_stage,
         grad_checkpointing=model_cfg.grad_checkpointing,
         notes=notes,
+        accumulation=accumulation,
+        texts_per_sample=texts_per_sample,
+        embed_dim=embed_dim,
     )
+
+
+def _embed_dim(model: ContrastiveModel) -> int:
+    """Width of the shared embedding: the text tower's projection (native) or connector output (LLM2Vec), else the
+    image tower's `output_dim` (open_clip's ViT); 0 when neither is found."""
+    tower = model.text_tower
+    if isinstance(tower, LLM2VecTextTower):
+        linears = [m for m in tower.connector.modules() if isinstance(m, nn.Linear)]
+        if linears:
+            return linears[-1].out_features
+    projection = getattr(getattr(tower, "text", tower), "text_projection", None)
+    if isinstance(projection, nn.Linear):
+        return projection.out_features
+    if isinstance(projection, torch.Tensor) and projection.ndim == 2:
+        return int(projection.shape[-1])
+    return int(getattr(model.image_tower, "output_dim", 0) or 0)
 
 
 def _parameter_counts(model: nn.Module) -> dict[str, dict[str, int]]:
@@ -353,13 +409,21 @@ def estimate_for_config(
     zero_stage: int = 0,
     *,
     texts_per_sample: int = 1,
+    accumulation: int = 1,
     llm_config: PretrainedConfig | None = None,
     cache_dir: Path | None = None,
 ) -> MemoryEstimate:
     """The estimate before anything is loaded: the model of `model_cfg` built on the meta device."""
     model = model_on_meta(model_cfg, llm_config=llm_config, cache_dir=cache_dir)
     return estimate_for_model(
-        model, model_cfg, micro_batch, precision, num_processes, zero_stage, texts_per_sample=texts_per_sample
+        model,
+        model_cfg,
+        micro_batch,
+        precision,
+        num_processes,
+        zero_stage,
+        texts_per_sample=texts_per_sample,
+        accumulation=accumulation,
     )
 
 
@@ -377,13 +441,16 @@ def model_on_meta(
     cache = resolve_cache_dir(cache_dir)
     name = _open_clip_name(model_cfg, cache)
     embed_dim = open_clip.get_model_config(name)["embed_dim"]
+    llm = model_cfg.text.llm2vec
+    if model_cfg.text.tower == "llm2vec" and llm_config is None:
+        # Outside the meta context: reading the architecture may first have to build a tiny stand-in folder on disk.
+        llm_config = llm_architecture(llm.base_model, cache)
     with torch.device("meta"):  # construction itself allocates nothing
         clip = open_clip.create_model(name, pretrained=None, load_weights=False, device="meta")
         if model_cfg.text.tower == "native":
             text_tower = native_text_tower(clip)
         else:
-            llm = model_cfg.text.llm2vec
-            encoder = _llm2vec_on_meta(llm, llm_config or llm_architecture(llm.base_model, cache))
+            encoder = _llm2vec_on_meta(llm, llm_config)
             text_tower = LLM2VecTextTower(encoder, embed_dim, model_cfg.text.connector.hidden_dim, llm.chunk_size)
         model = ContrastiveModel(clip.visual, text_tower, clip.logit_scale, clip.logit_bias)
     apply_freezing(model, model_cfg)
@@ -394,6 +461,10 @@ def llm_architecture(base_model: str, cache_dir: Path | None = None) -> Pretrain
     """The HF config of an LLM2Vec base model, without its weights."""
     from transformers import CONFIG_MAPPING, AutoConfig
 
+    from models.llm2vec_text import random_llm_config
+
+    if (config := random_llm_config(base_model)) is not None:  # random:llama-2-7b-chat[:layers]
+        return config
     if base_model in PAPER_LLM_ARCHITECTURES:
         dims = dict(PAPER_LLM_ARCHITECTURES[base_model])
         return CONFIG_MAPPING[dims.pop("model_type")](**dims)
@@ -438,6 +509,7 @@ def format_memory_estimate(est: MemoryEstimate) -> str:
         f"GPU memory per device (estimate): micro-batch {est.micro_batch}, {est.precision}, "
         f"{est.num_processes} process{'es' if est.num_processes > 1 else ''}, ZeRO stage {est.zero_stage}, "
         f"gradient checkpointing {'on' if est.grad_checkpointing else 'off'}"
+        + (f", accumulation {est.accumulation}" if est.accumulation > 1 else "")
     )
     cols = f"{'part':<10} {'trainable':>13} {'frozen':>13} {'weights':>8} {'grads':>8} {'AdamW':>8} {'activ.':>8}"
     cols += f" {'total':>8}  activations kept"
@@ -455,8 +527,19 @@ def format_memory_estimate(est: MemoryEstimate) -> str:
         f"{'all':<10} {trainable:>13,} {frozen:>13,} {_gib(est.weight_bytes)} {_gib(est.gradient_bytes)} "
         f"{_gib(est.optimizer_bytes)} {_gib(est.activation_bytes)} {_gib(est.total_bytes)}  (GiB)"
     )
+    if est.accumulation > 1:
+        lines.append(f"note: {accumulation_note(est)} (in the total)")
     lines += [f"note: {note}" for note in est.notes]
     return "\n".join(lines)
+
+
+def accumulation_note(est: MemoryEstimate) -> str:
+    """What two-pass accumulation adds, in words (for accumulation > 1)."""
+    return (
+        f"two-pass accumulation: activations of one micro-batch of {est.micro_batch}; "
+        f"+{est.feature_bytes / MIB:.1f} MiB of features ({est.accumulation} x {est.micro_batch} samples' features "
+        "and their gradients)"
+    )
 
 
 def _gib(n: int) -> str:
@@ -483,8 +566,9 @@ def _items(est: MemoryEstimate) -> list[tuple[str, int, list[str]]]:
     """(what, bytes, how to shrink it) for every memory item of the estimate."""
     n, stage = est.num_processes, est.zero_stage
     micro = (
-        f"lower the micro-batch (per-device batch, now {est.micro_batch}; more gradient accumulation keeps the "
-        "global batch)"
+        f"lower the micro-batch (per-device batch, now {est.micro_batch} x accumulation {est.accumulation}; more "
+        "gradient accumulation keeps the global batch, and its two passes keep the activations of one micro-batch "
+        "only)"
     )
     checkpointing = [] if est.grad_checkpointing else ["turn on gradient checkpointing (model.grad_checkpointing)"]
     shard_state = (
@@ -512,6 +596,8 @@ def _items(est: MemoryEstimate) -> list[tuple[str, int, list[str]]]:
             (f"{p.part} trainable weights, gradients and AdamW states", state, [shard_state, *lock]),
             (f"{p.part} activations", p.activation_bytes, activation_remedies),
         ]
+    features = f"two-pass features of {est.accumulation} micro-batches"
+    out.append((features, est.feature_bytes, ["lower the accumulation (train.global_batch_size)"]))
     return out
 
 

@@ -2,12 +2,16 @@
 
 One table names exactly what each paper preset loads; everything goes through open_clip's own
 `create_model_and_transforms` / `get_tokenizer`, so model, transforms and tokenizer always belong together.
+A weights file (or folder) of a preset gets the preprocessing of the preset's tag, as if the tag had been named;
+`pretrained: random` builds the architecture at full size with a seeded random init and no download.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +38,17 @@ PAPER_MODELS: dict[str, OpenClipPreset] = {
     ),
 }
 SCHEMAS = ("hf-hub:", "local-dir:")  # open_clip names that carry their own weights; `pretrained` must stay empty
+RANDOM = "random"  # model.pretrained value: the architecture at full size with a seeded random init, no download
+RANDOM_INIT_SEED = 0
+# open_clip's file names for a model's weights inside a folder (a Hugging Face snapshot or push_to_hf_hub output).
+WEIGHTS_FILES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+)
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model")
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")  # what an open_clip tag sets for its transforms
 
 
 class WeightsUnavailableError(FileNotFoundError):
@@ -49,6 +64,7 @@ class OpenClipParts:
     preprocess_eval: Callable[[Any], torch.Tensor]
     tokenizer: Callable[[list[str]], torch.Tensor]  # open_clip's: texts -> (B, context_length) token ids
     info: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what a run log should say about this build (stand-ins, ...)
 
 
 def is_open_clip_name(name: str) -> bool:
@@ -57,28 +73,162 @@ def is_open_clip_name(name: str) -> bool:
     return name.startswith(SCHEMAS) or name.replace("/", "-") in open_clip.list_models()
 
 
-def load_open_clip(open_clip_name: str, pretrained: str, *, label: str = "") -> OpenClipParts:
-    """open_clip's model, transforms and tokenizer for `open_clip_name` with `pretrained` (a tag or a local file).
+def tag_preprocess(open_clip_name: str, tag: str) -> dict[str, Any]:
+    """The image preprocessing open_clip applies when `tag` is named: {mean, std, interpolation, resize_mode}.
 
-    `label` names the model in errors (the preset or recipe value the user wrote).
+    open_clip merges a tag's settings into the transforms only when the tag itself is passed as `pretrained`; a
+    weights file of the same model would get open_clip's defaults (CLIP's mean/std, resize + center crop).
+    """
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(open_clip_name, tag) if tag else {}
+    return {key: cfg[key] for key in PREPROCESS_KEYS if cfg.get(key) is not None}
+
+
+def implied_tag(open_clip_name: str) -> str:
+    """The tag whose preprocessing a weights file of this architecture gets: "" unless all its tags agree on it."""
+    import open_clip
+
+    if open_clip_name.startswith(SCHEMAS):
+        return ""
+    tags = open_clip.list_pretrained_tags_by_model(open_clip_name)
+    settings = {json.dumps(tag_preprocess(open_clip_name, tag), sort_keys=True) for tag in tags}
+    return tags[0] if len(settings) == 1 else ""
+
+
+def load_open_clip(
+    open_clip_name: str, pretrained: str, *, label: str = "", tag: str | None = None, cache_dir: Path | None = None
+) -> OpenClipParts:
+    """open_clip's model, transforms and tokenizer for `open_clip_name` with `pretrained`.
+
+    `pretrained`: an open_clip tag; a weights file or a folder holding one (a Hugging Face snapshot of the model);
+    or "random" (full size, seeded random init, no download). A file, folder or "random" gets the transforms of
+    `tag` (a preset's own tag; None: the tag all of the architecture's tags agree with), exactly as if the tag had
+    been named. The tokenizer is always the model's (open_clip.get_tokenizer), from the folder when it holds one;
+    with "random" a tokenizer that needs the hub and is not cached is replaced by a stand-in (see `notes`).
+    `label` names the model in errors (the preset or recipe value the user wrote); `cache_dir` holds stand-ins.
     """
     import open_clip
 
     label = label or open_clip_name
     _check_pretrained(open_clip_name, pretrained, label)
-    try:  # first: it is cheap, and for SigLIP it is a download too
-        tokenizer = open_clip.get_tokenizer(open_clip_name)
-    except OSError as err:
-        raise WeightsUnavailableError(_offline_message(open_clip_name, pretrained, label, err)) from err
+    notes: list[str] = []
+    is_tag = bool(pretrained) and bool(open_clip.get_pretrained_cfg(open_clip_name, pretrained))
+    weights = _weights_in(pretrained) if pretrained and not is_tag and pretrained != RANDOM else pretrained
+    force: dict[str, Any] = {}
+    if pretrained and not is_tag:
+        tag = implied_tag(open_clip_name) if tag is None else tag
+        force = tag_preprocess(open_clip_name, tag)
+        if force:
+            shown = ", ".join(f"{key} {value}" for key, value in force.items())
+            notes.append(f"preprocess: the {tag!r} tag's ({shown}), as when open_clip loads {tag!r}")
+        elif not open_clip_name.startswith(SCHEMAS):
+            notes.append(f"preprocess: open_clip's defaults (no single tag of {open_clip_name} to take them from)")
+    tokenizer = _tokenizer(open_clip_name, pretrained, label, cache_dir, notes)
     try:
-        model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
-            open_clip_name, pretrained=pretrained or None
-        )
+        with _seeded(pretrained == RANDOM):
+            model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
+                open_clip_name,
+                pretrained=None if pretrained == RANDOM else weights or None,
+                image_mean=force.get("mean"),
+                image_std=force.get("std"),
+                image_interpolation=force.get("interpolation"),
+                image_resize_mode=force.get("resize_mode"),
+            )
     except (RuntimeError, OSError) as err:
         if not _is_download_failure(err):
             raise
         raise WeightsUnavailableError(_offline_message(open_clip_name, pretrained, label, err)) from err
-    return OpenClipParts(model, preprocess_train, preprocess_eval, tokenizer)
+    if pretrained == RANDOM:
+        notes.insert(0, f"weights: random init (seed {RANDOM_INIT_SEED}) of {open_clip_name}, nothing pretrained")
+    parts = OpenClipParts(model, preprocess_train, preprocess_eval, tokenizer, notes=notes)
+    parts.info = {"preprocess_tag": pretrained if is_tag else tag if force else ""}
+    if weights and weights != pretrained:
+        parts.info["weights_file"] = weights
+    return parts
+
+
+@contextlib.contextmanager
+def _seeded(enabled: bool) -> Iterator[None]:
+    """A fixed random stream inside (every process builds the same random model), the caller's restored after."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        yield
+
+
+def _weights_in(pretrained: str) -> str:
+    """`pretrained` itself for a file; for a folder, its open_clip weights file."""
+    path = Path(pretrained)
+    if not path.is_dir():
+        return pretrained
+    for name in WEIGHTS_FILES:
+        if (path / name).is_file():
+            return str(path / name)
+    raise FileNotFoundError(
+        f"model.pretrained={pretrained} is a folder without open_clip weights (one of {', '.join(WEIGHTS_FILES)}); "
+        f"it holds {sorted(p.name for p in path.iterdir())[:20]}"
+    )
+
+
+def _tokenizer(open_clip_name: str, pretrained: str, label: str, cache_dir: Path | None, notes: list[str]) -> Any:
+    """The model's open_clip tokenizer, by name; for an HF tokenizer, from the `pretrained` folder (or the weights
+    file's folder, as in a Hugging Face snapshot) when that holds the tokenizer's files."""
+    import open_clip
+    from open_clip.tokenizer import HFTokenizer
+
+    text_cfg = (open_clip.get_model_config(open_clip_name) or {}).get("text_cfg", {})
+    folder = None
+    if pretrained and pretrained != RANDOM and os.path.exists(pretrained):
+        folder = Path(pretrained) if os.path.isdir(pretrained) else Path(pretrained).parent
+    if text_cfg.get("hf_tokenizer_name") and folder is not None:
+        if any((folder / name).is_file() for name in HF_TOKENIZER_FILES):
+            notes.append(f"tokenizer: {text_cfg['hf_tokenizer_name']}'s, from {folder}")
+            return HFTokenizer(
+                str(folder),
+                context_length=text_cfg.get("context_length"),
+                tokenizer_mode=text_cfg.get("tokenizer_mode"),
+                **text_cfg.get("tokenizer_kwargs", {}),
+            )
+    try:  # first: it is cheap, and for SigLIP it is a download too
+        return open_clip.get_tokenizer(open_clip_name)
+    except OSError as err:
+        if pretrained != RANDOM or not text_cfg.get("hf_tokenizer_name"):
+            raise WeightsUnavailableError(_offline_message(open_clip_name, pretrained, label, err)) from err
+    return standin_hf_tokenizer(text_cfg, cache_dir, notes)
+
+
+def standin_hf_tokenizer(text_cfg: dict[str, Any], cache_dir: Path | None, notes: list[str]) -> Any:
+    """open_clip's HFTokenizer over a SentencePiece-style BPE trained here, with the model's context length and
+    tokenizer settings and ids inside its vocabulary: for random weights whose real tokenizer needs the hub."""
+    from open_clip.tokenizer import HFTokenizer
+
+    from models.cache import build_once, resolve_cache_dir
+    from models.local_tokenizers import train_sentencepiece_style_tokenizer
+
+    folder = build_once(
+        resolve_cache_dir(cache_dir) / "standin-sentencepiece-tokenizer",
+        lambda out: train_sentencepiece_style_tokenizer().save_pretrained(out),
+        {"version": 1, "kind": "sentencepiece-style BPE", "vocab_size": 1000},
+    )
+    tokenizer = HFTokenizer(
+        str(folder),
+        context_length=text_cfg.get("context_length"),
+        tokenizer_mode=text_cfg.get("tokenizer_mode"),
+        **text_cfg.get("tokenizer_kwargs", {}),
+    )
+    vocab = len(tokenizer.tokenizer)
+    if text_cfg.get("vocab_size") and vocab > text_cfg["vocab_size"]:
+        raise ValueError(f"stand-in tokenizer vocabulary {vocab} exceeds the model's {text_cfg['vocab_size']}")
+    notes.append(
+        f"tokenizer: stand-in SentencePiece-style BPE (vocab {vocab} of the model's {text_cfg.get('vocab_size')}, "
+        f"context {text_cfg.get('context_length')}); the real one, {text_cfg['hf_tokenizer_name']}, needs the hub"
+    )
+    return tokenizer
 
 
 def _check_pretrained(open_clip_name: str, pretrained: str, label: str) -> None:
@@ -92,14 +242,17 @@ def _check_pretrained(open_clip_name: str, pretrained: str, label: str) -> None:
         tags = open_clip.list_pretrained_tags_by_model(open_clip_name)
         raise ValueError(
             f"model.name={label} is an open_clip architecture without a preset: set model.pretrained to one of its "
-            f"tags {tags} or to a local weights file"
+            f"tags {tags}, a local weights file or folder, or {RANDOM!r}"
         )
-    if open_clip.get_pretrained_cfg(open_clip_name, pretrained) or os.path.isfile(pretrained):
+    if pretrained == RANDOM or open_clip.get_pretrained_cfg(open_clip_name, pretrained) or os.path.exists(pretrained):
         return
     if Path(pretrained).suffix or os.sep in pretrained:
-        raise FileNotFoundError(f"model.pretrained={pretrained}: no such file")
+        raise FileNotFoundError(f"model.pretrained={pretrained}: no such file or folder")
     tags = open_clip.list_pretrained_tags_by_model(open_clip_name)
-    raise ValueError(f"model.pretrained={pretrained} is not an open_clip tag of {open_clip_name} {tags} nor a file")
+    raise ValueError(
+        f"model.pretrained={pretrained} is not an open_clip tag of {open_clip_name} {tags}, a file, a folder "
+        f"nor {RANDOM!r}"
+    )
 
 
 def _is_download_failure(err: BaseException) -> bool:
@@ -121,7 +274,12 @@ def _offline_message(open_clip_name: str, pretrained: str, label: str, err: Base
     if text_cfg.get("hf_tokenizer_name"):
         repos.append(f"tokenizer: Hugging Face repo {text_cfg['hf_tokenizer_name']}")
     needed = "".join(f"\n  - {repo}" for repo in repos)
-    tokenizer_note = " A tokenizer repo can only come from the cache." if text_cfg.get("hf_tokenizer_name") else ""
+    tokenizer_note = (
+        f" A tokenizer comes from the cache, or from its files ({', '.join(HF_TOKENIZER_FILES)}) in the folder given "
+        "as model.pretrained (or holding the weights file), as in a Hugging Face snapshot of the model."
+        if text_cfg.get("hf_tokenizer_name")
+        else ""
+    )
     return (
         f"model.name={label} (open_clip {open_clip_name!r}, pretrained={pretrained!r}) needs files that are not on "
         f"this machine and cannot be downloaded here:{needed}\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 # (part, parameter-name prefix), first match wins; covers every parameter of a ContrastiveModel.
@@ -34,3 +35,12 @@ def format_parameter_table(rows: list[dict]) -> str:
         lines.append(f"{row['part']:<10} {row['trainable']:>14,} {row['frozen']:>14,} {row['total']:>14,}")
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def grad_norm(module: nn.Module | None) -> float | None:
+    """The L2 norm of the gradients of `module`'s parameters (None when none has a gradient), e.g. of
+    `model.connector` after backward and before the optimizer step."""
+    if module is None:
+        return None
+    grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else None

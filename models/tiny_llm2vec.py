@@ -43,7 +43,9 @@ def _write_folder(folder: Path) -> None:
         eos_token_id=tokenizer.eos_token_id,
         **LLAMA_ARCH,
     )
-    with torch.random.fork_rng(devices=[]):  # seeded, without disturbing the caller's random stream
+    # Real tensors on the CPU even when called under a `torch.device("meta")` context; seeded, without disturbing
+    # the caller's random stream.
+    with torch.device("cpu"), torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED)
         model = LlamaModel(config)
     model.save_pretrained(folder)

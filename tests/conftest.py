@@ -1,12 +1,49 @@
-"""Shared fixtures: one small toy world (clean and dirty) generated once per test session."""
+"""Shared fixtures: one small toy world (clean and dirty) generated once per test session.
+
+Every cache a test run could read or fill (ours, Hugging Face's, W&B's, torch's, matplotlib's, XDG's) points at a
+fresh temporary folder, set here before anything else is imported, so the suite passes on a machine that has
+never run it and never passes only because an earlier run left files behind. Subprocesses inherit the variables.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import pytest
+_FRESH_HOME = Path(tempfile.mkdtemp(prefix="clipablate-tests-"))
+FRESH_CACHE_VARIABLES = {
+    "CLIPABLATE_CACHE": "clipablate",
+    "HF_HOME": "huggingface",
+    "HF_DATASETS_CACHE": "huggingface/datasets",
+    "TORCH_HOME": "torch",
+    "XDG_CACHE_HOME": "xdg-cache",
+    "XDG_CONFIG_HOME": "xdg-config",
+    "MPLCONFIGDIR": "matplotlib",
+    "TRITON_CACHE_DIR": "triton",
+    "WANDB_DIR": "wandb",
+    "WANDB_CACHE_DIR": "wandb-cache",
+    "WANDB_CONFIG_DIR": "wandb-config",
+    "WANDB_DATA_DIR": "wandb-data",
+}
+for _variable, _folder in FRESH_CACHE_VARIABLES.items():
+    os.environ[_variable] = str(_FRESH_HOME / _folder)
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is downloaded, ever
 
-from data_prep.toyworld import generate
+import pytest  # noqa: E402
+
+from data_prep.toyworld import generate  # noqa: E402
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_FRESH_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fresh_home() -> Path:
+    """The temporary folder that every cache variable of this test run points into."""
+    return _FRESH_HOME
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,10 +131,23 @@ def test_key_phrase_statistics_match_the_generators_own_count(world, clean_shard
         assert ours["instances_with_image"] == file_stats["instances_with_image"]
 
 
-def test_dirty_world_exercises_every_skip_reason_and_loses_nothing(dirty_world, dirty_shards):
+# Reasons the generated dirty world plants; the hostile ones (paths out of the image root, NUL bytes, pixel
+# bombs, unreadable files) are built by tests/test_hostile_input.py.
+GENERATED_REASONS = (
+    "no_image",
+    "missing_file",
+    "undecodable_image",
+    "empty_caption",
+    "malformed_item",
+    "duplicate_key",
+)
+
+
+def test_dirty_world_exercises_every_generated_skip_reason_and_loses_nothing(dirty_world, dirty_shards):
     out, manifest = dirty_shards
     counts = manifest["counts"]
-    assert all(counts["skipped"][r] > 0 for r in SKIP_REASONS), counts["skipped"]
+    assert set(GENERATED_REASONS) <= set(SKIP_REASONS) == set(counts["skipped"])
+    assert all(counts["skipped"][r] > 0 for r in GENERATED_REASONS), counts["skipped"]
     assert counts["samples_written"] + counts["skipped_total"] == counts["items_read"]
     assert counts["items_read"] == sum(len(v) for v in source_items(dirty_world).values())
     skipped = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
@@ -142,7 +156,7 @@ def test_dirty_world_exercises_every_skip_reason_and_loses_nothing(dirty_world, 
     # Each defect the generator planted is caught under the matching reason, and nothing else is.
     planted = json.loads((dirty_world / "manifest.json").read_text())["defect_counts"]
     text_only = sum("image" not in it for it in source_items(dirty_world)["mix665k"])
-    assert counts["skipped"] == {
+    assert counts["skipped"] == {r: 0 for r in SKIP_REASONS} | {
         "no_image": text_only,
         "missing_file": planted["missing_image"],
         "undecodable_image": planted["truncated_jpeg"] + planted["zero_byte_jpeg"],
@@ -235,3 +249,40 @@ def test_inspect_reports_what_the_manifest_says(clean_shards, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"{stats['samples']} samples" in result.stdout
     assert json.loads((tmp_path / "s.json").read_text())["samples"] == stats["samples"]
+
+
+def test_a_resume_over_records_without_sha256_completes_the_manifest(world, clean_shards, tmp_path):
+    """Shards finished by an older build_shards (records without size and sha256) are hashed once on resume."""
+    reference, _ = clean_shards
+    out = Path(shutil.copytree(reference, tmp_path / "old"))
+    record_file = out / ".build" / "000001.json"
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({k: v for k, v in record.items() if k not in ("bytes", "sha256")}))
+    manifest = convert(world, out, "--shard-size", "64")
+    assert output_digests(out) == output_digests(reference)
+    per_shard = manifest["shards"]["per_shard"]
+    assert per_shard == json.loads((reference / "manifest.json").read_text())["shards"]["per_shard"]
+    assert (
+        per_shard["llava-000001.tar"]["sha256"] == hashlib.sha256((out / "llava-000001.tar").read_bytes()).hexdigest()
+    )
+    assert json.loads(record_file.read_text())["sha256"] == per_shard["llava-000001.tar"]["sha256"]
+
+
+def test_workers_report_progress_in_batches_that_replay_to_the_same_counts(monkeypatch):
+    sent = []
+
+    class Events:
+        def put(self, event):
+            sent.append(event)
+
+    monkeypatch.setattr(build_shards, "PROGRESS_EVERY_S", 3600.0)  # nothing is due before the shard ends
+    report = build_shards._BatchedProgress(Events())
+    for reason in [None, "missing_file", None, "missing_file", "undecodable_image"]:
+        report(1, reason)
+    assert sent == []  # one event per interval, not one per item
+    report.flush()
+    assert sent == [(5, {"missing_file": 2, "undecodable_image": 1})]
+    calls = []
+    build_shards._replay(lambda done, reason: calls.append((done, reason)), *sent[0])
+    assert sum(done for done, _ in calls) == 5
+    assert sorted(reason for _, reason in calls if reason) == ["missing_file", "missing_file", "undecodable_image"]

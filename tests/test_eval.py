@@ -1,19 +1,22 @@
-"""Benchmark metrics against fake encoders whose right answers are known (eval.fake.TableScorer / OracleScorer)."""
+"""Benchmark metrics against fake encoders whose right answers are known (tests/eval_doubles.py)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
+from eval_doubles import OracleScorer, TableScorer
 
 from eval import mmvp_vlm, spatial_qa, whatsup
 from eval.benchmarks import BENCHMARKS, get_benchmark, run_benchmark
 from eval.common import first_argmax
-from eval.fake import OracleScorer, TableScorer
 
 PHRASES = {
     "on": "on",
@@ -110,7 +113,7 @@ def test_registry_matches_the_recipe_schema() -> None:
 
 def test_importing_eval_imports_neither_accelerate_nor_wandb() -> None:
     code = (
-        "import sys, eval.run, eval.benchmarks, eval.scoring, eval.report, eval.fake; "
+        "import sys, eval.run, eval.benchmarks, eval.scoring, eval.report; "
         "print(sorted(m for m in ('accelerate', 'wandb', 'open_clip') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -320,7 +323,7 @@ def mmvp_table(rows: list[tuple[int, str, str]], pairs: list[tuple[float, float,
     return TableScorer(table)
 
 
-def test_mmvp_strict_rule_per_type_and_relaxed(tmp_path: Path) -> None:
+def test_mmvp_official_rule_per_type_and_relaxed(tmp_path: Path) -> None:
     rows = [
         (3, "Color", "The ball is red"),
         (4, "Color", "The ball is blue"),
@@ -334,7 +337,7 @@ def test_mmvp_strict_rule_per_type_and_relaxed(tmp_path: Path) -> None:
     write_mmvp(tmp_path, rows)
     pairs = [
         (0.5, 0.1, 0.2, 0.4),  # correct; relaxed 0.4 > -0.2
-        (0.3, 0.1, 0.3, 0.4),  # s(i1,t1) == s(i2,t1): a tie is wrong (strict); relaxed 0.2 > -0.1
+        (0.3, 0.1, 0.3, 0.4),  # s(i1,t1) == s(i2,t1): a tie on the first statement is wrong; relaxed 0.2 > -0.1
         (0.4, 0.35, 0.3, 0.2),  # t2 picks i1: wrong; relaxed 0.05 > 0.1 fails
         (0.5, 0.1, 0.1, 0.5),  # correct
     ]
@@ -342,26 +345,133 @@ def test_mmvp_strict_rule_per_type_and_relaxed(tmp_path: Path) -> None:
     assert [e["id"] for e in result.examples] == ["3-4", "1-2", "5-6", "7-8"]  # file order, not sorted
     assert [e["correct"] for e in result.examples] == [True, False, False, True]
     assert [e["relaxed_correct"] for e in result.examples] == [True, True, False, True]
-    assert result.examples[1]["prediction"] == [1, 1]  # the tie picks the wrong image under the strict rule
+    assert result.examples[1]["prediction"] == [1, 1]  # the tie goes to image 2, the wrong one for t1
     m = result.metrics
     assert (m["pairs/color"], m["pairs/camera_perspective"], m["pairs/mean"]) == (50.0, 50.0, 50.0)
     assert (m["relaxed_pairs/color"], m["relaxed_pairs/camera_perspective"], m["relaxed_pairs/mean"]) == (100, 50, 75)
     assert result.examples[0]["texts"] == ["a photo of The ball is red", "a photo of The ball is blue"]
     assert result.examples[0]["images"] == ["MMVP_VLM/Color/3.jpg", "MMVP_VLM/Color/4.jpg"]
     assert result.chance["pairs/mean"] == 25.0 and result.chance["relaxed_pairs/mean"] == 50.0
-    assert "a tie is wrong" in result.details["tie_rule"]
+    assert result.details["tie_rule"] == mmvp_vlm.TIE_RULE and "a tie goes to image 2" in mmvp_vlm.TIE_RULE
     assert result.details["counts"] == {"rows": 8, "pairs": 4, "patterns": 2}
 
 
+def official_mmvp_pairs(csv_path: Path, score: Callable[[int, int], float]) -> list[bool]:
+    """scripts/evaluate_vlm.py of the MMVP repository, its comparisons kept as written: per text a softmax over
+    the two images (CLIP's logit scale 100, float32 as the script's torch tensors), `"img1" if p > 0.5 else "img2"`,
+    the truth by Question ID parity. `score(image_qid, text_qid)` is the cosine similarity."""
+    with open(csv_path, newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        outcomes = []
+        for row in reader:
+            qid1 = int(row[0])
+            qid2 = int(next(reader)[0])
+            preds = []
+            for text in (qid1, qid2):
+                logits = 100.0 * torch.tensor([score(qid1, text), score(qid2, text)], dtype=torch.float32)
+                img1_score = logits.softmax(dim=-1).numpy()[0]
+                preds.append("img1" if img1_score > 0.5 else "img2")
+            gt1 = "img1" if qid1 % 2 == 1 else "img2"
+            gt2 = "img1" if qid2 % 2 == 1 else "img2"
+            outcomes.append(preds[0] == gt1 and preds[1] == gt2)
+    return outcomes
+
+
+def test_mmvp_ties_follow_the_official_script(tmp_path: Path) -> None:
+    """Exact ties: on the first statement wrong, on the second correct, as the official `p > 0.5 else img2`."""
+    rows = [(q, "State", f"statement {q}") for q in range(1, 11)]
+    write_mmvp(tmp_path, rows)
+    pairs = [  # s(i1,t1), s(i1,t2), s(i2,t1), s(i2,t2)
+        (0.5, -0.5, -0.5, 0.5),  # no tie: correct
+        (0.5, -0.5, 0.5, 0.5),  # tie on t1: image 2 picked for t1, wrong
+        (0.5, 0.5, -0.5, 0.5),  # tie on t2: image 2 picked for t2, correct
+        (0.5, 0.5, 0.5, 0.5),  # ties on both: wrong (t1)
+        (0.5, 0.5, -0.5, -0.5),  # t2 picks image 1: wrong
+    ]
+    # Every image vector is (+-0.5, +-0.5, 0.5 on a padding text, 0.5 on its own axis): unit norm exactly, so each
+    # cosine is exactly +-0.5 and equal table entries tie bit for bit.
+    table = {}
+    for (q1, kind, st1), (q2, _, st2), (s11, s12, s21, s22) in zip(rows[::2], rows[1::2], pairs, strict=True):
+        t1, t2 = "a photo of " + st1, "a photo of " + st2
+        table[f"{kind}/{q1}.jpg"] = {t1: s11, t2: s12, "padding": 0.5}
+        table[f"{kind}/{q2}.jpg"] = {t1: s21, t2: s22, "padding": 0.5}
+    result = run_benchmark("mmvp_vlm", TableScorer(table), tmp_path)
+    assert [e["scores"] for e in result.examples] == [[[a, b], [c, d]] for a, b, c, d in pairs]  # exact
+    assert [e["prediction"] for e in result.examples] == [[0, 1], [1, 1], [0, 1], [1, 1], [0, 0]]
+    assert [e["correct"] for e in result.examples] == [True, False, True, False, False]
+    by_qid = {}
+    for example in result.examples:
+        q1, q2 = map(int, example["id"].split("-"))
+        for i, image in enumerate((q1, q2)):
+            for t, text in enumerate((q1, q2)):
+                by_qid[image, text] = example["scores"][i][t]
+    official = official_mmvp_pairs(tmp_path / "MMVP_VLM" / "Questions.csv", lambda i, t: by_qid[i, t])
+    assert official == [e["correct"] for e in result.examples]
+    assert result.metrics["pairs/state"] == 40.0
+
+
 def test_mmvp_pairs_are_consecutive_rows_in_file_order(tmp_path: Path) -> None:
-    rows = [(1, "State", "s1"), (3, "State", "s3"), (2, "State", "s2"), (4, "State", "s4")]
+    rows = [(1, "State", "s1"), (4, "State", "s4"), (3, "State", "s3"), (2, "State", "s2")]
     write_mmvp(tmp_path, rows)
     result = run_benchmark("mmvp_vlm", mmvp_table(rows, [(0.5, 0.1, 0.1, 0.5)] * 2), tmp_path)
-    assert [e["id"] for e in result.examples] == ["1-3", "2-4"]
+    assert [e["id"] for e in result.examples] == ["1-4", "3-2"]
     assert result.metrics["pairs/state"] == 100.0
     write_mmvp(tmp_path, rows[:3])
     with pytest.raises(ValueError, match="must be even"):
         run_benchmark("mmvp_vlm", mmvp_table(rows, [(0.5, 0.1, 0.1, 0.5)] * 2), tmp_path)
+    # The official truth comes from the ID's parity, so a pair must be (odd, even).
+    rows = [(1, "State", "s1"), (3, "State", "s3"), (2, "State", "s2"), (4, "State", "s4")]
+    write_mmvp(tmp_path, rows)
+    with pytest.raises(ValueError, match=r"Questions.csv: data rows 1 and 2 \(Question IDs 1, 3\) form a pair, but"):
+        run_benchmark("mmvp_vlm", mmvp_table(rows, [(0.5, 0.1, 0.1, 0.5)] * 2), tmp_path)
+    write_mmvp(tmp_path, [(1, "State", "s1"), (2, "Color", "s2")])
+    with pytest.raises(ValueError, match="have different Types"):
+        run_benchmark("mmvp_vlm", TableScorer({}), tmp_path)
+
+
+def copy_mmvp(world: Path, root: Path, images_folder: str) -> Path:
+    """The generated world's MMVP-VLM files in one of the real download's layouts."""
+    source = world / "bench" / "MMVP_VLM"
+    (root / "MMVP_VLM").mkdir(parents=True)
+    shutil.copy2(source / "Questions.csv", root / "MMVP_VLM" / "Questions.csv")
+    for folder in source.iterdir():
+        if folder.is_dir():
+            shutil.copytree(folder, root / "MMVP_VLM" / images_folder / folder.name)
+    return root
+
+
+@pytest.mark.parametrize("images_folder", ["MMVP_VLM_Images", "MLLM_VLM Images"])
+def test_mmvp_reads_the_real_download_layouts(world: Path, tmp_path: Path, images_folder: str) -> None:
+    root = copy_mmvp(world, tmp_path, images_folder)
+    assert not (root / "MMVP_VLM" / "Color").exists()  # only the layout's folder holds images
+    oracle = OracleScorer(world)
+    generated = run_benchmark("mmvp_vlm", oracle, world / "bench")
+    result = run_benchmark("mmvp_vlm", oracle, root)
+    assert result.details["images_folder"] == f"MMVP_VLM/{images_folder}"
+    assert generated.details["images_folder"] == "MMVP_VLM"
+    assert result.examples[0]["images"][0].startswith(f"MMVP_VLM/{images_folder}/")
+    assert oracle.image_calls[-1][0].startswith(str(root / "MMVP_VLM" / images_folder))
+    assert result.metrics == generated.metrics and result.metrics["pairs/mean"] == 100.0
+    assert mmvp_vlm.inputs(root).image_folder == root / "MMVP_VLM" / images_folder
+
+
+def test_mmvp_without_images_names_the_folders_looked_for(world: Path, tmp_path: Path) -> None:
+    (tmp_path / "MMVP_VLM").mkdir()
+    shutil.copy2(world / "bench" / "MMVP_VLM" / "Questions.csv", tmp_path / "MMVP_VLM" / "Questions.csv")
+    (tmp_path / "MMVP_VLM" / "Images").mkdir()  # a folder of another name is not a layout
+    with pytest.raises(FileNotFoundError) as err:
+        run_benchmark("mmvp_vlm", OracleScorer(world), tmp_path)
+    message = str(err.value)
+    assert message.startswith("MMVP-VLM images not found: looked for")
+    for looked in ("MMVP_VLM/MMVP_VLM_Images/<Type>/<qid>.jpg", "MMVP_VLM/MLLM_VLM Images/<Type>/<qid>.jpg"):
+        assert looked in message
+    assert "MMVP_VLM/<Type>/<qid>.jpg (the generated world)" in message and "'Orientation'" in message
+    # A layout with some images missing lists them before any scoring.
+    copy_mmvp(world, tmp_path / "partial", "MLLM_VLM Images")
+    next((tmp_path / "partial" / "MMVP_VLM" / "MLLM_VLM Images" / "Orientation").glob("*.jpg")).unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 MMVP-VLM images not found: .*MLLM_VLM Images/Orientation/"):
+        run_benchmark("mmvp_vlm", OracleScorer(world), tmp_path / "partial")
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -46,6 +48,15 @@ def _worker(rank: int, world: int, port: int, data_root: str, out: str) -> None:
     scoring.ModelScorer._encode_images = counted
     assert run.main(_args(Path(data_root), Path(out))) == 0
     Path(out, f"rank{rank}.images").write_text(str(sum(encoded)))
+
+
+def _failing_worker(rank: int, world: int, port: int, data_root: str, out: str) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    from eval import run
+
+    Path(out, f"rank{rank}.rc").write_text(str(run.main(_args(Path(data_root), Path(out)))))
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -95,3 +106,20 @@ def test_accelerate_launch_two_processes_tiny_clip(world: Path, tmp_path: Path) 
     assert len(_files(tmp_path / "one")) == 2
     assert _files(tmp_path / "one") == _files(tmp_path / "two")
     assert _metrics(tmp_path / "one") == _metrics(tmp_path / "two")
+
+
+def test_an_error_found_on_rank_0_stops_every_rank(tmp_path: Path) -> None:
+    """Rank 0 alone checks what results were computed from; its error must reach rank 1, not leave it waiting."""
+    out = tmp_path / "out"
+    out.mkdir()
+    context = mp.spawn(
+        _failing_worker, args=(2, _free_port(), str(tmp_path / "nowhere"), str(out)), nprocs=2, join=False
+    )
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("a rank hung after rank 0 failed")
+    assert [(out / f"rank{r}.rc").read_text() for r in (0, 1)] == ["2", "2"]
+    assert not list(out.glob("*.json"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -11,11 +13,15 @@ from typing import Any
 
 import pytest
 import torch
+from eval_doubles import FakeBundle
+from safetensors.torch import load_file, save_file
 
 from eval import run as eval_run
 from eval import scoring
 from eval.benchmarks import BENCHMARKS
-from eval.fake import FakeBundle
+from eval.common import sha256_file
+from eval.provenance import CannotRescore
+from eval.report import read_result, read_scores
 from models.config import ModelConfig
 from train.checkpoints import save_checkpoint
 from train.config import DataConfig, EvalConfig, RecipeConfig, WandbConfig
@@ -145,7 +151,7 @@ def written(run_dir: Path) -> dict[str, int]:
     return {str(p.relative_to(run_dir / "eval")): p.stat().st_mtime_ns for p in run_dir.glob("eval/*/*.json")}
 
 
-def test_run_skips_scored_checkpoints_unless_forced(fake_run: Path) -> None:
+def test_run_skips_scored_checkpoints_unless_forced(fake_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     builds: list[Any] = []
     eval_run.score_run(fake_run, build=fake_build(builds))
     first = written(fake_run)
@@ -166,7 +172,9 @@ def test_run_skips_scored_checkpoints_unless_forced(fake_run: Path) -> None:
         "step_20/coco_spatial_one.json",
     }
     # Another label-fix mode is another result: rescored; the summary still shows every benchmark of the run.
+    capsys.readouterr()
     eval_run.score_run(fake_run, benchmarks=["whatsup_a"], label_fixes="none", build=fake_build(builds))
+    assert "step_5 whatsup_a: recomputing, label fixes changed: paper -> none" in capsys.readouterr().err
     third = written(fake_run)
     assert {k for k in third if third[k] != second[k]} == {
         f"{c}/whatsup_a.json" for c in ("step_0", "step_5", "epoch_1", "step_20")
@@ -180,6 +188,7 @@ def test_run_skips_scored_checkpoints_unless_forced(fake_run: Path) -> None:
     eval_run.score_run(fake_run, force=True, build=fake_build(builds))
     fourth = written(fake_run)
     assert all(fourth[k] != third[k] for k in third)
+    assert "epoch_1 whatsup_a: recomputing (--force)" in capsys.readouterr().err
 
 
 def test_run_data_root_and_errors(fake_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -274,3 +283,205 @@ def test_image_feature_reuse_can_be_switched_off_with_the_same_results(
         # 48 whatsup_a + 48 coco_spatial_one images: once with reuse, for each of the 3 checkpoints without.
         assert sum(encoded) == (96 if reuse else 3 * 96)
     assert len(scores[True]) == 6 and scores[True] == scores[False]
+
+
+# --- provenance: a result is reused only when everything it was computed from matches ---------------------------
+
+CHECKPOINTS = ("step_0", "step_5", "epoch_1")
+
+
+def changed(before: dict[str, int], after: dict[str, int]) -> set[str]:
+    return {k for k in after if after[k] != before.get(k)}
+
+
+def test_rerun_recomputes_exactly_what_changed(world: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bench = tmp_path / "bench"
+    shutil.copytree(world / "bench", bench)  # the session's world stays intact
+    run_dir = make_run(tmp_path, bench, ModelConfig(name="tiny-clip"), fake_build([])(ModelConfig()))
+    builds: list[Any] = []
+    eval_run.score_run(run_dir, build=fake_build(builds))
+    first = written(run_dir)
+    record = json.loads((run_dir / "eval" / "step_5" / "coco_spatial_one.json").read_text())
+    provenance = record["provenance"]
+    weights = run_dir / "checkpoints" / "step_5" / "trainable.safetensors"
+    assert provenance["weights"]["checkpoint"]["sha256"] == sha256_file(weights)
+    assert provenance["weights"]["model"]["name"] == "tiny-clip"
+    assert provenance["data"]["root"] == str(bench.resolve())
+    assert provenance["data"]["files"] == record["files"] and record["files"][0]["path"] == "data/coco_qa_one_obj.json"
+    assert provenance["data"]["images"]["folder"] == "data/val2017" and provenance["data"]["images"]["count"] > 0
+    assert provenance["label_fixes"] == {"mode": "paper", "fixes": []}
+    assert provenance["scoring"]["tie_rule"] == record["tie_rule"]
+    assert provenance["scorer"] == {"device": "cpu", "chunk_size": 64, "cpu_threads": torch.get_num_threads()}
+    fixes = read_result(run_dir / "eval" / "step_0", "whatsup_a")["provenance"]["label_fixes"]
+    assert fixes["fixes"] == [["pillow_left_of_chair.jpeg", "pillow_right_of_chair.jpeg"]]
+    capsys.readouterr()
+
+    # Nothing changed: nothing is built or rewritten, and the command says so.
+    eval_run.score_run(run_dir, build=fake_build(builds))
+    err = capsys.readouterr().err
+    assert len(builds) == 1 and written(run_dir) == first
+    assert "recomputing" not in err and "scoring" not in err
+    for checkpoint in CHECKPOINTS:
+        assert f"{checkpoint}: kept whatsup_a, coco_spatial_one (weights, data, label fixes" in err
+    assert eval_run.pending_results(run_dir) == {}
+
+    # The COCO-spatial file on disk with the correct and wrong captions of its first row swapped: recomputed, and
+    # exactly that answer flips, so the accuracy moves by one row (swapping every row could leave 50% at 50%).
+    old = {
+        c: (
+            read_result(run_dir / "eval" / c, "coco_spatial_one"),
+            read_scores(run_dir / "eval" / c, "coco_spatial_one"),
+        )
+        for c in CHECKPOINTS
+    }
+    qa = bench / "data" / "coco_qa_one_obj.json"
+    rows = json.loads(qa.read_text())
+    rows[0] = [rows[0][0], rows[0][2], rows[0][1]]
+    qa.write_text(json.dumps(rows))
+    reason = "recomputing, data files changed: data/coco_qa_one_obj.json sha256"
+    assert eval_run.pending_results(run_dir) == {c: {"coco_spatial_one": reason} for c in CHECKPOINTS}
+    eval_run.score_run(run_dir, build=fake_build(builds))
+    err = capsys.readouterr().err
+    second = written(run_dir)
+    assert changed(first, second) == {f"{c}/coco_spatial_one.json" for c in CHECKPOINTS}
+    for checkpoint in CHECKPOINTS:
+        assert (
+            f"{checkpoint} coco_spatial_one: recomputing, data files changed: data/coco_qa_one_obj.json sha256" in err
+        )
+        old_record, old_lines = old[checkpoint]
+        new_record = read_result(run_dir / "eval" / checkpoint, "coco_spatial_one")
+        new_lines = read_scores(run_dir / "eval" / checkpoint, "coco_spatial_one")
+        assert old_lines[0]["scores"][0] != old_lines[0]["scores"][1]  # no tie: the answer flips
+        assert new_lines[0]["options"] == old_lines[0]["options"][::-1]
+        assert [line["correct"] for line in new_lines] == [not old_lines[0]["correct"]] + [
+            line["correct"] for line in old_lines[1:]
+        ]
+        step = 100 / len(rows) * (1 if new_lines[0]["correct"] else -1)
+        assert new_record["metrics"]["indiv"] == pytest.approx(old_record["metrics"]["indiv"] + step, abs=1e-9)
+        assert new_record["files"][0]["sha256"] == sha256_file(qa) != old_record["files"][0]["sha256"]
+
+    # One checkpoint's weights changed on disk: that checkpoint alone is recomputed.
+    with torch.no_grad():
+        save_file({k: v + 0.25 for k, v in load_file(str(weights)).items()}, str(weights))
+    old_scores = (run_dir / "eval" / "step_5" / "whatsup_a.scores.jsonl").read_text()
+    eval_run.score_run(run_dir, build=fake_build(builds))
+    err = capsys.readouterr().err
+    third = written(run_dir)
+    assert changed(second, third) == {"step_5/whatsup_a.json", "step_5/coco_spatial_one.json"}
+    assert "step_5 whatsup_a: recomputing, checkpoint weights changed: trainable.safetensors sha256" in err
+    assert (run_dir / "eval" / "step_5" / "whatsup_a.scores.jsonl").read_text() != old_scores
+
+    # An image of What'sUp A touched (new modification time): What'sUp A is recomputed everywhere.
+    image = next((bench / "data" / "controlled_images").glob("*.jpeg"))
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    eval_run.score_run(run_dir, build=fake_build(builds))
+    err = capsys.readouterr().err
+    fourth = written(run_dir)
+    assert changed(third, fourth) == {f"{c}/whatsup_a.json" for c in CHECKPOINTS}
+    assert (
+        "step_0 whatsup_a: recomputing, images changed: paths, sizes or modification times of the 48 images in data/controlled_images"
+        in err
+    )
+
+    # Scorer settings that can change the last bits, and the data root, are part of what must match.
+    eval_run.score_run(run_dir, build=fake_build(builds), chunk_size=16)
+    err = capsys.readouterr().err
+    assert changed(fourth, written(run_dir)) == set(fourth)
+    assert "epoch_1 coco_spatial_one: recomputing, scorer settings changed: chunk_size 64 -> 16" in err
+    moved = tmp_path / "moved"
+    shutil.copytree(bench, moved)
+    eval_run.score_run(run_dir, data_root=moved, build=fake_build(builds), chunk_size=16)
+    err = capsys.readouterr().err
+    assert f"step_0 whatsup_a: recomputing, data root changed: {bench.resolve()} -> {moved.resolve()}" in err
+
+    # A result written before provenance existed is recomputed, never trusted.
+    path = run_dir / "eval" / "step_0" / "whatsup_a.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "provenance"}))
+    eval_run.score_run(run_dir, data_root=moved, build=fake_build(builds), chunk_size=16)
+    err = capsys.readouterr().err
+    assert "step_0 whatsup_a: recomputing, no provenance recorded (a result of an earlier eval.run)" in err
+    assert "step_0: kept coco_spatial_one" in err and "epoch_1: kept whatsup_a, coco_spatial_one" in err
+    # So is one whose metrics were lost (what launch's status counts as missing).
+    path.write_text(json.dumps({**json.loads(path.read_text()), "metrics": {}}))
+    eval_run.score_run(run_dir, data_root=moved, build=fake_build(builds), chunk_size=16)
+    assert "step_0 whatsup_a: recomputing, the result holds no metrics" in capsys.readouterr().err
+    assert read_result(run_dir / "eval" / "step_0", "whatsup_a")["metrics"]
+    rows = read_csv(run_dir / "eval" / "summary.csv")
+    assert [r["checkpoint"] for r in rows] == [*CHECKPOINTS, "chance"] and rows[0]["coco_spatial_one/indiv"]
+
+
+def test_swapped_whatsup_captions_are_refused_not_kept(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """What'sUp's option 0 must be the file name's relation: a swapped file stops the rerun, it is not reused."""
+    bench = tmp_path / "bench"
+    shutil.copytree(world / "bench", bench)
+    run_dir = make_run(tmp_path, bench, ModelConfig(name="tiny-clip"), fake_build([])(ModelConfig()))
+    eval_run.score_run(run_dir, build=fake_build([]))
+    first = written(run_dir)
+    captions = bench / "data" / "controlled_images_dataset.json"
+    rows = json.loads(captions.read_text())
+    rows[3]["caption_options"][:2] = rows[3]["caption_options"][1::-1]
+    captions.write_text(json.dumps(rows))
+    capsys.readouterr()
+    assert eval_run.main(["--run", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"eval.run: {captions} row 3 (" in err and "option 0" in err and "Traceback" not in err
+    assert written(run_dir) == first
+
+
+def test_deleted_weights_stop_with_a_clear_message(fake_run: Path, capsys: pytest.CaptureFixture) -> None:
+    builds: list[Any] = []
+    eval_run.score_run(fake_run, build=fake_build(builds))
+    first = written(fake_run)
+    weights = fake_run / "checkpoints" / "step_5" / "trainable.safetensors"
+    weights.unlink()
+    capsys.readouterr()
+    assert eval_run.main(["--run", str(fake_run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"eval.run: step_5: its weights file {weights} is missing") and err.count("\n") == 1
+    assert "whatsup_a.json, coco_spatial_one.json" in err and "can be neither checked nor recomputed" in err
+    assert "Traceback" not in err and written(fake_run) == first
+    # The whole checkpoint deleted: its results cannot be checked either.
+    shutil.rmtree(fake_run / "checkpoints" / "step_5")
+    assert eval_run.main(["--run", str(fake_run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{fake_run / 'eval' / 'step_5'} hold results of checkpoints that no longer exist" in err
+    # Dropping those results lets the others be checked (and kept).
+    shutil.rmtree(fake_run / "eval" / "step_5")
+    rows = eval_run.score_run(fake_run, build=fake_build(builds))
+    assert [r.checkpoint for r in rows] == ["step_0", "epoch_1"] and len(builds) == 1
+    # A checkpoint without weights and without results cannot be scored: said, not crashed.
+    empty = fake_run / "checkpoints" / "step_30"
+    empty.mkdir()
+    (empty / "trainer_state.json").write_text(json.dumps({"step": 30}))
+    with pytest.raises(CannotRescore, match=r"step_30: cannot score it, its weights file .*step_30/trainable"):
+        eval_run.score_run(fake_run, build=fake_build(builds))
+
+
+def test_bare_model_rescored_when_its_weights_file_changes(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    weights, out, builds = tmp_path / "weights.bin", tmp_path / "out", []
+    weights.write_bytes(b"first weights")
+    kwargs = {"data_root": world / "bench", "pretrained": str(weights), "benchmarks": ["coco_spatial_one"]}
+    eval_run.score_model("tiny-clip", out, build=fake_build(builds), **kwargs)
+    files = read_result(out, "coco_spatial_one")["provenance"]["weights"]["files"]
+    assert files == {
+        "pretrained": {
+            "path": str(weights.resolve()),
+            "kind": "file",
+            "bytes": len(b"first weights"),
+            "sha256": sha256_file(weights),
+        }
+    }
+    eval_run.score_model("tiny-clip", out, build=fake_build(builds), **kwargs)
+    assert len(builds) == 1 and "tiny-clip: kept coco_spatial_one" in capsys.readouterr().err
+    weights.write_bytes(b"other weights")
+    eval_run.score_model("tiny-clip", out, build=fake_build(builds), **kwargs)
+    err = capsys.readouterr().err
+    assert len(builds) == 2
+    assert f"tiny-clip coco_spatial_one: recomputing, weights changed: pretrained {weights.resolve()} sha256" in err
+    weights.unlink()
+    with pytest.raises(CannotRescore, match=r"was computed from .*weights.bin \(pretrained\), which no longer exists"):
+        eval_run.score_model("tiny-clip", out, build=fake_build(builds), **kwargs)

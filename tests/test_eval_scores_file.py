@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from eval_doubles import FakeBundle
 
 from eval.benchmarks import BENCHMARKS, run_benchmark
-from eval.fake import FakeBundle
 from eval.report import read_scores, write_result
 from eval.scoring import ModelScorer
 
@@ -67,7 +67,8 @@ def recompute_mmvp(lines: list[dict]) -> dict[str, float]:
     by_type: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
     for line in lines:
         (s11, s12), (s21, s22) = line["scores"]
-        by_type[line["type"]].append((s11 > s21 and s22 > s12, s11 - s12 > s21 - s22))
+        # The official script: each text picks image 1 iff it scores strictly higher, so a tie picks image 2.
+        by_type[line["type"]].append((s11 > s21 and not s12 > s22, s11 - s12 > s21 - s22))
     out = {}
     for index, name in ((0, "pairs"), (1, "relaxed_pairs")):
         per_type = {t: 100 * sum(r[index] for r in rs) / len(rs) for t, rs in by_type.items()}

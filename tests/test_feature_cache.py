@@ -185,3 +185,118 @@ def test_two_processes_build_the_cache_of_one(world_shards, tmp_path):
     assert one.name == two.name
     np.testing.assert_array_equal(np.load(one / "features.npy"), np.load(two / "features.npy"))
     assert not list((tmp_path / "two").glob(".*partial"))
+
+
+# --- LLM2Vec padding and the text cache's length-sorted build ----------------------------------------------------
+
+TEXTS = [
+    "a red ball",
+    "a green box is behind the purple cup, and the purple cup is closer to the camera than the box",
+    "cup",
+    "the white tile is on the left of the yellow plate",
+    "two objects: a brown ring and a black cup; the ring is on the right",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_llm2vec_bundle():
+    """tiny_clip_llm2vec_neg's model (fp32); a test sets the tower's chunk_size (captions per LLM pass)."""
+    return build_model(_recipe_model("tiny_clip_llm2vec_neg"))
+
+
+def _padded_to(tokens: dict[str, torch.Tensor], width: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """The same texts left-padded to `width` columns (what padding="max_length" gives)."""
+    extra = width - tokens["input_ids"].shape[1]
+    return {
+        key: torch.cat([torch.full((len(value), extra), pad_id if key == "input_ids" else 0), value], dim=1)
+        for key, value in tokens.items()
+    }
+
+
+def test_llm2vec_pads_each_pass_to_its_longest_text_and_the_embeddings_stay_those_of_max_length_padding(
+    tiny_llm2vec_bundle,
+):
+    from models.llm2vec_text import trim_padding
+
+    bundle = tiny_llm2vec_bundle
+    bundle.model.text_tower.chunk_size = 2
+    tower, tokenizer = bundle.model.text_tower, bundle.tokenizer
+    tokens = tokenizer(TEXTS)  # llm2vec pads the batch to its longest text, on the left
+    lengths = tokens["attention_mask"].sum(dim=1)
+    assert tokens["input_ids"].shape[1] == int(lengths.max()) < tokenizer.llm2vec.max_length
+    # every LLM pass (chunk of 2 rows) is cut to its own longest text
+    chunks = tower._chunks(tokens)
+    assert [c["input_ids"].shape[1] for c in chunks] == [int(lengths[i : i + 2].max()) for i in range(0, 5, 2)]
+    for chunk in chunks:
+        assert set(chunk) == {"input_ids", "attention_mask", "embed_mask"}
+        assert (chunk["attention_mask"].sum(0) > 0).all() and chunk["embed_mask"].sum() > 0
+    longest_row = {key: value[[int(lengths.argmax())]] for key, value in tokens.items()}
+    assert trim_padding(longest_row) is longest_row  # a slice its longest text fills is passed on as it is
+
+    pad_id = tokenizer.llm2vec.tokenizer.pad_token_id
+    longest = tower.frozen_features(tokens)
+    full = tower.frozen_features(_padded_to(tokens, tokenizer.llm2vec.max_length, pad_id))
+    alone = torch.cat([tower.frozen_features(tokenizer([text])) for text in TEXTS])  # no padding at all
+    # llm2vec masks padded keys out of attention and mean-pools the caption's tokens only (embed_mask); rotary
+    # positions all shift by the padding, which attention does not see: equal up to float rounding.
+    torch.testing.assert_close(longest, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(longest, alone, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(longest[0], longest[1])  # different captions, different embeddings
+
+
+def test_the_text_cache_batches_by_token_count_and_stores_rows_in_the_original_order(
+    tiny_llm2vec_bundle, world_shards, tmp_path
+):
+    from train.cache import TextStore, build_text_cache, length_order, padding_tokens, text_lengths
+
+    bundle = tiny_llm2vec_bundle
+    bundle.model.text_tower.chunk_size = 8
+    tokenizer = bundle.tokenizer
+    index = index_shards([world_shards])
+    texts, _, negative_rows = caption_texts(ShardSamples(index, lambda image: image, "first", seed=0), "concat")
+    order = length_order(tokenizer, texts)
+    real = tokenizer(texts[:50])["attention_mask"].sum(dim=1)  # template + caption: a constant offset
+    assert len(set((real - torch.as_tensor(text_lengths(tokenizer, texts[:50]))).tolist())) <= 3
+    keys = text_lengths(tokenizer, texts)[order]
+    assert (np.diff(keys) <= 0).all() and sorted(order.tolist()) == list(range(len(texts)))
+
+    args = {"precision": "fp32", "batch_size": 32, "device": torch.device("cpu"), "autocast": nullcontext}
+    store = build_text_cache(tmp_path, bundle, index, [str(world_shards)], caption_policy="concat", **args)
+    assert isinstance(store, TextStore) and store.features.shape[0] == len(texts)
+    rows = [0, 1, len(texts) // 2, int(order[0]), int(order[-1]), int(negative_rows[negative_rows >= 0][0])]
+    with torch.no_grad():
+        direct = torch.cat([bundle.model.frozen_text_features(tokenizer([texts[r]])) for r in rows])
+    torch.testing.assert_close(store.rows(rows), direct, rtol=1e-5, atol=1e-5)  # row r holds text r
+
+    # padding: the cache's batches (by tokens, each pass to its longest text) against the alternatives
+    sorted_ = padding_tokens(tokenizer, texts, batch_size=32, chunk_size=8)
+    shuffled = padding_tokens(tokenizer, texts, batch_size=32, chunk_size=8, order="given", pad="batch")
+    max_length = padding_tokens(tokenizer, texts, batch_size=32, chunk_size=8, order="given", pad="max_length")
+    assert sorted_.real == shuffled.real == max_length.real and sorted_.texts == len(texts)
+    assert sorted_.computed < shuffled.computed < max_length.computed
+    assert sorted_.waste < 0.10 and sorted_.ratio < 1.1
+    assert max_length.computed == len(texts) * tokenizer.llm2vec.max_length
+
+
+def test_a_partial_build_with_another_chunk_layout_starts_over(tmp_path):
+    # A finished chunk id names rows only under its layout: the text cache's order (by token count) or another
+    # batch size gives other rows the same ids, so such a partial build must not be resumed.
+    rows, dim, key = 6, 2, {"kind": "test", "version": 1}
+    by_length = [np.array([5, 4, 3]), np.array([2, 1, 0])]
+    in_order = [np.array([0, 1, 2]), np.array([3, 4, 5])]  # as many chunks, other rows
+
+    def compute(chunks, stop_after=None):
+        def run(ids):
+            for n, chunk_id in enumerate(ids):
+                if n == stop_after:
+                    raise KeyboardInterrupt
+                yield chunk_id, torch.as_tensor(chunks[chunk_id] + 1.0)[:, None].repeat(1, dim)
+
+        return run
+
+    folder = tmp_path / "test-cache"
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(folder, key, rows, dim, by_length, compute(by_length, stop_after=1))
+    build_cache(folder, key, rows, dim, in_order, compute(in_order))
+    # resumed, chunk 0 (rows 5, 4, 3) would count as done and rows 0-2 would never be computed
+    np.testing.assert_array_equal(np.load(folder / "features.npy")[:, 0], np.arange(rows) + 1)  # row r holds r + 1

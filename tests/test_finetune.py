@@ -28,8 +28,10 @@ def finetune_cmd(recipe: str, shards: Path, out: Path, *overrides: str) -> list[
     ]
 
 
-def run(args: list[str], launcher: list[str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+def run(
+    args: list[str], launcher: list[str] | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", **(env or {})}
     cmd = (launcher or [sys.executable]) + args
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     if check:
@@ -63,34 +65,55 @@ def test_every_tiny_recipe_trains_and_leaves_a_self_describing_run(recipe, world
         assert all("llm" not in name or "connector" in name for name in weights), list(weights)[:10]
 
 
-def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(world_shards, tmp_path):
-    settings = ["train.epochs=2", "train.checkpoint_every_steps=3", "train.log_every_steps=1"]
+@pytest.mark.parametrize(
+    ("workers", "kill_after_step"),
+    [(0, 6), (2, 7)],  # right after checkpoint step_6 / mid-way between step_6 and step_9, with 2 loader workers
+    ids=["after-checkpoint-0-workers", "mid-way-2-workers"],
+)
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(world_shards, tmp_path, workers, kill_after_step):
+    settings = [
+        "train.epochs=2",
+        "train.checkpoint_every_steps=3",
+        "train.log_every_steps=1",
+        f"data.workers={workers}",
+    ]
     run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "whole", *settings))
     whole = tmp_path / "whole" / "tiny_clip_neg"
 
     killed_dir = tmp_path / "killed"
+    partial = killed_dir / "tiny_clip_neg"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, *finetune_cmd("tiny_clip_neg", world_shards, killed_dir, *settings)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = killed_dir / "tiny_clip_neg" / "checkpoints" / "step_6"
+
+    def reached() -> bool:
+        if kill_after_step % 3 == 0:
+            return (partial / "checkpoints" / f"step_{kill_after_step}").exists()
+        log = partial / "metrics.jsonl"
+        return log.exists() and any(f'"step": {kill_after_step},' in line for line in log.read_text().splitlines())
+
     deadline = time.time() + 300
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+    while not reached() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    partial = killed_dir / "tiny_clip_neg"
     done_before_kill = [r["step"] for r in metrics(partial)]
     total = metrics(whole)[-1]["step"]
-    assert 6 <= done_before_kill[-1] < total, "the run must be killed mid-way for this test to mean anything"
+    assert kill_after_step <= done_before_kill[-1] < total, (
+        "the run must be killed mid-way for this test to mean anything"
+    )
+    last_checkpoint = (partial / "checkpoints" / "latest").read_text()
 
     result = run(finetune_cmd("tiny_clip_neg", world_shards, killed_dir, *settings, "train.resume=latest"))
-    assert "resumed from" in result.stdout
+    assert f"resumed from {partial / 'checkpoints' / last_checkpoint}" in result.stdout
     final = "epoch_2"
     a = load_file(str(whole / "checkpoints" / final / "trainable.safetensors"))
     b = load_file(str(partial / "checkpoints" / final / "trainable.safetensors"))
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    # Each step is logged once: the lines after the checkpoint, logged before the kill, were dropped and redone.
+    assert [r["step"] for r in metrics(partial)] == [r["step"] for r in metrics(whole)] == list(range(1, total + 1))
     resumed = {r["step"]: r["loss"] for r in metrics(partial)}
     assert all(resumed[r["step"]] == r["loss"] for r in metrics(whole))
 
@@ -156,7 +179,7 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_samples(world_shard
         def compute(*args, **kwargs):
             calls["n"] += 1
             loss = loss_fn(*args, **kwargs)
-            return loss * float("nan") if calls["n"] == 5 else loss  # micro-batch 5 = step 3 (2 per step)
+            return loss * float("nan") if calls["n"] == 3 else loss  # one global-batch loss per step: step 3
 
         return compute
 
@@ -166,6 +189,64 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_samples(world_shard
     assert finetune.cli(args) == 1
     err = capsys.readouterr().err
     assert "loss is nan at step 3" in err and "batch sample keys on rank 0: [" in err
+    checkpoints = tmp_path / "tiny_clip_neg" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step_1", "step_2"]
+    assert (checkpoints / "latest").read_text() == "step_2"
+
+
+def test_non_finite_gradients_are_never_applied(world_shards, tmp_path, monkeypatch, capsys):
+    """A finite loss with NaN gradients (step 3): the step is not applied, the run stops naming step and samples."""
+    from train import finetune
+
+    real_build_model = finetune.build_model
+    backward_calls = {"n": 0}
+
+    def poisoned_gradients(cfg):
+        bundle = real_build_model(cfg)
+        param = next(p for p in bundle.model.text_tower.parameters() if p.requires_grad)
+
+        def hook(grad):
+            backward_calls["n"] += 1  # 2 backward passes per step (2 micro-batches): calls 5 and 6 are step 3
+            return grad * float("nan") if backward_calls["n"] >= 5 else grad
+
+        param.register_hook(hook)
+        return bundle
+
+    monkeypatch.setattr(finetune, "build_model", poisoned_gradients)
+    args = finetune_cmd("tiny_clip_neg", world_shards, tmp_path, "train.max_steps=6", "optim.warmup_steps=1",
+                        "train.checkpoint_every_steps=1", "train.log_every_steps=1")[1:]  # fmt: skip
+    assert finetune.cli(args) == 1
+    err = capsys.readouterr().err
+    assert "gradients are not finite (norm nan) at step 3" in err and "the step was not applied" in err
+    assert "batch sample keys on rank 0: [" in err
+    run_dir = tmp_path / "tiny_clip_neg"
+    assert [r["step"] for r in metrics(run_dir)] == [1, 2]
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step_1", "step_2"]
+    assert (checkpoints / "latest").read_text() == "step_2"
+    weights = load_file(str(checkpoints / "step_2" / "trainable.safetensors"))
+    assert all(w.isfinite().all() for w in weights.values())
+
+
+def test_a_checkpoint_is_never_written_with_non_finite_weights(world_shards, tmp_path, monkeypatch, capsys):
+    from train import finetune
+
+    real_clamp = finetune.clamp_logit_scale
+    steps = {"n": 0}
+
+    def corrupting(param, ceiling, deepspeed):
+        real_clamp(param, ceiling, deepspeed)
+        steps["n"] += 1
+        if steps["n"] == 3:  # finite gradients, but after step 3 a weight is NaN (as an overflowing update would be)
+            with torch.no_grad():
+                param.fill_(float("nan"))
+
+    monkeypatch.setattr(finetune, "clamp_logit_scale", corrupting)
+    args = finetune_cmd("tiny_clip_neg", world_shards, tmp_path, "train.max_steps=6", "optim.warmup_steps=1",
+                        "train.checkpoint_every_steps=1")[1:]  # fmt: skip
+    assert finetune.cli(args) == 1
+    err = capsys.readouterr().err
+    assert "weights are not finite after step 3" in err and "checkpoint step_3 not written" in err
     checkpoints = tmp_path / "tiny_clip_neg" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step_1", "step_2"]
     assert (checkpoints / "latest").read_text() == "step_2"

@@ -191,11 +191,14 @@ def fake_checkpoint(run_dir: Path, name: str, step: int) -> None:
     (run_dir / "checkpoints" / "latest").write_text(name)
 
 
-def fake_results(run_dir: Path, checkpoint: str, benchmarks: list[str], mode: str = "paper") -> None:
+def fake_results(
+    run_dir: Path, checkpoint: str, benchmarks: list[str], mode: str = "paper", metrics: dict | None = None
+) -> None:
     folder = run_dir / "eval" / checkpoint
     folder.mkdir(parents=True, exist_ok=True)
+    metrics = {"indiv": 51.0} if metrics is None else metrics
     for benchmark in benchmarks:
-        record = {"metrics": {}, "chance": {}, "step": 0, "label_fixes": {"mode": mode}}
+        record = {"metrics": metrics, "chance": {"indiv": 50.0}, "step": 0, "label_fixes": {"mode": mode}}
         (folder / f"{benchmark}.json").write_text(json.dumps(record))
 
 
@@ -225,6 +228,15 @@ def test_the_state_of_a_run_decides_skip_eval_or_resume(tmp_path):
     status = run_status(cfg, bench)
     assert (status.state, status.action, status.missing_results) == (RunState.DONE, Action.SKIP, 0)
     assert run_status(cfg, [*bench, "mmvp_vlm"]).action == Action.EVAL  # asked for one more benchmark
+    fake_results(run_dir, "epoch_1", ["whatsup_a"], metrics={})  # a result file without a single metric
+    status = run_status(cfg, bench)
+    assert (status.state, status.action, status.missing_results) == (RunState.TRAINED, Action.EVAL, 1)
+    record = json.loads((run_dir / "eval" / "epoch_1" / "whatsup_a.json").read_text())
+    del record["metrics"]  # or none at all
+    (run_dir / "eval" / "epoch_1" / "whatsup_a.json").write_text(json.dumps(record))
+    assert run_status(cfg, bench).missing_results == 1
+    fake_results(run_dir, "epoch_1", ["whatsup_a"])
+    assert run_status(cfg, bench).action == Action.SKIP
     fake_results(run_dir, "epoch_3", ["whatsup_a"], mode="none")  # scored without the paper's label fixes
     assert run_status(cfg, bench).missing_results == 1
     assert run_status(cfg, bench, evaluate=False).action == Action.SKIP
@@ -386,19 +398,26 @@ def test_the_report_matches_the_eval_files_number_for_number(tiny_sweep):
     out, _, _ = tiny_sweep
     result = report_cli("launch/sweeps/tiny_grid.yaml", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr
-    rows = list(csv.DictReader((out / "report.csv").open()))
-    assert [r["row"] for r in rows] == [
-        "tiny-clip (starting weights)",
-        "+ finetuning (tiny_clip_finetune-seed0)",
-        "+ finetuning (tiny_clip_finetune-seed1)",
-        "+ neg. cap. (tiny_clip_neg-seed0)",
-        "+ neg. cap. (tiny_clip_neg-seed1)",
-        "Random chance",
+    every = list(csv.DictReader((out / "report.csv").open()))
+    assert [(r["row"], r["kind"], r["n"]) for r in every] == [
+        ("tiny-clip (starting weights)", "start", ""),
+        ("+ finetuning (tiny_clip_finetune, n=2)", "mean", "2"),
+        ("+ neg. cap. (tiny_clip_neg, n=2)", "mean", "2"),
+        ("Random chance", "chance", ""),
+        ("+ finetuning (tiny_clip_finetune-seed0)", "seed", "1"),
+        ("+ finetuning (tiny_clip_finetune-seed1)", "seed", "1"),
+        ("+ neg. cap. (tiny_clip_neg-seed0)", "seed", "1"),
+        ("+ neg. cap. (tiny_clip_neg-seed1)", "seed", "1"),
     ]
+    for r in every[4:]:  # real runs: measured device-hours (1 CPU process each) next to a positive estimate
+        assert r["devices"] == "1" and r["starts"] == "1", r
+        assert 0 < float(r["gpu_hours_used"]) < 0.5 and float(r["gpu_hours_estimate"]) > 0, r
+    rows = [r for r in every if r["kind"] != "mean"]
     text = (out / "report.md").read_text()
     checked = 0
     for row in rows:
-        md_cells = next(x for x in text.splitlines() if x.startswith(f"| {row['row']} |")).split(" | ")[1:]
+        per_seed = text.split("## Per seed")[1] if row["kind"] == "seed" else text
+        md_cells = next(x for x in per_seed.splitlines() if x.startswith(f"| {row['row']} |")).split(" | ")[1:]
         for c, (header, benchmark, metric) in enumerate(COLUMNS):
             if row["row"] == "Random chance":
                 expected = read_result(out / "tiny_clip_finetune-seed0" / "eval" / "epoch_1", benchmark)["chance"]
@@ -428,14 +447,15 @@ def test_missing_results_are_shown_as_missing_never_zero(tiny_sweep, tmp_path):
                         "--out", str(report), "--wandb-mode", "offline")  # fmt: skip
     assert result.returncode == 0, result.stderr
     rows = {r["row"]: r for r in csv.DictReader((report / "report.csv").open())}
+    assert rows["+ neg. cap. (partial, n=1)"]["What'sUp A L/R indiv"] == ""
     row = rows["+ neg. cap. (partial)"]
     assert row["What'sUp A L/R indiv"] == "" and row["What'sUp A L/R pairs"] == "" and row["GQA two-obj"] == ""
     assert row["COCO one-obj"] != ""
     assert all(v == "" for k, v in rows["never_ran (not started)"].items() if k in dict((c[0], 0) for c in COLUMNS))
     md = (report / "report.md").read_text()
-    line = next(x for x in md.splitlines() if x.startswith("| + neg. cap. (partial)"))
-    assert line.split(" | ")[1:3] == ["–", "–"] and line.rstrip(" |").endswith("–")
-    assert "| never_ran (not started) | – | – | – | – | – | – | – | – |" in md
+    line = next(x for x in md.splitlines() if x.startswith("| + neg. cap. (partial) |"))
+    assert line.split(" | ")[1:3] == ["–", "–"] and line.split(" | ")[8] == "–"
+    assert "| never_ran (not started) | – | – | – | – | – | – | – | – | 1 GPU | 0 | – | – | – |" in md
     assert "| never_ran | – | – | not started | – |" in md
     # the same table went to W&B (offline: a local run folder in the report's folder)
     assert "logged to W&B (offline)" in result.stdout
@@ -510,3 +530,289 @@ def test_a_deepspeed_sweep_launches_with_the_zero_config_of_its_stage(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_sweep(path)
     assert "DeepSpeed runs need GPUs" in str(err.value)
+
+
+# --- user mistakes: one message, no traceback ------------------------------------------------------------------------
+
+
+def test_a_sweep_file_with_a_key_twice_or_bad_yaml_names_the_file_and_lines(tmp_path):
+    path = write(
+        tmp_path, "recipes: [tiny_clip_neg]\ngrid:\n  seed: [0, 1]\n  seed: [2]\nrecipes: [tiny_clip_finetune]\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert err.value.source == str(path)
+    assert err.value.problems == [
+        "key 'grid.seed' appears twice (lines 3 and 4)",
+        "key 'recipes' appears twice (lines 1 and 5)",
+    ]
+    bad = write(tmp_path, "recipes: [tiny_clip_neg\ngrid: {seed: [0]}\n", "bad.yaml")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 2, column 5: expected ',' or ']'"):
+        load_sweep(bad)
+
+
+def test_the_sweep_command_ends_every_mistake_with_a_message(tmp_path, capsys):
+    from launch.sweep import main as sweep_main
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "a-000000.tar").write_bytes(b"")
+    out = tmp_path / "out"
+    twice = write(tmp_path, "recipes: [tiny_clip_neg]\nrecipes: [tiny_clip_neg]\n", "twice.yaml")
+    typo = write(tmp_path, "recipes: [tiny_clip_nge]\n", "typo.yaml")
+    cases = {
+        ("tiny_gird",): "sweep file not found; did you mean 'tiny_grid'?",
+        (str(twice),): "key 'recipes' appears twice (lines 1 and 2)",
+        (str(typo),): "tiny_clip_nge.yaml: recipe file not found; did you mean 'tiny_clip_neg'?",
+        ("tiny_grid", "optim.lrr=1"): "command line: optim.lrr: unknown key; did you mean 'optim.lr'?",
+        (
+            "tiny_grid",
+            f"data.shards=[{tmp_path}/none]",
+        ): f"command line: data.shards[0]: {tmp_path}/none: no such folder",
+        ("tiny_grid", f"data.shards=[{tmp_path}]"): f"command line: data.shards[0]: {tmp_path}: holds no *.tar shards",
+    }
+    for args, expected in cases.items():
+        assert sweep_main([*args, "--output-dir", str(out)]) == 2, args
+        captured = capsys.readouterr()
+        assert captured.err.startswith("sweep: ") and expected in captured.err, (args, captured.err)
+    assert not out.exists()  # nothing was written
+    missing = f"data.shards=[{tmp_path}/none]"
+    assert sweep_main(["tiny_grid", "--dry-run", "--output-dir", str(out), missing]) == 0  # the data may come later
+    warned = capsys.readouterr().err
+    assert f"sweep: warning: command line: data.shards[0]: {tmp_path}/none: no such folder" in warned
+    assert "[tiny_clip_finetune-seed0, tiny_clip_finetune-seed1, tiny_clip_neg-seed0, tiny_clip_neg-seed1]" in warned
+    assert (
+        "sweep: warning: eval.data_root: demo_out/world/bench: no such folder" in warned
+        or Path("demo_out/world/bench").is_dir()
+    )
+    assert sweep_main(["tiny_grid", "--status", "--output-dir", str(out), missing]) == 0
+    assert "sweep: warning: command line: data.shards[0]" in capsys.readouterr().err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert sweep_main(["tiny_grid", "--output-dir", str(a_file), f"data.shards=[{shards}]"]) == 1
+    assert capsys.readouterr().err.endswith(f"sweep: {a_file}: File exists\n")
+
+    result = sweep_cli(str(twice))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == f"sweep: {twice}: 1 problem:\n  - key 'recipes' appears twice (lines 1 and 2)\n"
+
+
+def test_an_accelerate_config_with_a_key_twice_stops_the_sweep(tmp_path, monkeypatch):
+    import launch.commands
+
+    configs = tmp_path / "accelerate"
+    configs.mkdir()
+    shutil.copy(ROOT / "launch" / "accelerate" / "cpu_2proc.yaml", configs)
+    path = write(tmp_path, "recipes: [tiny_clip_neg]\nresources: {gpus_per_run: 0, cpu_processes: 2}\n")
+    monkeypatch.setattr(launch.commands, "ACCELERATE_CONFIGS", configs)
+    assert plan_sweep(load_sweep(path), path, tmp_path / "out").runs
+    text = (configs / "cpu_2proc.yaml").read_text()
+    (configs / "cpu_2proc.yaml").write_text(text + "num_processes: 4\n")
+    line = next(i for i, x in enumerate(text.splitlines(), 1) if x.startswith("num_processes:"))
+    with pytest.raises(ConfigError) as err:
+        plan_sweep(load_sweep(path), path, tmp_path / "out")
+    last = len(text.splitlines()) + 1
+    expected = f"resources: {configs / 'cpu_2proc.yaml'}: key 'num_processes' appears twice (lines {line} and {last})"
+    assert err.value.problems == [expected]
+
+
+def test_the_report_names_every_recipe_and_run_it_could_not_read(tmp_path, capsys):
+    from launch.report import main as report_main
+
+    clip = "clip-vit-l14-336"
+    good = fake_run(
+        tmp_path / "good", clip, "clip", "native", {"step_0": {"whatsup_a": 49.0}, "epoch_1": {"whatsup_a": 50.5}}
+    )
+    twice = fake_run(tmp_path / "twice", clip, "negclip", "native", {"epoch_1": {"whatsup_a": 52.0}})
+    (twice / "config.yaml").write_text("model: {name: x}\nloss: {name: clip}\nloss: {name: negclip}\n")
+    garbled = fake_run(
+        tmp_path / "garbled", clip, "clip", "native", {"epoch_1": {"whatsup_a": 51.0, "coco_spatial_one": 1.0}}
+    )
+    (garbled / "eval" / "epoch_1" / "whatsup_a.json").write_text("{not json")
+    empty = fake_run(tmp_path / "empty", clip, "clip", "native", {"epoch_1": {"whatsup_a": 51.0}})
+    (empty / "eval" / "epoch_1" / "whatsup_a.json").write_text(json.dumps({"metrics": {}, "chance": {}, "step": 10}))
+    headless = fake_run(tmp_path / "headless", clip, "clip", "native", {"epoch_1": {"whatsup_a": 51.0}})
+    (headless / "eval" / "epoch_1" / "whatsup_a.json").write_text(json.dumps({"step": 10}))
+    out = tmp_path / "report"
+    runs = [good, twice, garbled, empty, headless]
+    assert report_main([*map(str, runs), "--out", str(out), "--wandb-mode", "disabled"]) == 0
+    err = capsys.readouterr().err
+    expected = [
+        f"twice: {twice / 'config.yaml'}: key 'loss' appears twice (lines 2 and 3)",
+        f"garbled: {garbled / 'eval' / 'epoch_1' / 'whatsup_a.json'}: not valid JSON (shown as missing)",
+        f"empty: {empty / 'eval' / 'epoch_1' / 'whatsup_a.json'}: holds no metrics (shown as missing)",
+        f"headless: {headless / 'eval' / 'epoch_1' / 'whatsup_a.json'}: no metrics/chance mappings (the run's row is "
+        "left empty)",
+        f"good: {good / 'config.yaml'} does not load as a recipe (data.shards: at least one shard folder is required)"
+        ": plotted against optimizer steps",
+    ]
+    md = (out / "report.md").read_text()
+    section = md.split("## Could not read\n\n")[1].split("\n\n")[0].splitlines()
+    for note in expected:
+        assert f"report: could not read {note}\n" in err, (note, err)
+        assert f"- {note}" in section, (note, section)
+    rows = {r["row"]: r for r in csv.DictReader((out / "report.csv").open())}
+    assert rows["+ finetuning (good)"]["What'sUp A L/R indiv"] == "50.5000"
+    assert (
+        rows["+ finetuning (garbled)"]["What'sUp A L/R indiv"] == "" and rows["+ finetuning (garbled)"]["COCO one-obj"]
+    )
+    assert all(v == "" for k, v in rows["twice (unreadable)"].items() if k not in ("row", "kind", "n"))
+    assert all(v == "" for k, v in rows["headless (unreadable)"].items() if k not in ("row", "kind", "n"))
+    assert "| twice | – | – | unreadable | – |" in md
+
+    # a sweep without a manifest: the recipes that load are reported, the others named
+    broken = write(tmp_path, "data: {shards: [s]}\noptim: {lr: 1}\noptim: {lr: 2}\n", "broken.yaml")
+    sweep = write(tmp_path, f"name: mixed\nrecipes: [tiny_clip_neg, {broken}]\n", "mixed.yaml")
+    assert report_main([str(sweep), "--output-dir", str(tmp_path / "mixed"), "--wandb-mode", "disabled"]) == 0
+    note = f"recipe broken: {broken}: key 'optim' appears twice (lines 2 and 3) [broken]"
+    assert f"report: could not read {note}\n" in capsys.readouterr().err
+    md = (tmp_path / "mixed" / "report.md").read_text()
+    assert f"- {note}" in md and "| tiny_clip_neg | tiny_clip_neg | – | not started | – |" in md
+
+
+def test_the_report_command_ends_every_mistake_with_a_message(tmp_path, capsys):
+    from launch.report import main as report_main
+
+    sweep_dir = tmp_path / "runs"
+    sweep_dir.mkdir()
+    (sweep_dir / "manifest.json").write_text('{"runs": [{"name": "a"}]}')
+    cases = {
+        (str(tmp_path / "no_such_run"),): "neither a run folder nor a sweep file",
+        (str(write(tmp_path, "recipes: [a\n", "bad.yaml")),): "not valid YAML at line 2",
+        ("tiny_grid", "--output-dir", str(sweep_dir)): "manifest.json: 1 problem:\n  - not a sweep manifest",
+    }
+    for args, expected in cases.items():
+        assert report_main(list(args)) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("report: ") and expected in err, (args, err)
+    result = report_cli(str(tmp_path / "no_such_run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stderr.count("\n") == 2
+
+
+def fake_grid(sweep_dir: Path, shards: Path, seconds: dict[str, float], values: dict[str, float]) -> list[str]:
+    """tiny_grid's four run folders as the trainer and eval would leave them, without training: config.yaml, one
+    start, metrics.jsonl lines whose samples_per_s add up to `seconds[run]`, results at step 0, mid-epoch 1 and at
+    epochs 1 and 2 (What'sUp A and COCO one-object = `values[run]` at the end)."""
+    from launch.run_state import steps_per_epoch
+    from train.typed_config import to_yaml
+
+    path = Path("launch/sweeps/tiny_grid.yaml")
+    plan = plan_sweep(load_sweep(path), path, sweep_dir, [f"data.shards=[{shards}]"], evaluate=False)
+    for run in plan.runs:
+        folder = run.run_dir
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(to_yaml(run.cfg))
+        (folder / "starts.jsonl").write_text(json.dumps({"time": "2026-01-01T00:00:00+0000", "argv": []}) + "\n")
+        batch, per_epoch = run.cfg.train.global_batch_size, steps_per_epoch(run.cfg)
+        steps = list(range(2, 2 * per_epoch + 1, 2))  # train.log_every_steps 2, two epochs
+        window = seconds[run.name] / len(steps)  # each line: 2 steps x batch samples in `window` seconds
+        (folder / "metrics.jsonl").write_text(
+            "".join(
+                json.dumps({"step": s, "epoch": 0, "loss": 1.0, "samples_per_s": 2 * batch / window}) + "\n"
+                for s in steps
+            )  # fmt: skip
+        )
+        (folder / "feature_caches.json").write_text(json.dumps({"image": None, "text": None, "notes": []}))
+        for name, step, value in (("step_0", 0, 40.0), (f"step_{per_epoch // 2}", per_epoch // 2, 45.0),
+                                  ("epoch_1", per_epoch, 48.0), ("epoch_2", 2 * per_epoch, values[run.name])):  # fmt: skip
+            out = folder / "eval" / name
+            out.mkdir(parents=True)
+            for benchmark, keys in (
+                ("whatsup_a", ("left_right/indiv", "left_right/pairs")),
+                ("coco_spatial_one", ("indiv",)),
+            ):
+                record = {"metrics": {k: value for k in keys}, "chance": {k: 50.0 for k in keys}, "step": step}
+                (out / f"{benchmark}.json").write_text(json.dumps(record))
+    return [r.name for r in plan.runs]
+
+
+def test_the_report_averages_seeds_and_puts_gpu_hours_used_next_to_the_estimate(world_shards, tmp_path, monkeypatch):
+    import statistics
+
+    from matplotlib.ticker import MaxNLocator
+
+    from launch import plots
+    from launch.report import main as report_main
+
+    names = ["tiny_clip_finetune-seed0", "tiny_clip_finetune-seed1", "tiny_clip_neg-seed0", "tiny_clip_neg-seed1"]
+    seconds = dict(zip(names, (36.0, 72.0, 360.0, 720.0), strict=True))
+    values = dict(zip(names, (50.0, 54.0, 60.0, 61.0), strict=True))
+    out = tmp_path / "tiny_grid"
+    assert fake_grid(out, world_shards, seconds, values) == names
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)  # keep the figures to read their axes
+    argv = ["launch/sweeps/tiny_grid.yaml", "--output-dir", str(out), f"data.shards=[{world_shards}]"]
+    assert report_main([*argv, "--wandb-mode", "disabled"]) == 0
+    every = list(csv.DictReader((out / "report.csv").open()))
+    rows = {r["row"]: r for r in every}
+    assert [r["kind"] for r in every] == ["start", "mean", "mean", "chance", "seed", "seed", "seed", "seed"]
+    ft, neg = rows["+ finetuning (tiny_clip_finetune, n=2)"], rows["+ neg. cap. (tiny_clip_neg, n=2)"]
+    assert ft["n"] == neg["n"] == "2"
+    assert float(ft["What'sUp A L/R indiv"]) == 52.0 and float(neg["COCO one-obj"]) == 60.5
+    assert float(ft["What'sUp A L/R indiv sd"]) == pytest.approx(statistics.stdev([50.0, 54.0]), abs=1e-4)
+    assert ft["What'sUp B L/R indiv"] == ft["What'sUp B L/R indiv sd"] == ""  # nobody scored it: missing, not 0
+    # used = the metrics lines' seconds x 1 process (tiny_grid: gpus_per_run 0, cpu_processes 1) / 3600
+    for name in names:
+        seed = next(r for r in every if r["row"].endswith(f"({name})"))
+        assert seed["kind"] == "seed" and seed["devices"] == "1" and seed["starts"] == "1"
+        assert float(seed["gpu_hours_used"]) == pytest.approx(seconds[name] / 3600, rel=1e-3)
+        assert 0 < float(seed["gpu_hours_estimate"]) < float(seed["gpu_hours_used"])  # an H100 beats 2 shared CPUs
+    assert float(ft["gpu_hours_used"]) == pytest.approx(54 / 3600, rel=1e-3)
+    assert float(ft["gpu_hours_used_sd"]) == pytest.approx(statistics.stdev([36, 72]) / 3600, rel=1e-3)
+    estimate = float(rows["+ finetuning (tiny_clip_finetune-seed0)"]["gpu_hours_estimate"])
+    assert float(ft["gpu_hours_estimate"]) == pytest.approx(estimate, rel=1e-4)
+    assert float(neg["gpu_hours_estimate"]) > estimate  # hard negatives: a second text per sample
+
+    md = (out / "report.md").read_text()
+    means, per_seed = md.split("## Mean over seeds")[1].split("## Per seed")
+    assert "| n | GPU-h used | GPU-h estimate (H100 @ 40%) | used / estimate |" in means
+    line = next(x for x in means.splitlines() if x.startswith("| + finetuning (tiny_clip_finetune, n=2) |"))
+    cells = [c.strip() for c in line.strip("| ").split(" | ")]
+    assert cells[1] == "52.0 ± 2.8" and cells[3] == "–" and cells[9] == "2"
+    assert cells[10] == f"{54 / 3600:.3g} ± {statistics.stdev([36, 72]) / 3600:.3g}" and cells[12].endswith("x")
+    assert all(f"({name}) |" in per_seed for name in names) and not any(f"({name}) |" in means for name in names)
+    line = next(x for x in per_seed.splitlines() if x.startswith("| + neg. cap. (tiny_clip_neg-seed1) |"))
+    assert " | 61.0 | 61.0 | " in line and " | 1 CPU | 1 | 0.2 | " in line
+    assert "launch/sweeps/tiny_grid.yaml (resources)" in md.split("## Compute")[1]
+
+    # the plots: bars and curves of the seed means; every epoch axis ticks whole epochs only
+    assert (out / "plots" / "bars.png").exists() and (out / "plots" / "tiny_clip_neg-seed1.png").exists()
+    by_epoch = [f for f in figures if len(f.axes) == 8]
+    assert len(by_epoch) == 1
+    legend = [t.get_text() for t in by_epoch[0].legends[0].get_texts()]
+    assert legend == ["finetuning (tiny_clip_finetune, n=2)", "neg. cap. (tiny_clip_neg, n=2)", "random chance"]
+    epoch_axes = [ax for f in figures for ax in f.axes if ax.get_xlabel() == "epoch"]
+    assert len(epoch_axes) == 4 + 4  # the bottom row of accuracy_by_epoch, one per run
+    for ax in epoch_axes:
+        assert isinstance(ax.xaxis.get_major_locator(), MaxNLocator)
+        ticks = ax.get_xticks()
+        assert len(ticks) and all(float(t).is_integer() for t in ticks), ticks
+    monkeypatch.undo()
+    for f in figures:
+        plots.plt.close(f)
+
+    # the sweep launched on 2 GPUs per run (its manifest's resources), then --devices and --gpu/--utilisation
+    manifest = {"invocation": {"resources": {"gpus_per_run": 2, "nodes": 1, "cpu_processes": 1}},
+                "runs": [{"name": n, "recipe": n.split("-")[0], "values": {"seed": n[-1]}, "run_dir": str(out / n)}
+                         for n in names]}  # fmt: skip
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert report_main([*argv, "--wandb-mode", "disabled"]) == 0
+    seed0 = {r["row"]: r for r in csv.DictReader((out / "report.csv").open())}["+ neg. cap. (tiny_clip_neg-seed0)"]
+    assert seed0["devices"] == "2" and float(seed0["gpu_hours_used"]) == pytest.approx(2 * 360 / 3600, rel=1e-3)
+    assert "| 2 GPU | 1 | 0.2 |" in (out / "report.md").read_text()
+    assert (
+        report_main([*argv, "--devices", "1", "--gpu", "a100", "--utilisation", "0.2", "--wandb-mode", "disabled"]) == 0
+    )
+    seed0_a100 = {r["row"]: r for r in csv.DictReader((out / "report.csv").open())}["+ neg. cap. (tiny_clip_neg-seed0)"]
+    assert float(seed0_a100["gpu_hours_used"]) == pytest.approx(360 / 3600, rel=1e-3)
+    assert float(seed0_a100["gpu_hours_estimate"]) > 2 * float(
+        seed0["gpu_hours_estimate"]
+    )  # slower GPU, half the share
+    assert "GPU-h estimate (A100 @ 20%)" in (out / "report.md").read_text()
+    # a process count the global batch does not split into: no estimate, and the report says why
+    assert report_main([*argv, "--devices", "4", "--wandb-mode", "disabled"]) == 0
+    assert (
+        "- tiny_clip_neg-seed0: no estimate (train.global_batch_size 64 is not a multiple of data.batch_size 32 x 4 "
+        "processes)" in (out / "report.md").read_text()
+    )
+    assert report_main([*argv, "--gpu", "tpu"]) == 2 and report_main([*argv, "--devices", "0"]) == 2

@@ -1,12 +1,20 @@
 """LLaVA item parsing and image normalisation: the pieces every shard sample passes through."""
 
 import io
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from data_prep.image_bytes import UndecodableImage, to_shard_jpeg
 from data_prep.llava_items import KeyPhraseStats, Sample, SampleBuilder, Skip, clean_caption
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def item(item_id="1", image="a/b.jpg", answers=("A red ball.",), human="<image>\nDescribe."):
@@ -38,6 +46,8 @@ def test_captions_are_every_answer_cleaned_in_order():
         ({"id": None, "conversations": []}, "malformed_item", "id is missing"),
         (item(image=3), "malformed_item", "image is int 3"),
         ("not an item", "malformed_item", "item is str"),
+        (item(answers=("left \ud800",)), "malformed_item", "conversations[1].value is not valid Unicode"),
+        (item(image="a\udc80.jpg"), "malformed_item", "image is not valid Unicode: surrogates not allowed"),
     ],
 )
 def test_unusable_items_get_a_reason_naming_the_field(raw, reason, detail):
@@ -60,6 +70,8 @@ def test_keys_are_unique_dot_free_and_stable_while_repeated_ids_stay_samples():
     assert keys == ["mix665k_000-1-x", "mix665k_000-1-x_1", "mix665k_000-1-x_2", "lcs558k_000-1-x"]
     assert all("." not in k and "/" not in k for k in keys)
     assert isinstance(results[4], Skip) and results[4].reason == "duplicate_key"
+    long_ids = [builder.add("mix665k", 10 + n, item("9" * 300 + str(n), answers=("a",))).key for n in range(2)]
+    assert long_ids[0] != long_ids[1] and all(len(k) == 64 and k.startswith("mix665k_999") for k in long_ids)
     assert "item 0" in results[4].detail
 
 
@@ -114,3 +126,39 @@ def test_broken_files_raise_with_the_reason():
         to_shard_jpeg(data[: len(data) // 2])
     with pytest.raises(UndecodableImage):
         to_shard_jpeg(b"not an image at all")
+
+
+def big_flat_png(side: int) -> bytes:
+    """A valid side x side RGB PNG of one colour: a few hundred KB on disk, side*side*3 bytes decoded."""
+    compressor, row = zlib.compressobj(9), b"\0" * (1 + 3 * side)  # filter byte + black pixels
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def test_running_out_of_memory_is_not_an_undecodable_image(tmp_path):
+    """A real allocation failure (address space capped in a child process) must propagate, not become a skip."""
+    image = tmp_path / "big.png"
+    image.write_bytes(big_flat_png(6000))  # 108 MB decoded
+    script = textwrap.dedent(
+        f"""
+        import resource, sys
+        from data_prep.image_bytes import UndecodableImage, to_shard_jpeg
+        data = open({str(image)!r}, "rb").read()
+        with open("/proc/self/status") as f:
+            used = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (used + 48 * 2**20, resource.RLIM_INFINITY))
+        try:
+            to_shard_jpeg(data, max_pixels=None)
+        except UndecodableImage as err:
+            sys.exit(f"turned into a skip: {{err}}")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.rstrip().splitlines()[-1] == "MemoryError", result.stderr
+    with Image.open(image) as decodable:  # the file itself is fine: the limit, not the image, made it fail
+        assert decodable.size == (6000, 6000)

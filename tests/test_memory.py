@@ -322,3 +322,79 @@ def test_memory_module_loads_neither_accelerate_nor_wandb():
     code = "import sys, models.memory; print(sorted(m for m in ('accelerate', 'wandb', 'llm2vec') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- two-pass gradient accumulation ----------------------------------------------------------------------------------
+
+
+def test_two_pass_accumulation_keeps_one_micro_batch_of_activations_plus_the_local_features(cache):
+    cfg = ModelConfig(name="tiny-siglip", image=ImageTowerConfig(locked=False))
+    model = build_model(cfg, cache_dir=cache).model
+    one_pass_16 = estimate_for_model(model, cfg, 16, "bf16", texts_per_sample=2)
+    one_pass_64 = estimate_for_model(model, cfg, 64, "bf16", texts_per_sample=2)
+    two_pass = estimate_for_model(model, cfg, 16, "bf16", texts_per_sample=2, accumulation=4)
+
+    assert one_pass_16.feature_bytes == one_pass_64.feature_bytes == 0  # one pass keeps no copy of the features
+    assert two_pass.activation_bytes == one_pass_16.activation_bytes  # one micro-batch of activations ...
+    assert one_pass_64.activation_bytes == 4 * one_pass_16.activation_bytes  # ... not the global batch's
+    embed_dim = 64  # tiny-siglip
+    assert two_pass.feature_bytes == 2 * 4 * 16 * (1 + 2) * embed_dim * 4  # features + gradients, fp32
+    assert two_pass.total_bytes == one_pass_16.total_bytes + two_pass.feature_bytes
+    assert two_pass.total_bytes < one_pass_64.total_bytes
+    for stage in (1, 2, 3):  # the features are every process's own: ZeRO does not split them
+        sharded = estimate_for_model(model, cfg, 16, "bf16", 4, stage, texts_per_sample=2, accumulation=4)
+        assert sharded.feature_bytes == two_pass.feature_bytes
+    with pytest.raises(ValueError, match="accumulation"):
+        estimate_for_model(model, cfg, 16, "bf16", accumulation=0)
+
+
+def test_feature_bytes_are_what_the_two_pass_step_keeps(cache):
+    """The trainer's own FeatureLeaves and their gradients, for 3 micro-batches of 4 with hard negatives."""
+    from train.data import Batch
+    from train.finetune import FeatureLeaves
+    from train.losses import build_loss
+
+    cfg = ModelConfig(name="tiny-clip")
+    bundle = build_model(cfg, cache_dir=cache)
+    model = bundle.model.train()
+    micro, accumulation = 4, 3
+    outputs, batches = [], []
+    with torch.no_grad():
+        for a in range(accumulation):
+            captions = TEXTS[a : a + micro]
+            negatives = [caption.replace("left", "right") for caption in captions]
+            text = bundle.tokenizer(captions + negatives)
+            batch = Batch(torch.randn(micro, 3, 64, 64), text, torch.ones(micro, dtype=torch.bool), list("abcd"))
+            outputs.append(model(batch.pixels, batch.text))
+            batches.append(batch)
+    leaves = FeatureLeaves.of(outputs, batches)
+    loss = build_loss("negclip")(
+        leaves.image, leaves.text, leaves.scale, leaves.bias,
+        negative_features=leaves.negatives, negative_mask=leaves.negative_mask,
+    )  # fmt: skip
+    grads = leaves.gradients(loss)
+    kept = [leaves.image, leaves.text, leaves.negatives, grads.image, grads.text, grads.negatives]
+    est = estimate_for_model(model, cfg, micro, "fp32", texts_per_sample=2, accumulation=accumulation)
+    assert est.feature_bytes == sum(t.nbytes for t in kept)
+
+
+def test_paper_batches_accumulate_for_a_few_mib_and_the_table_says_so(cache):
+    clip = ModelConfig(name="clip-vit-l14-336")
+    one_pass = estimate_for_config(clip, 128, "bf16", 1, 0, texts_per_sample=2, cache_dir=cache)
+    accumulated = estimate_for_config(clip, 128, "bf16", 1, 0, texts_per_sample=2, accumulation=4, cache_dir=cache)
+    assert accumulated.accumulation == 4
+    assert accumulated.feature_bytes == 2 * 512 * 3 * 768 * 4  # 9 MiB for the paper's global batch of 512
+    assert accumulated.activation_bytes == one_pass.activation_bytes
+    assert check_fits(accumulated, 80 * GIB) == []
+
+    table = format_memory_estimate(accumulated)
+    assert "accumulation 4" in table.splitlines()[0]
+    assert "note: two-pass accumulation: activations of one micro-batch of 128; +9.0 MiB of features" in table
+    assert "two-pass" not in format_memory_estimate(one_pass)
+
+
+def test_too_large_a_micro_batch_is_told_that_accumulation_keeps_one_micro_batch(cache):
+    est = estimate_for_config(paper_llm2vec(image_locked=False), 128, "bf16", 4, 0, accumulation=2, cache_dir=cache)
+    problems = check_fits(est, 24 * GIB)
+    assert len(problems) == 1 and "now 128 x accumulation 2" in problems[0]
+    assert "keep the activations of one micro-batch" in problems[0]

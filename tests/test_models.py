@@ -46,7 +46,7 @@ def tiny_llm2vec_config(**llm2vec) -> ModelConfig:
         name="tiny-clip",
         text=TextTowerConfig(
             tower="llm2vec",
-            llm2vec=LLM2VecConfig(base_model="tiny-llm2vec", max_length=64, dtype="fp32", **llm2vec),
+            llm2vec=LLM2VecConfig(**{"base_model": "tiny-llm2vec", "max_length": 64, "dtype": "fp32", **llm2vec}),
             connector=ConnectorConfig(hidden_dim=128),
         ),
     )
@@ -262,16 +262,27 @@ def test_llm2vec_tower_runs_the_real_llm2vec_frozen(cache):
     with torch.no_grad():
         left, right = model.encode_text(bundle.tokenizer([LEFT, RIGHT]))
     assert not torch.allclose(left, right, atol=1e-4)
-    assert bundle.tokenizer([LEFT])["input_ids"].shape == bundle.tokenizer([LEFT])["input_ids"].shape
+
+    # The tokenizer: Llama's ids (<s>=1, </s>=2 also the pad), left padding to the longest caption, and only the
+    # caption's own tokens in embed_mask.
+    tokenizer = model.text_tower.llm2vec.tokenizer
+    short, long = "a box", "a red ball to the left of a blue box under the table"
+    tokens = bundle.tokenizer([short, long])
+    caption_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in (short, long)]
+    width = len(caption_ids[1]) + 1
+    assert tokens["input_ids"].shape == tokens["attention_mask"].shape == tokens["embed_mask"].shape == (2, width)
+    assert tokens["input_ids"][1].tolist() == [1, *caption_ids[1]]
+    pad = width - len(caption_ids[0]) - 1
+    assert tokens["input_ids"][0].tolist() == [2] * pad + [1, *caption_ids[0]]
+    assert tokens["attention_mask"][0].tolist() == [0] * pad + [1] * (width - pad)
+    assert tokens["embed_mask"].sum(dim=1).tolist() == [len(ids) for ids in caption_ids]
 
 
 def test_llm2vec_tokenizer_follows_llm2vecs_instruction_convention(cache):
-    from models.llm2vec_text import llm2vec_text
-
     bundle = build_model(tiny_llm2vec_config(instruction="Describe the image:"), cache_dir=cache)
     encoder = bundle.model.text_tower.llm2vec
-    assert llm2vec_text("Describe the image:", LEFT) == encoder._convert_to_str("Describe the image:", LEFT)
-    assert llm2vec_text("", LEFT) == encoder._convert_to_str("", LEFT)
+    assert bundle.tokenizer.prepare(LEFT) == encoder._convert_to_str("Describe the image:", LEFT)  # no template
+    assert bundle.tokenizer.prepare(LEFT) == "Describe the image: !@#$%^&*()" + LEFT
     with_instruction = bundle.tokenizer([LEFT])
     plain = build_model(tiny_llm2vec_config(), cache_dir=cache).tokenizer([LEFT])
     # Only the caption's tokens are pooled: the same count with and without the instruction.
@@ -305,6 +316,167 @@ def test_local_copy_of_the_llama2_mntp_model_keeps_the_llama2_chat_template(cach
     with caplog.at_level(logging.WARNING, logger="models.llm2vec_text"):
         encoder = load_llm2vec(str(recorded), dtype="fp32")
     assert encoder.model.config._name_or_path == "meta-llama/Llama-2-7b-chat-hf" and caplog.text == ""
+
+
+LONG = " ".join(["a red ball to the left of a blue box on the table near the window"] * 8)  # > 64 tokens
+
+
+def encode_like_llm2vec(encoder, instruction: str, texts: list[str]) -> torch.Tensor:
+    """llm2vec's own LLM2Vec.encode on (instruction, caption) pairs, all in one batch (so padded as ours)."""
+    pairs = [[instruction, text] for text in texts]
+    return encoder.encode(pairs, batch_size=len(texts), show_progress_bar=False, convert_to_tensor=True)
+
+
+@pytest.mark.parametrize("instruction", ["", "Describe the image:"])
+def test_llm2vec_tower_equals_llm2vec_encode_for_short_and_long_captions(cache, tmp_path, instruction):
+    from models.llm2vec_text import LLM2VecTextTower, LLM2VecTokenizer, fit_doc_max_length, load_llm2vec
+
+    chat = copy_of_tiny_llm2vec(cache, tmp_path, "chat", "meta-llama/Llama-2-7b-chat-hf")  # with Llama-2's template
+    encoder = load_llm2vec(str(chat), max_length=64, dtype="fp32")
+    assert encoder.doc_max_length == 400  # llm2vec's default: longer than max_length, the whole text would be cut
+    encoder.doc_max_length = fit_doc_max_length(encoder, instruction)
+    assert 30 < encoder.doc_max_length < 64 - 10
+    tokenizer = LLM2VecTokenizer(encoder, instruction)
+    tower = LLM2VecTextTower(encoder, embed_dim=8)
+    texts = [LEFT, LONG, "a dog behind a tree", LONG + " and a cat"]
+    tokens = tokenizer(texts)
+    # Long captions are cut (by words, as llm2vec) to doc_max_length and keep the chat template's closing part.
+    assert tokens["attention_mask"].sum(dim=1).max() < 64
+    for row in (1, 3):
+        kept = tokens["input_ids"][row][tokens["attention_mask"][row].bool()]
+        assert encoder.tokenizer.decode(kept).endswith(" [/INST]")
+        pooled = tokens["input_ids"][row][tokens["embed_mask"][row].bool()]
+        # llm2vec pools the caption (and the template's closing part after it), not the template's start/instruction
+        assert encoder.tokenizer.decode(pooled).strip().startswith(LONG[:40])
+    with torch.no_grad():
+        ours = tower.frozen_features(tokens)
+    torch.testing.assert_close(ours, encode_like_llm2vec(encoder, instruction, texts), rtol=0, atol=1e-6)
+    # Each caption alone (no padding) too: llm2vec's encode of one caption is the same row.
+    with torch.no_grad():
+        alone = tower.frozen_features(tokenizer([LONG]))
+    torch.testing.assert_close(alone, encode_like_llm2vec(encoder, instruction, [LONG]), rtol=0, atol=1e-6)
+
+
+def test_doc_max_length_in_the_build_and_too_small_max_length(cache):
+    bundle = build_model(tiny_llm2vec_config(), cache_dir=cache)
+    info = bundle.info["llm2vec"]
+    tokens = bundle.tokenizer([LONG])
+    assert info["doc_max_length"] < info["max_length"] and tokens["embed_mask"].sum() == info["doc_max_length"]
+    with pytest.raises(ValueError, match="leaves no room for a caption"):
+        build_model(tiny_llm2vec_config(max_length=2), cache_dir=cache)
+
+
+@pytest.mark.parametrize("hidden", [64, 128])  # 64 = tiny-clip's embed_dim: exactly LLaVA's design
+def test_connector_is_llavas_mlp2x_gelu_with_a_chosen_hidden_width(cache, hidden):
+    from models.llm2vec_text import mlp2_connector
+    from models.parameters import grad_norm
+
+    llava = mlp2_connector(4096, 768)  # hidden_dim <= 0: LLaVA-1.5's mlp2x_gelu, the hidden width = the output's
+    assert [(m.in_features, m.out_features) for m in llava[::2]] == [(4096, 768), (768, 768)]
+    hidden_dim = hidden
+
+    cfg = tiny_llm2vec_config()
+    cfg = replace(cfg, text=replace(cfg.text, connector=ConnectorConfig(hidden_dim=hidden_dim)))
+    bundle = build_model(cfg, cache_dir=cache)
+    model = bundle.model.train()
+    connector = model.connector
+    assert connector is model.text_tower.connector
+    # LLaVA-1.5's mlp2x_gelu: Linear(in, out), GELU, Linear(out, out); here in = the LLM's width, out = embed_dim.
+    assert [type(m).__name__ for m in connector] == ["Linear", "GELU", "Linear"]
+    assert (connector[0].in_features, connector[0].out_features) == (64, hidden)
+    assert (connector[2].in_features, connector[2].out_features) == (hidden, 64)
+    assert bundle.info["llm2vec"]["connector_hidden_dim"] == hidden
+    assert grad_norm(connector) is None
+    loss_of(model(*batch(bundle))).backward()
+    expected = torch.cat([p.grad.flatten() for p in connector.parameters()]).norm().item()
+    assert grad_norm(connector) == pytest.approx(expected) and expected > 0
+    native = build_model(ModelConfig(name="tiny-clip"), cache_dir=cache).model
+    assert native.connector is None and grad_norm(native.connector) is None
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_max_logit_scale_is_log100_or_the_pretrained_value_if_higher(cache, tmp_path, name):
+    import math
+
+    from safetensors.torch import save_file
+
+    bundle = build_model(ModelConfig(name=name), cache_dir=cache)
+    assert bundle.model.logit_scale.item() < math.log(100)  # CLIP's init log(1/0.07), SigLIP's log(10)
+    assert bundle.model.max_logit_scale == bundle.info["max_logit_scale"] == pytest.approx(math.log(100))
+    state = bundle.model.open_clip_state_dict()
+    state["logit_scale"] = torch.full_like(state["logit_scale"], math.log(117.0))  # as a learned SigLIP scale
+    weights = tmp_path / "hot.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    hot = build_model(ModelConfig(name=name, pretrained=str(weights)), cache_dir=cache)
+    assert hot.model.max_logit_scale == pytest.approx(math.log(117.0))
+    assert hot.model.max_logit_scale == hot.model.logit_scale.item()
+
+
+def test_tag_preprocessing_is_what_open_clip_applies_for_the_tag():
+    import open_clip
+
+    from models.open_clip_models import implied_tag, tag_preprocess
+
+    webli = tag_preprocess("ViT-L-16-SigLIP-384", "webli")
+    assert webli == {
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "interpolation": "bicubic",
+        "resize_mode": "squash",
+    }
+    assert tag_preprocess("ViT-L-14-336-quickgelu", "openai")["mean"] == open_clip.OPENAI_DATASET_MEAN
+    assert implied_tag("ViT-L-16-SigLIP-384") == "webli"  # its only tag
+    tags = open_clip.list_pretrained_tags_by_model("ViT-B-32")  # openai, laion*, datacomp*: all CLIP's settings
+    assert len(tags) > 1 and implied_tag("ViT-B-32") == tags[0]
+    # Tags with different settings (ViT-L-14's laion2b_s32b_b82k uses mean/std 0.5): none is implied.
+    assert tag_preprocess("ViT-L-14", "laion2b_s32b_b82k")["mean"] != tag_preprocess("ViT-L-14", "openai")["mean"]
+    assert implied_tag("ViT-L-14") == ""
+
+
+def test_random_pretrained_for_a_tiny_preset_is_its_own_init(cache):
+    default = build_model(ModelConfig(name="tiny-siglip"), cache_dir=cache)
+    random = build_model(ModelConfig(name="tiny-siglip", pretrained="random"), cache_dir=cache)
+    a, b = default.model.state_dict(), random.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert random.notes == default.notes == []
+
+
+def test_random_pretrained_builds_any_open_clip_architecture_seeded(cache):
+    from models.open_clip_models import load_open_clip
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = load_open_clip("ViT-S-32-alt", "random", cache_dir=cache)  # 43M parameters, no tag at all
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's random stream is left as it was
+    second = load_open_clip("ViT-S-32-alt", "random", cache_dir=cache)
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # every process builds the same random model
+    assert first.notes == [
+        "weights: random init (seed 0) of ViT-S-32-alt, nothing pretrained",
+        "preprocess: open_clip's defaults (no single tag of ViT-S-32-alt to take them from)",
+    ]
+    with pytest.raises(ValueError, match="'random'"):
+        build_model(ModelConfig(name="ViT-S-32-alt", pretrained="randm"), cache_dir=cache)
+
+
+def test_random_llm_spec_is_checked():
+    from models.llm2vec_text import parse_random_spec, random_llm_config
+
+    assert parse_random_spec("random:llama-2-7b-chat") == ("llama-2-7b-chat", None)
+    assert parse_random_spec("random:llama-2-7b-chat:2") == ("llama-2-7b-chat", 2)
+    config = random_llm_config("random:llama-2-7b-chat:2")
+    assert (config.hidden_size, config.num_attention_heads, config.intermediate_size, config.vocab_size) == (
+        4096,
+        32,
+        11008,
+        32000,
+    )
+    assert config.num_hidden_layers == 2 and config._name_or_path == "meta-llama/Llama-2-7b-chat-hf"
+    assert random_llm_config("tiny-llm2vec") is None
+    for bad in ("random:llama-3", "random:llama-2-7b-chat:x", "random:llama-2-7b-chat:33"):
+        with pytest.raises(ValueError, match="base_model"):
+            parse_random_spec(bad)
 
 
 def test_chat_model_without_a_known_template_warns(cache, tmp_path):

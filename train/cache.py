@@ -7,7 +7,10 @@ precision, and the shards (their index and data_prep's manifest). Any change giv
 is never read, and every run with the same frozen part (all locked-image CLIP runs of a sweep) shares one.
 
 Building is split across processes in fixed chunks; each finished chunk is recorded, so an interrupted build
-resumes where it stopped. The folder gets its final name only when complete. Build ahead of a sweep with
+resumes where it stopped (only with the same chunk layout: a partial build of another layout starts over). The
+folder gets its final name only when complete. The text cache batches its texts longest first by token count
+(`length_order`), so each LLM pass pads little (`padding_tokens` measures it); rows are stored in the original
+order. Build ahead of a sweep with
 
     python -m train.cache recipes/clip_neg.yaml [key.sub=value ...]
     accelerate launch -m train.cache recipes/clip_neg.yaml          # split across the GPUs
@@ -38,6 +41,7 @@ from models.cache import resolve_cache_dir
 from models.config import ModelConfig
 from train.data import (
     Batch,
+    Collate,
     ShardIndex,
     ShardSamples,
     caption_pick,
@@ -184,13 +188,15 @@ def build_cache(
 
     `compute(chunk ids)` yields (chunk id, (len(chunk), dim) tensor) for the chunks it is given, in any order.
     Work lands in `.<folder>.partial/`; each process appends finished chunk ids to its own log after the rows
-    are flushed, so a rerun (with any number of processes) computes only chunks no log records.
+    are flushed, so a rerun (with any number of processes) computes only chunks no log records. A chunk id means
+    its rows only under the same chunks: a partial build whose chunk layout differs (another batch size or
+    order) is started over, never resumed.
     """
     partial = folder.parent / f".{folder.name}.partial"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(folder.parent / f".{folder.name}.lock", processes.rank == 0):
         if processes.rank == 0 and not folder.exists():
-            _start_partial(partial, key, rows, dim, len(chunks), extra or {})
+            _start_partial(partial, key, rows, dim, len(chunks), extra or {}, _layout_digest(chunks))
         processes.barrier()
         if folder.exists():  # complete already (possibly built by another job while this one waited)
             return folder
@@ -223,14 +229,27 @@ def build_cache(
     return folder
 
 
-def _start_partial(partial: Path, key: dict, rows: int, dim: int, chunks: int, extra: dict[str, np.ndarray]) -> None:
-    meta = {"key": key, "rows": rows, "dim": dim, "chunks": chunks, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+def _layout_digest(chunks: Sequence[np.ndarray]) -> str:
+    """Hash of which rows each chunk holds, in chunk order: what makes a recorded chunk id mean the same rows."""
+    digest = hashlib.blake2b(digest_size=16)
+    for chunk in chunks:
+        rows = np.ascontiguousarray(chunk, dtype=np.int64)
+        digest.update(len(rows).to_bytes(8, "little"))
+        digest.update(rows.data)
+    return digest.hexdigest()
+
+
+def _start_partial(
+    partial: Path, key: dict, rows: int, dim: int, chunks: int, extra: dict[str, np.ndarray], layout: str
+) -> None:
+    meta = {"key": key, "rows": rows, "dim": dim, "chunks": chunks, "layout": layout}
+    meta["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if partial.exists():
         try:
             old = json.loads((partial / META).read_text())
         except (OSError, ValueError):
             old = {}
-        if all(old.get(k) == meta[k] for k in ("key", "rows", "dim", "chunks")):
+        if all(old.get(k) == meta[k] for k in ("key", "rows", "dim", "chunks", "layout")):
             return  # the same build: resume it
         shutil.rmtree(partial)
     partial.mkdir()
@@ -372,7 +391,11 @@ def build_text_cache(
         "version": FORMAT_VERSION,
         "view": view,
         "tower": tower,
-        "model": bundle.info.get("llm2vec") or {k: bundle.info.get(k) for k in ("name", "open_clip_model")},
+        # The LLM's description without the connector (which trains after the cache): CLIP and SigLIP runs with one LLM
+        # share one cache.
+        "model": {k: v for k, v in bundle.info["llm2vec"].items() if not k.startswith("connector")}
+        if bundle.info.get("llm2vec")
+        else {k: bundle.info.get(k) for k in ("name", "open_clip_model")},
         "context_length": bundle.info.get("context_length"),
         "weights": module_fingerprint(frozen_part),
         "precision": precision,
@@ -383,8 +406,9 @@ def build_text_cache(
         return TextStore(folder)
     samples = ShardSamples(index, bundle.preprocess_eval, "first", seed=0)
     texts, offsets, negative_rows = caption_texts(samples, view)
-    # Longest first, in batches of similar length: little padding for the LLM, and an early out-of-memory.
-    order = np.argsort([-len(t) for t in texts], kind="stable")
+    # Longest first, in batches of similar token counts: little padding for the LLM (each pass pads to its longest
+    # text), and an early out-of-memory. build_cache stores every row at its original index.
+    order = length_order(bundle.tokenizer, texts)
     chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
     def compute(chunk_ids: Iterator[int]) -> Iterator[tuple[int, torch.Tensor]]:
@@ -398,6 +422,108 @@ def build_text_cache(
     extra = {OFFSETS: offsets, NEGATIVE_ROWS: negative_rows}
     build_cache(folder, key, len(texts), dim, chunks, compute, extra=extra, processes=processes, desc="text features")
     return TextStore(folder)
+
+
+# --- batching texts by length ----------------------------------------------------------------------------------
+
+LENGTH_SLICE = 10_000  # texts per batched tokenizer call when measuring lengths (bounds the token lists in memory)
+
+
+def text_lengths(tokenizer: Callable, texts: Sequence[str]) -> np.ndarray:
+    """Sort keys for `texts`: for an LLM2Vec tokenizer (models.llm2vec_text.LLM2VecTokenizer) each caption's token
+    count, capped at `doc_max_length` as LLM2Vec.encode cuts captions (the chat template and instruction add the
+    same tokens to every text); for any other tokenizer (which pads to its fixed context) the characters.
+
+    One batched call of the fast tokenizer per LENGTH_SLICE texts: about 50 us per text on one busy CPU core, a
+    minute for LLaVA-1.5's 1.2M captions, against hours of LLM forward passes.
+    """
+    llm2vec = getattr(tokenizer, "llm2vec", None)
+    hf_tokenizer = getattr(llm2vec, "tokenizer", None)
+    if hf_tokenizer is None:
+        return np.asarray([len(text) for text in texts], dtype=np.int64)
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), LENGTH_SLICE):
+        ids = hf_tokenizer(list(texts[start : start + LENGTH_SLICE]), add_special_tokens=False, verbose=False)
+        lengths[start : start + len(ids["input_ids"])] = [len(row) for row in ids["input_ids"]]
+    return np.minimum(lengths, llm2vec.doc_max_length)
+
+
+def length_order(tokenizer: Callable, texts: Sequence[str]) -> np.ndarray:
+    """Indices of `texts`, longest first (`text_lengths`; ties keep their order): consecutive slices of it are
+    batches of near-equal length."""
+    return np.argsort(-text_lengths(tokenizer, texts), kind="stable")
+
+
+@dataclass(frozen=True)
+class PaddingCount:
+    """Tokens the LLM computes for a list of texts (every pass padded to some width) against their own tokens."""
+
+    computed: int  # sum over LLM passes of rows x padded width
+    real: int  # sum of the texts' attention masks: the tokens that are not padding
+    texts: int
+    passes: int
+
+    @property
+    def ratio(self) -> float:
+        """computed / real: 1.0 means no padding at all."""
+        return self.computed / self.real if self.real else 1.0
+
+    @property
+    def waste(self) -> float:
+        """Share of the computed tokens that are padding."""
+        return 1 - self.real / self.computed if self.computed else 0.0
+
+
+PADDINGS = ("chunk", "batch", "max_length")
+ORDERS = ("tokens", "characters", "given")
+
+
+def padding_tokens(
+    tokenizer: Callable,
+    texts: Sequence[str],
+    *,
+    batch_size: int,
+    chunk_size: int = 0,
+    order: str = "tokens",
+    pad: str = "chunk",
+) -> PaddingCount:
+    """Tokens computed vs real tokens when an LLM2Vec tower encodes `texts` in batches of `batch_size`, each run as
+    LLM passes of `chunk_size` texts (0 = the whole batch; the recipe's text.llm2vec.chunk_size), as
+    build_text_cache does (the defaults: batches by token count, each pass padded to its longest text).
+
+    `order`: "tokens" (length_order: the text cache's build), "characters" (longest first by characters: the
+    build's former order), "given" (as listed, e.g. training's shuffled batches). `pad`: "chunk" (each LLM pass to
+    its longest text: LLM2VecTextTower now), "batch" (every pass keeps the padding of the tokenizer's whole batch:
+    the tower before), "max_length" (every text padded to text.llm2vec.max_length).
+    `tokenizer` is the bundle's LLM2VecTokenizer (models.build_model(...).tokenizer).
+    """
+    from models.llm2vec_text import trim_padding
+
+    if order not in ORDERS or pad not in PADDINGS:
+        raise ValueError(f"order={order!r} (one of {ORDERS}), pad={pad!r} (one of {PADDINGS})")
+    if batch_size <= 0 or chunk_size < 0:
+        raise ValueError(f"batch_size={batch_size} must be > 0 and chunk_size={chunk_size} >= 0")
+    if order == "tokens":
+        ranked = length_order(tokenizer, texts)
+    elif order == "characters":
+        ranked = np.argsort([-len(text) for text in texts], kind="stable")
+    else:
+        ranked = np.arange(len(texts))
+    step = chunk_size or batch_size
+    computed = real = passes = 0
+    for start in range(0, len(ranked), batch_size):
+        tokens = tokenizer([texts[i] for i in ranked[start : start + batch_size]])
+        for first in range(0, len(tokens["input_ids"]), step):
+            chunk = {key: value[first : first + step] for key, value in tokens.items()}
+            rows, width = chunk["attention_mask"].shape
+            if pad == "chunk":
+                width = trim_padding(chunk)["attention_mask"].shape[1]
+            elif pad == "max_length":
+                width = max(width, tokenizer.llm2vec.max_length)
+            computed += rows * width
+            real += int(chunk["attention_mask"].sum())
+            passes += 1
+    return PaddingCount(computed=computed, real=real, texts=len(ranked), passes=passes)
 
 
 # --- training from the caches -----------------------------------------------------------------------------------
@@ -510,29 +636,45 @@ def prepare_recipe_caches(cfg, bundle: ModelBundle, index: ShardIndex, accelerat
     )
 
 
+def recipe_training_data(cfg, bundle: ModelBundle, index: ShardIndex, caches: FrozenCaches):
+    """(samples, collate) a recipe trains from: the caches' outputs where a frozen part is cached, else the towers'
+    raw inputs; the transform is the eval one when `data.augment` is false."""
+    transform = bundle.preprocess_train if cfg.data.augment else bundle.preprocess_eval
+    if caches.any:
+        samples = CachedShardSamples(index, transform, cfg.data.caption_policy, cfg.seed, caches)
+        return samples, CachedCollate(bundle.tokenizer, cfg.loss.uses_hard_negatives, caches)
+    samples = ShardSamples(index, transform, cfg.data.caption_policy, cfg.seed)
+    return samples, Collate(bundle.tokenizer, with_negatives=cfg.loss.uses_hard_negatives)
+
+
 def main(argv: list[str]) -> int:
     """Builds the caches a recipe would train from, ahead of time (under accelerate: split across processes)."""
     from accelerate import Accelerator
 
     from models import build_model
     from train.config import load_recipe
-    from train.data import index_shards
-    from train.finetune import use_cpu_group
+    from train.data import ShardError, index_shards
+    from train.process_group import use_cpu_group
     from train.typed_config import ConfigError
 
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
     try:
-        cfg = load_recipe(argv[0], argv[1:])
+        cfg = load_recipe(argv[0], argv[1:], paths="error")
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
     if cfg.cache == "off":
         print("train.cache: the recipe says cache=off; nothing to build", file=sys.stderr)
         return 2
+    try:
+        index = index_shards(cfg.data.shards)
+    except ShardError as err:
+        print(f"train.cache: {err}", file=sys.stderr)
+        return 2
     accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=use_cpu_group())
-    caches = prepare_recipe_caches(cfg, build_model(cfg.model), index_shards(cfg.data.shards), accelerator)
+    caches = prepare_recipe_caches(cfg, build_model(cfg.model), index, accelerator)
     if accelerator.is_main_process:
         print("\n".join(caches.notes))
     return 0 if caches.any else 1

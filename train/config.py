@@ -3,7 +3,12 @@
 Load a recipe with `load_recipe("recipes/x.yaml", ["optim.lr=1e-5", "data.batch_size=64"])`.
 Check one from the shell (prints the resolved YAML, or every problem and exit status 2):
 
-    python -m train.config recipes/tiny_clip_neg.yaml optim.lr=1e-5
+    python -m train.config recipes/tiny_clip_neg.yaml optim.lr=1e-5 [--check-paths]
+
+The folders and files a recipe names (shards, a weights file, eval.data_root) are checked when asked:
+`load_recipe(..., paths="error")` adds missing shards to the other problems (train/finetune.py, before it writes
+the run folder), `paths="warn"` prints them as warnings on stderr (this command without --check-paths, since
+the data may be built later). A missing eval.data_root is always only a warning: eval may run elsewhere.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-import yaml
+from models.config import ModelConfig, Problem, names_a_file
+from train.typed_config import ConfigError, build_partial, failed_under, merge, parse_overrides, to_yaml
+from train.yaml_loading import load_yaml_file
 
-from models.config import ModelConfig, Problem
-from train.typed_config import ConfigError, build, merge, parse_overrides, to_yaml
+PathChecks = Literal["ignore", "warn", "error"]
 
 BENCHMARK_NAMES = (
     "whatsup_a",
@@ -157,7 +163,7 @@ class RecipeConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def problems(self) -> list[Problem]:
-        out = []
+        out = [Problem(tuple(f"model.{k}" for k in p.keys), p.message) for p in self.model.name_problems()]
         if self.train.max_steps and self.optim.warmup_steps >= self.train.max_steps:
             out.append(
                 Problem(
@@ -177,34 +183,85 @@ class RecipeConfig:
         return out
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
-    """Recipe YAML + `key.sub=value` overrides -> validated RecipeConfig, or ConfigError with every problem."""
+def load_recipe(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, paths: PathChecks = "ignore"
+) -> RecipeConfig:
+    """Recipe YAML + `key.sub=value` overrides -> validated RecipeConfig, or ConfigError with every problem.
+
+    `paths`: "error" also reports missing shard folders and weights files among the problems, "warn" prints them
+    as warnings to stderr, "ignore" does not look (see `path_problems`). With "warn" or "error", path_warnings
+    (eval.data_root) are printed too; warnings only when the recipe has no problems.
+    """
     path = Path(path)
+    data = load_yaml_file(path, "recipe")
     problems: list[str] = []
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(str(path), ["recipe file not found"]) from None
-    except yaml.YAMLError as err:
-        raise ConfigError(str(path), [f"not valid YAML: {err}"]) from None
     override_tree = parse_overrides(overrides, problems)
-    try:
-        cfg = build(RecipeConfig, merge(data, override_tree) if isinstance(data, dict) else data, str(path))
-    except ConfigError as err:
-        raise ConfigError(str(path), problems + err.problems) from None
-    if problems:
+    if data is None:
+        data = {}
+    cfg, build_problems, failed = build_partial(
+        RecipeConfig, merge(data, override_tree) if isinstance(data, dict) else data
+    )
+    problems += build_problems
+    warnings: list[str] = []
+    if paths != "ignore":
+        found = [_problem_text(p) for p in _path_checks(cfg) if not any(failed_under(k, failed) for k in p.keys)]
+        (problems if paths == "error" else warnings).extend(found)
+        warnings += path_warnings(cfg)
+    if problems:  # the warnings wait: one message at a time
         raise ConfigError(str(path), problems)
+    for warning in warnings:
+        print(f"warning: {path}: {warning}", file=sys.stderr)
     if not cfg.run_name:
         cfg = replace(cfg, run_name=path.stem)
     return cfg
 
 
+def path_problems(cfg: RecipeConfig) -> list[str]:
+    """What the recipe names but is not there, each with its key path: a shard folder that is missing or holds no
+    `*.tar`, a `model.pretrained` weights file or folder that does not exist. Read-only; empty when all is in place.
+    """
+    return [_problem_text(p) for p in _path_checks(cfg)]
+
+
+def path_warnings(cfg: RecipeConfig) -> list[str]:
+    """Paths that only a later step needs (eval.data_root: eval may run on another machine)."""
+    root = cfg.eval.data_root
+    if root and not Path(root).is_dir():
+        return [f"eval.data_root: {root}: no such folder (eval.run needs it, or --data-root)"]
+    return []
+
+
+def _path_checks(cfg: RecipeConfig) -> list[Problem]:
+    out = []
+    for i, folder in enumerate(cfg.data.shards):
+        where, what = Path(folder), None
+        if not where.exists():
+            what = "no such folder"
+        elif not where.is_dir():
+            what = "is a file; give the folder that holds the shards"
+        elif not any(where.glob("*.tar")):
+            what = "holds no *.tar shards"
+        if what:
+            hint = " (write shards with python -m data_prep.build_shards)" if not what.startswith("is a") else ""
+            out.append(Problem((f"data.shards[{i}]",), f"{folder}: {what}{hint}"))
+    pretrained = cfg.model.pretrained
+    if pretrained and names_a_file(pretrained) and not Path(pretrained).exists():
+        out.append(Problem(("model.pretrained",), f"{pretrained}: no such weights file or folder"))
+    return out
+
+
+def _problem_text(problem: Problem) -> str:
+    return f"{' / '.join(problem.keys)}: {problem.message}"
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
+    args = [a for a in argv if a != "--check-paths"]
+    if not args or args[0] in ("-h", "--help"):
         print(__doc__)
-        return 0 if argv else 2
+        return 0 if args else 2
+    check = len(args) < len(argv)
     try:
-        cfg = load_recipe(argv[0], argv[1:])
+        cfg = load_recipe(args[0], args[1:], paths="error" if check else "warn")
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2

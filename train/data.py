@@ -7,6 +7,10 @@ The shards are plain tar files, so they are indexed once (byte offset and size o
 - resume at any step, mid-epoch included, by skipping the batches already done;
 - caption draws and augmentations seeded per (seed, epoch, sample), so workers never change the result.
 Each rank reads only its own micro-batches; the loader is not passed to `accelerator.prepare`.
+
+Training never runs on a silent subset: indexing checks every shard against what build_shards recorded and
+raises one ShardIntegrityError naming each damaged shard, and a sample that fails to read or decode later
+raises ShardReadError naming the shard file and the sample key.
 """
 
 from __future__ import annotations
@@ -24,11 +28,47 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from data_prep.image_bytes import DECODE_ERRORS
+from data_prep.provenance import sha256_file
+
 CAPTION_POLICIES = ("random", "concat", "first")
 
 
 class ShardError(ValueError):
-    pass
+    """A shard folder cannot be trained from; the message names the file and what is wrong."""
+
+
+class ShardIntegrityError(ShardError):
+    """Indexing found damage: every damaged shard, with what is wrong with it, in one error.
+
+    `damage` maps a file (a shard, or a folder's sizes.json / manifest.json) to its problems.
+    """
+
+    def __init__(self, damage: dict[str, list[str]]):
+        self.damage = {path: list(problems) for path, problems in damage.items()}
+        super().__init__(_damage_report(self.damage))
+
+    def __reduce__(self):  # rebuilt from `damage`, not from the formatted message
+        return type(self), (self.damage,)
+
+
+class ShardReadError(ShardError):
+    """A sample failed to read or decode while training; names the shard file, the sample key and the member."""
+
+
+def _damage_report(damage: dict[str, list[str]], per_file: int = 6) -> str:
+    lines = [
+        f"{len(damage)} damaged shard file(s); nothing was trained, since the readable rest would be a silent subset:"
+    ]
+    for path, problems in damage.items():
+        shown = problems[:per_file]
+        more = f"; and {len(problems) - per_file} more" if len(problems) > per_file else ""
+        lines.append(f"  {path}: {'; '.join(shown)}{more}")
+    lines.append(
+        "  Check a folder with `python -m data_prep.inspect_shards FOLDER --verify`; to repair, delete the damaged "
+        "shards and rerun data_prep.build_shards with the same arguments (it rewrites only missing shards)."
+    )
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -45,35 +85,229 @@ class ShardIndex:
         return len(self.keys)
 
 
-def index_shards(folders: Sequence[str | Path]) -> ShardIndex:
-    """Indexes every `*.tar` in the given folders (headers only: no image is read)."""
+# --- integrity: what build_shards wrote against what is on disk ------------------------------------------------
+
+_BLOCK = 512  # tar block size
+_END_OF_ARCHIVE = 2 * _BLOCK  # two zero blocks end every tar (POSIX); tarfile, GNU tar and bsdtar write them
+
+
+@dataclass(frozen=True)
+class ShardExpectation:
+    """What data_prep.build_shards recorded about one shard (None: not recorded)."""
+
+    samples: int | None = None  # sizes.json
+    bytes: int | None = None  # manifest.json shards.per_shard
+    sha256: str | None = None  # manifest.json shards.per_shard
+
+
+@dataclass
+class FolderPlan:
+    """A shard folder's tar files, what build_shards recorded about them, and problems with the listing itself."""
+
+    folder: Path
+    tars: list[Path]
+    expected: dict[str, ShardExpectation] | None  # None: no sizes.json (made by another tool)
+    damage: dict[str, list[str]]
+
+
+@dataclass
+class ShardScan:
+    path: Path
+    members: dict[str, dict[str, tuple[int, int]]]  # key -> extension -> (byte offset, size)
+    problems: list[str]
+    sha256: str | None = None  # computed only when asked
+
+
+def plan_folder(folder: str | Path) -> FolderPlan:
+    """Lists a folder's shards and checks the listing against sizes.json: missing and unlisted shards.
+
+    A folder without sizes.json (another tool's shards) gets structural checks only.
+    """
+    folder = Path(folder)
+    tars = sorted(folder.glob("*.tar"))
+    damage: dict[str, list[str]] = {}
+    expected = _read_expectations(folder, damage)
+    if not tars and not expected:
+        raise ShardError(f"{folder}: no .tar shards found (write them with python -m data_prep.build_shards)")
+    if expected is not None:
+        on_disk = {t.name for t in tars}
+        for name, exp in expected.items():
+            if name not in on_disk:
+                damage.setdefault(str(folder / name), []).append(
+                    f"missing (sizes.json lists it with {exp.samples} samples)"
+                )
+        for tar in tars:
+            if tar.name not in expected:
+                damage.setdefault(str(tar), []).append("not listed in sizes.json (a stray tar, or another build's)")
+    return FolderPlan(folder, tars, expected, damage)
+
+
+def _read_expectations(folder: Path, damage: dict[str, list[str]]) -> dict[str, ShardExpectation] | None:
+    sizes_file, manifest_file = folder / "sizes.json", folder / "manifest.json"
+    if not sizes_file.exists():
+        return None
+    try:
+        sizes = json.loads(sizes_file.read_bytes().decode("utf-8"))
+        if not isinstance(sizes, dict) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()
+        ):
+            raise ValueError("expected an object of shard name -> sample count")
+    except (OSError, ValueError) as err:
+        damage.setdefault(str(sizes_file), []).append(f"unreadable: {err}")
+        return None
+    per_shard: dict = {}
+    if manifest_file.exists():
+        try:
+            manifest = json.loads(manifest_file.read_bytes().decode("utf-8"))
+            per_shard = manifest.get("shards", {}).get("per_shard", {}) if isinstance(manifest, dict) else {}
+            if not isinstance(per_shard, dict):
+                raise ValueError("shards.per_shard is not an object")
+        except (OSError, ValueError, AttributeError) as err:
+            damage.setdefault(str(manifest_file), []).append(f"unreadable: {err}")
+            per_shard = {}
+    out = {}
+    for name, samples in sizes.items():
+        record = per_shard.get(name) if isinstance(per_shard.get(name), dict) else {}
+        out[name] = ShardExpectation(samples, record.get("bytes"), record.get("sha256"))
+    return out
+
+
+def scan_shard(path: str | Path, expected: ShardExpectation | None = None, *, sha256: bool = False) -> ShardScan:
+    """Reads a shard's tar headers (no image is read) and checks its structure, and what build_shards recorded.
+
+    Python's tarfile stops iterating, without an error, at a zeroed or unreadable header after the first one;
+    so after the last member the rest of the file must be the end-of-archive zero blocks and nothing else.
+    `sha256=True` also hashes the whole file (a full read) and compares it with manifest.json.
+    """
+    path = Path(path)
+    scan = ShardScan(path, {}, [])
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        scan.problems.append(f"cannot read: {err.strerror or err}")
+        return scan
+    if expected is not None and expected.bytes is not None and size != expected.bytes:
+        scan.problems.append(
+            f"{size} bytes, manifest.json records {expected.bytes}" + (" (truncated)" if size < expected.bytes else "")
+        )
+    end: int | None = 0  # where the last complete member, padded to whole blocks, ends
+    try:
+        with tarfile.open(path, mode="r:") as tar:  # "r:": plain tar, no guessing of a compression
+            for info in tar:
+                if info.offset_data + info.size > size:
+                    scan.problems.append(
+                        f"truncated: member {info.name!r} (header at byte {info.offset}) needs {info.size} bytes "
+                        f"from byte {info.offset_data}, the file ends at byte {size}"
+                    )
+                    end = None
+                    break
+                end = info.offset_data + -(-info.size // _BLOCK) * _BLOCK
+                if not info.isfile():
+                    continue
+                key, _, ext = info.name.partition(".")
+                parts = scan.members.setdefault(key, {})
+                if ext in parts:
+                    scan.problems.append(f"member {info.name!r} appears twice (again at byte {info.offset})")
+                parts[ext] = (info.offset_data, info.size)
+    except tarfile.TarError as err:
+        scan.problems.append(f"unreadable tar header at byte {end}: {err}")
+        end = None
+    except OSError as err:
+        scan.problems.append(f"cannot read at byte {end}: {err.strerror or err}")
+        end = None
+    if end is not None:
+        problem = _archive_end_problem(path, end, size)
+        if problem:
+            scan.problems.append(problem)
+    for key, parts in scan.members.items():
+        missing = [ext for ext in ("jpg", "json") if ext not in parts]
+        if missing:
+            scan.problems.append(f"sample {key!r} has no {' or '.join(missing)} member")
+    if expected is not None and expected.samples is not None and len(scan.members) != expected.samples:
+        scan.problems.insert(0, f"sizes.json says {expected.samples} samples, found {len(scan.members)}")
+    if sha256:
+        try:
+            scan.sha256 = sha256_file(path)
+        except OSError as err:
+            scan.problems.append(f"cannot read for sha256: {err.strerror or err}")
+        else:
+            if expected is not None and expected.sha256 and scan.sha256 != expected.sha256:
+                scan.problems.append(
+                    f"sha256 {scan.sha256[:16]}... differs from manifest.json's {expected.sha256[:16]}..."
+                )
+    return scan
+
+
+def _archive_end_problem(path: Path, end: int, size: int) -> str | None:
+    """What follows the last member tarfile read: None if only the end-of-archive zero blocks."""
+    first_data = None
+    with open(path, "rb") as f:
+        f.seek(end)
+        position = end
+        while chunk := f.read(1 << 16):
+            rest = chunk.lstrip(b"\0")
+            if rest:
+                first_data = position + len(chunk) - len(rest)
+                break
+            position += len(chunk)
+        if first_data is None:
+            if size - end < _END_OF_ARCHIVE:
+                return f"truncated: the file ends at byte {size} without the end-of-archive blocks after byte {end}"
+            return None
+        unread = size - end
+        if first_data > end:
+            return (
+                f"zeroed tar header at byte {end} ({first_data - end} zero bytes where a header was expected, then "
+                f"data): reading stopped there, {unread} bytes not indexed"
+            )
+        f.seek(end)
+        block = f.read(_BLOCK)
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        reason = "truncated header" if len(block) < _BLOCK else "not a header tarfile can follow"
+    except tarfile.HeaderError as err:
+        reason = str(err)
+    return f"unreadable tar header at byte {end} ({reason}): reading stopped there, {unread} bytes not indexed"
+
+
+def index_shards(folders: Sequence[str | Path], *, verify_sha256: bool = False) -> ShardIndex:
+    """Indexes every `*.tar` in the given folders (headers only: no image is read), checking each shard first.
+
+    Always checked, at the cost of the header reads indexing needs anyway (plus one stat and a few KB at each
+    shard's end): the tar structure (a zeroed or unreadable header, truncation, trailing data), samples without
+    a jpg or json member, and, where build_shards wrote them, the per-shard sample counts of sizes.json (missing
+    and unlisted shards too) and the byte sizes of manifest.json. `verify_sha256=True` also hashes every shard
+    against manifest.json: a full read of the data (hundreds of GB for the real sets), so it is off by default
+    and run on demand with `python -m data_prep.inspect_shards FOLDER --verify`, which also decodes every sample.
+    Damage in a member's bytes that keeps the tar intact shows up when the sample is read (ShardReadError).
+
+    Raises ShardIntegrityError (a ShardError, a ValueError) listing every damaged shard, or ShardError when a
+    folder holds no shards.
+    """
     paths: list[str] = []
     keys: list[str] = []
     shard_ids: list[int] = []
     jpg: list[tuple[int, int]] = []
     meta: list[tuple[int, int]] = []
+    damage: dict[str, list[str]] = {}
     for folder in folders:
-        tars = sorted(Path(folder).glob("*.tar"))
-        if not tars:
-            raise ShardError(f"{folder}: no .tar shards found (write them with python -m data_prep.build_shards)")
-        for tar_path in tars:
-            members: dict[str, dict[str, tuple[int, int]]] = {}
-            with tarfile.open(tar_path) as tar:
-                for info in tar:
-                    if not info.isfile():
-                        continue
-                    key, _, ext = info.name.partition(".")
-                    members.setdefault(key, {})[ext] = (info.offset_data, info.size)
+        plan = plan_folder(folder)
+        damage.update(plan.damage)
+        for tar_path in plan.tars:
+            expected = plan.expected.get(tar_path.name) if plan.expected is not None else None
+            scan = scan_shard(tar_path, expected, sha256=verify_sha256)
+            if scan.problems:
+                damage.setdefault(str(tar_path), []).extend(scan.problems)
+                continue
             shard_id = len(paths)
             paths.append(str(tar_path))
-            for key, parts in members.items():
-                missing = [ext for ext in ("jpg", "json") if ext not in parts]
-                if missing:
-                    raise ShardError(f"{tar_path}: sample {key!r} has no {' or '.join(missing)} member")
+            for key, parts in scan.members.items():
                 keys.append(key)
                 shard_ids.append(shard_id)
                 jpg.append(parts["jpg"])
                 meta.append(parts["json"])
+    if damage:
+        raise ShardIntegrityError(damage)
     return ShardIndex(
         tuple(paths),
         tuple(keys),
@@ -155,6 +389,29 @@ def choose_caption(captions: Sequence[str], negatives: Sequence[str | None], pol
     raise ValueError(f"unknown caption policy {policy!r}; choose one of {', '.join(CAPTION_POLICIES)}")
 
 
+def parse_meta(data: bytes) -> dict:
+    """A sample's json member, checked for what training reads; ValueError naming the field otherwise."""
+    meta = json.loads(data.decode("utf-8"))  # decoded first: a bad byte is reported with its position
+    if not isinstance(meta, dict):
+        raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+    captions, negatives = meta.get("captions"), meta.get("hard_negatives")
+    if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
+        raise ValueError(f"field 'captions' is {_describe(captions)}, expected a non-empty list of strings")
+    if (
+        not isinstance(negatives, list)
+        or len(negatives) != len(captions)
+        or not all(n is None or isinstance(n, str) for n in negatives)
+    ):
+        raise ValueError(
+            f"field 'hard_negatives' is {_describe(negatives)}, expected a list of {len(captions)} strings or nulls"
+        )
+    return meta
+
+
+def _describe(value) -> str:
+    return "missing" if value is None else f"{type(value).__name__} {json.dumps(value)[:60]}"
+
+
 def decode_rgb(data: bytes) -> Image.Image:
     """The image in RGB; an RGB file (what build_shards writes) is decoded once, without convert()'s extra copy."""
     image = Image.open(io.BytesIO(data))  # in-memory: nothing to close
@@ -206,23 +463,47 @@ class ShardSamples(Dataset):
     def __getstate__(self):
         return {**self.__dict__, "_files": {}}  # open files never cross into workers
 
-    def _read(self, shard: int, span: np.ndarray) -> bytes:
-        f = self._files.get(shard)
-        if f is None:
-            f = self._files[shard] = open(self.index.shard_paths[shard], "rb")  # noqa: SIM115 (kept open)
-        f.seek(int(span[0]))
-        return f.read(int(span[1]))
+    def _read(self, i: int, member: str) -> bytes:
+        """The raw bytes of sample i's `jpg` or `json` member; a failed or short read names shard and key."""
+        shard = int(self.index.shard[i])
+        offset, size = (int(v) for v in (self.index.jpg[i] if member == "jpg" else self.index.meta[i]))
+        try:
+            f = self._files.get(shard)
+            if f is None:
+                f = self._files[shard] = open(self.index.shard_paths[shard], "rb")  # noqa: SIM115 (kept open)
+            f.seek(offset)
+            data = f.read(size)
+        except OSError as err:
+            raise ShardReadError(f"{self._where(i, member)}: cannot read: {err}") from err
+        if len(data) != size:
+            raise ShardReadError(
+                f"{self._where(i, member)}: only {len(data)} of {size} bytes at byte {offset} "
+                "(the shard was truncated or replaced after indexing)"
+            )
+        return data
+
+    def _where(self, i: int, member: str) -> str:
+        return f"{self.index.shard_paths[int(self.index.shard[i])]}: sample {self.index.keys[i]!r}: {member} member"
 
     def meta(self, i: int) -> dict:
         """The sample's json member: captions, hard_negatives, source fields."""
-        return json.loads(self._read(int(self.index.shard[i]), self.index.meta[i]))
+        data = self._read(i, "json")
+        try:
+            return parse_meta(data)
+        except ValueError as err:  # UnicodeDecodeError and JSONDecodeError included
+            raise ShardReadError(f"{self._where(i, 'json')} (byte {int(self.index.meta[i][0])}): {err}") from None
 
     def caption(self, i: int, seed: int) -> tuple[str, str | None]:
         meta = self.meta(i)
         return choose_caption(meta["captions"], meta["hard_negatives"], self.caption_policy, seed)
 
     def pixels(self, i: int, seed: int) -> torch.Tensor:
-        rgb = decode_rgb(self._read(int(self.index.shard[i]), self.index.jpg[i]))
+        data = self._read(i, "jpg")
+        try:
+            rgb = decode_rgb(data)
+        except DECODE_ERRORS as err:
+            where = f"{self._where(i, 'jpg')} (byte {int(self.index.jpg[i][0])}, {len(data)} bytes)"
+            raise ShardReadError(f"{where}: does not decode: {type(err).__name__}: {err}") from None
         # Seeded per sample so random crops do not depend on worker count or on where a run resumed.
         return seeded_call(self.transform, rgb, seed)
 

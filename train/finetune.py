@@ -3,18 +3,24 @@
     accelerate launch train/finetune.py recipes/clip_neg.yaml [key.sub=value ...]
     python train/finetune.py recipes/tiny_clip_neg.yaml train.max_steps=20
 
-`main(cfg)` is the plan, top to bottom: run folder, model, data, loss, optimizer, resume, train, checkpoint.
+`main(cfg)` is the plan, top to bottom: every check that can fail before anything is written, run folder, model,
+data, trainer, resume, train. `Trainer` holds the optimizer step and the checkpoints.
+
+The loss of every optimizer step is the contrastive loss of the whole global batch, whatever the micro-batch and
+the number of processes. With accumulation (several micro-batches per process and step) the step runs in two
+passes, as GradCache and open_clip's accum_freq do: the features of every micro-batch without gradients, the loss
+of the global batch on those features (gathered across processes) and its gradient with respect to each feature,
+then each micro-batch again with gradients, back-propagating that feature gradient. Both passes of a micro-batch
+see the same pixels (crops are seeded per sample) and the same random state (dropout).
 """
 
 from __future__ import annotations
 
-import math
-import os
-import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -23,7 +29,7 @@ from tqdm import tqdm
 
 from models import build_model, format_parameter_table, parameter_table
 from models.memory import check_fits, device_total_bytes, estimate_for_config, format_memory_estimate
-from train.cache import CachedCollate, CachedShardSamples, prepare_recipe_caches
+from train.cache import prepare_recipe_caches, recipe_training_data
 from train.checkpoints import (
     ENGINE,
     finish_checkpoint,
@@ -36,18 +42,21 @@ from train.checkpoints import (
     trainable_state,
 )
 from train.config import OptimConfig, RecipeConfig, load_recipe
-from train.data import BatchPlan, Collate, ShardSamples, epoch_loader, index_shards
+from train.data import Batch, BatchPlan, ShardError, epoch_loader, index_shards
 from train.losses import build_loss
+from train.process_group import use_cpu_group
 from train.run_dir import MetricsLog, RunDirError, check_run_dir, write_caches_record, write_run_start
 from train.tracking import Tracker
 from train.typed_config import ConfigError, flatten, to_plain, to_yaml
 
-MAX_LOGIT_SCALE = math.log(100)
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; rerun with train.resume=latest
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
+class NonFinite(RuntimeError):
+    """A non-finite loss, gradient or weight: the step is not applied and no checkpoint is written."""
+
+
+NonFiniteLoss = NonFinite  # the name earlier versions raised
 
 
 class Preempted(RuntimeError):
@@ -62,6 +71,8 @@ class StopRequest:
     """
 
     def __init__(self) -> None:
+        import signal
+
         self.requested = False
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._request)
@@ -70,10 +81,7 @@ class StopRequest:
         self.requested = True
 
     def agreed(self, accelerator: Accelerator) -> bool:
-        if accelerator.num_processes == 1:
-            return self.requested
-        flag = torch.tensor([float(self.requested)], device=accelerator.device)
-        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        return any_process(accelerator, self.requested)
 
 
 @dataclass
@@ -85,165 +93,65 @@ class Position:
     step_in_epoch: int = 0  # optimizer steps done within the current epoch
 
 
+@dataclass
+class StepResult:
+    loss: float  # the global batch's loss
+    wait: float  # seconds spent waiting for data
+    grad_norm: float  # of all trainable parameters, before clipping
+    connector_grad_norm: float | None  # of the LLM2Vec connector, None without one
+
+
 def main(cfg: RecipeConfig, argv: list[str]) -> None:
     accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=use_cpu_group())
     is_main = accelerator.is_main_process
-    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     run_dir = check_run_dir(cfg)
+    index = index_shards(cfg.data.shards)  # a damaged shard stops the run here, before anything is written
+    plan, total_steps = plan_steps(cfg, len(index), accelerator.num_processes)
+    check_memory(cfg, accelerator, plan)  # before any weights load: a 7B tower that cannot fit fails in seconds
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if is_main:
         write_run_start(run_dir, cfg, argv)
+
     torch.manual_seed(cfg.seed)
-
-    check_memory(cfg, accelerator)  # before any weights load: a 7B tower that cannot fit fails in seconds
     bundle = build_model(cfg.model)  # applies the recipe's freezing and gradient checkpointing
-    model = bundle.model
     if is_main:
-        print(format_parameter_table(parameter_table(model)))
-
-    index = index_shards(cfg.data.shards)
-    plan = BatchPlan(len(index), cfg.train.global_batch_size, cfg.data.batch_size, accelerator.num_processes)
-    if plan.problems():
-        raise ConfigError("batch plan", plan.problems())
-    if deepspeed:
+        print(format_parameter_table(parameter_table(bundle.model)))
+        for note in bundle.notes:  # e.g. a stand-in tokenizer in place of one that needs the hub
+            print(f"note: {note}")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
         configure_deepspeed(accelerator, plan, cfg.optim.grad_clip_norm)
-    total_steps = plan.steps_per_epoch * cfg.train.epochs
-    if cfg.train.max_steps:
-        total_steps = min(total_steps, cfg.train.max_steps)
-    if cfg.optim.warmup_steps >= total_steps:
-        raise ConfigError("batch plan", [f"optim.warmup_steps {cfg.optim.warmup_steps} >= {total_steps} steps"])
     caches = prepare_recipe_caches(cfg, bundle, index, accelerator)
     if is_main:
         print("\n".join(caches.notes))
         write_caches_record(run_dir, caches)
-    transform = bundle.preprocess_train if cfg.data.augment else bundle.preprocess_eval
-    if caches.any:
-        samples = CachedShardSamples(index, transform, cfg.data.caption_policy, cfg.seed, caches)
-        collate = CachedCollate(bundle.tokenizer, cfg.loss.uses_hard_negatives, caches)
-    else:
-        samples = ShardSamples(index, transform, cfg.data.caption_policy, cfg.seed)
-        collate = Collate(bundle.tokenizer, with_negatives=cfg.loss.uses_hard_negatives)
+    samples, collate = recipe_training_data(cfg, bundle, index, caches)
 
-    loss_fn = build_loss(cfg.loss.name)
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    # The scheduler stays unprepared: accelerate's wrapper would step it once per process per optimizer step.
-    model, optimizer = accelerator.prepare(model, optimizer)
-
-    position = Position()
-    checkpoints = run_dir / "checkpoints"
-    resume_from = resolve_resume(checkpoints, cfg.train.resume)
-    if resume_from is not None:
-        if deepspeed:  # collective: every rank reads its own ZeRO partition
-            accelerator.load_state(str(resume_from / ENGINE))
-        else:
-            load_weights(resume_from, accelerator.unwrap_model(model))
-        state = load_training_state(resume_from, None if deepspeed else optimizer, scheduler)
-        position = Position(**state["position"])
-        if is_main:
-            print(f"resumed from {resume_from} at step {position.step} (epoch {position.epoch})")
-
-    tracker = Tracker(cfg.wandb, cfg.run_name, run_dir, flatten(to_plain(cfg)), enabled=is_main)
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    trainer = Trainer(cfg, accelerator, bundle.model, plan, total_steps, run_dir)
+    trainer.resume()
     if is_main:
         print(
             f"{len(index)} samples, {plan.steps_per_epoch} steps/epoch, {total_steps} steps, global batch "
-            f"{plan.global_batch} = {plan.micro_batch} x {plan.world_size} processes x {plan.accumulation} accumulation"
+            f"{plan.global_batch} = {plan.micro_batch} x {plan.world_size} processes x {plan.accumulation} "
+            f"accumulation{' (two-pass: the loss is that of the whole global batch)' if plan.accumulation > 1 else ''}"
         )
-
-    def checkpoint(name: str) -> None:
-        accelerator.wait_for_everyone()
-        state = {"step": position.step, "position": vars(position)}
-        if deepspeed:  # the optimizer states are partitioned across ranks: every rank writes its own
-            tmp = start_checkpoint(checkpoints, name) if is_main else None
-            accelerator.wait_for_everyone()
-            accelerator.save_state(str(checkpoints / f".tmp-{name}" / ENGINE))
-            full = accelerator.get_state_dict(model)  # collective under ZeRO-3 (gathers the 16-bit weights)
-            if is_main:
-                weights = trainable_state(accelerator.unwrap_model(model), full)
-                finish_checkpoint(
-                    checkpoints, name, tmp, weights=weights, optimizer=None, scheduler=scheduler, state=state,
-                    config_yaml=to_yaml(cfg),
-                )  # fmt: skip
-        elif is_main:
-            save_checkpoint(
-                checkpoints,
-                name,
-                model=accelerator.unwrap_model(model),
-                optimizer=optimizer,
-                scheduler=scheduler,
-                state=state,
-                config_yaml=to_yaml(cfg),
-            )
-        accelerator.wait_for_everyone()
-
-    stop = StopRequest()
-    bar = tqdm(
-        total=total_steps,
-        initial=position.step,
-        disable=not is_main,
-        desc=cfg.run_name,
-        dynamic_ncols=True,
-        mininterval=0.1 if sys.stderr.isatty() else 30,  # cluster log files get a line every 30 s, not every step
-    )
-    window = {"loss": 0.0, "steps": 0, "samples": 0, "wait": 0.0, "lr": 0.0, "start": time.perf_counter()}
-    model.train()
-    while position.step < total_steps:
-        stream = epoch_loader(
-            samples,
-            plan,
-            collate,
-            epoch=position.epoch,
-            rank=accelerator.process_index,
-            start_step=position.step_in_epoch,
-            workers=cfg.data.workers,
-        )
-        while position.step_in_epoch < plan.steps_per_epoch and position.step < total_steps:
-            lr = scheduler.get_last_lr()[0]  # the rate this step uses
-            loss, wait = train_step(model, loss_fn, optimizer, scheduler, stream, plan, accelerator, cfg, position)
-            position.step += 1
-            position.step_in_epoch += 1
-            window["loss"] += loss
-            window["steps"] += 1
-            window["samples"] += plan.global_batch
-            window["wait"] += wait
-            window["lr"] = lr
-            bar.update(1)
-            if position.step % cfg.train.log_every_steps == 0 or position.step == total_steps:
-                record = log_window(window, position, accelerator.unwrap_model(model))
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", sps=record["samples_per_s"])
-                if is_main:
-                    metrics.write(record)
-                    tracker.log(record, step=position.step)
-            saved = cfg.train.checkpoint_every_steps and position.step % cfg.train.checkpoint_every_steps == 0
-            if saved:
-                checkpoint(f"step_{position.step}")
-            if stop.agreed(accelerator):
-                if not saved:
-                    checkpoint(f"step_{position.step}")
-                bar.close()
-                tracker.finish()
-                raise Preempted(f"stopped on a signal at step {position.step}; checkpoint step_{position.step} written")
-        if position.step_in_epoch == plan.steps_per_epoch:
-            position.epoch += 1
-            position.step_in_epoch = 0
-            checkpoint(f"epoch_{position.epoch}")
-        elif position.step == total_steps:
-            checkpoint(f"step_{position.step}")
-    bar.close()
-    tracker.finish()
-    if is_main:
-        done = [p.name for p in list_checkpoints(checkpoints)]
-        print(f"run folder: {run_dir}  checkpoints: {', '.join(done)}")
+    trainer.fit(samples, collate)
 
 
-def use_cpu_group() -> bool:
-    """On GPU-less hosts several launched processes form one gloo group instead of N lone runs; DeepSpeed, which
-    brings its own CPU backend, is the exception."""
-    return not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true"
+def plan_steps(cfg: RecipeConfig, samples: int, num_processes: int) -> tuple[BatchPlan, int]:
+    """The batch plan and the number of optimizer steps, or ConfigError with every problem."""
+    plan = BatchPlan(samples, cfg.train.global_batch_size, cfg.data.batch_size, num_processes)
+    problems = plan.problems()
+    total_steps = plan.steps_per_epoch * cfg.train.epochs
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    if not problems and cfg.optim.warmup_steps >= total_steps:
+        problems.append(f"optim.warmup_steps {cfg.optim.warmup_steps} >= {total_steps} steps")
+    if problems:
+        raise ConfigError("batch plan", problems)
+    return plan, total_steps
 
 
-def check_memory(cfg: RecipeConfig, accelerator: Accelerator) -> None:
+def check_memory(cfg: RecipeConfig, accelerator: Accelerator, plan: BatchPlan) -> None:
     """Prints the per-device memory estimate; raises ConfigError when it exceeds the GPU (train.check_memory)."""
     plugin = accelerator.state.deepspeed_plugin
     estimate = estimate_for_config(
@@ -253,6 +161,7 @@ def check_memory(cfg: RecipeConfig, accelerator: Accelerator) -> None:
         accelerator.num_processes,
         plugin.zero_stage if plugin is not None else 0,
         texts_per_sample=2 if cfg.loss.uses_hard_negatives else 1,
+        accumulation=plan.accumulation,
     )
     if accelerator.is_main_process:
         print(format_memory_estimate(estimate))
@@ -264,59 +173,412 @@ def check_memory(cfg: RecipeConfig, accelerator: Accelerator) -> None:
         print("warning: " + "; ".join(problems), file=sys.stderr)
 
 
-def train_step(model, loss_fn, optimizer, scheduler, stream, plan, accelerator, cfg, position) -> tuple[float, float]:
-    """One optimizer step over `plan.accumulation` micro-batches; returns (mean loss, seconds waiting for data)."""
-    total, wait = 0.0, 0.0
-    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-    for micro in range(plan.accumulation):
-        started = time.perf_counter()
-        batch = next(stream).to(accelerator.device)
-        wait += time.perf_counter() - started
-        last = micro == plan.accumulation - 1
-        sync = nullcontext() if last or plan.world_size == 1 else accelerator.no_sync(model)
-        with sync, accelerator.autocast():
-            out = model(batch.pixels, batch.text, image_frozen=batch.image_frozen, text_frozen=batch.text_frozen)
-            text = out["text_features"]
-            n = len(batch)
-            loss = loss_fn(
-                out["image_features"],
-                text[:n],
-                out["logit_scale"],
-                out["logit_bias"],
-                negative_features=text[n:] if batch.negative_mask is not None else None,
-                negative_mask=batch.negative_mask,
-            )
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(
-                f"loss is {loss.item()} at step {position.step + 1} (epoch {position.epoch}); "
-                f"batch sample keys on rank {accelerator.process_index}: {batch.keys}"
-            )
-        if deepspeed:
-            # accelerate marks DeepSpeed's accumulation boundary (where the engine steps) by its sync flag, which
-            # only accelerator.accumulate() would otherwise set; DeepSpeed divides by the accumulation itself.
-            accelerator.gradient_state._set_sync_gradients(last)
-            accelerator.backward(loss)
+class Trainer:
+    """The optimizer, the schedule, the training loop, one optimizer step, and the checkpoints of one run."""
+
+    def __init__(
+        self,
+        cfg: RecipeConfig,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        plan: BatchPlan,
+        total_steps: int,
+        run_dir: Path,
+    ) -> None:
+        self.cfg, self.accelerator, self.plan, self.total_steps = cfg, accelerator, plan, total_steps
+        self.is_main = accelerator.is_main_process
+        self.deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+        self.loss_fn = build_loss(cfg.loss.name)
+        optimizer = build_optimizer(model, cfg.optim)
+        # The scheduler stays unprepared: accelerate's wrapper would step it once per process per optimizer step.
+        self.scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.raw = accelerator.unwrap_model(self.model)
+        self.trainable = [p for p in self.raw.parameters() if p.requires_grad]
+        connector = getattr(self.raw, "connector", None)
+        self.connector = [p for p in connector.parameters() if p.requires_grad] if connector is not None else []
+        self.position = Position()
+        self.run_dir = run_dir
+        self.checkpoints = run_dir / "checkpoints"
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Loads `train.resume`'s checkpoint, if any, and drops the metrics logged after it (they are redone)."""
+        resume_from = resolve_resume(self.checkpoints, self.cfg.train.resume)
+        if resume_from is None:
+            return
+        if self.deepspeed:  # collective: every rank reads its own ZeRO partition
+            self.accelerator.load_state(str(resume_from / ENGINE))
         else:
-            accelerator.backward(loss / plan.accumulation)
-        total += loss.item()
-    if cfg.optim.grad_clip_norm:
-        accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
-    optimizer.step()  # under DeepSpeed a no-op: the engine stepped in backward, at the accumulation boundary
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    clamp_logit_scale(accelerator.unwrap_model(model).logit_scale, deepspeed)
-    return total / plan.accumulation, wait
+            load_weights(resume_from, self.raw)
+        state = load_training_state(resume_from, None if self.deepspeed else self.optimizer, self.scheduler)
+        self.position = Position(**state["position"])
+        if self.is_main:
+            dropped = self.metrics.keep_until(self.position.step)
+            print(
+                f"resumed from {resume_from} at step {self.position.step} (epoch {self.position.epoch})"
+                + (f"; {dropped} metrics lines after that step dropped" if dropped else "")
+            )
+
+    def fit(self, samples, collate) -> None:
+        cfg, plan, position = self.cfg, self.plan, self.position
+        tracker = Tracker(cfg.wandb, cfg.run_name, self.run_dir, flatten(to_plain(cfg)), enabled=self.is_main)
+        stop = StopRequest()
+        bar = tqdm(
+            total=self.total_steps,
+            initial=position.step,
+            disable=not self.is_main,
+            desc=cfg.run_name,
+            dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 30,  # cluster log files get a line every 30 s, not every step
+        )
+        window = LogWindow()
+        self.model.train()
+        while position.step < self.total_steps:
+            stream = epoch_loader(
+                samples,
+                plan,
+                collate,
+                epoch=position.epoch,
+                rank=self.accelerator.process_index,
+                start_step=position.step_in_epoch,
+                workers=cfg.data.workers,
+            )
+            while position.step_in_epoch < plan.steps_per_epoch and position.step < self.total_steps:
+                lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
+                result = self.step(stream)
+                position.step += 1
+                position.step_in_epoch += 1
+                window.add(result, lr, plan.global_batch)
+                bar.update(1)
+                if position.step % cfg.train.log_every_steps == 0 or position.step == self.total_steps:
+                    record = window.record(position, self.raw)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", sps=record["samples_per_s"])
+                    if self.is_main:
+                        self.metrics.write(record)
+                        tracker.log(record, step=position.step)
+                saved = cfg.train.checkpoint_every_steps and position.step % cfg.train.checkpoint_every_steps == 0
+                if saved:
+                    self.checkpoint(f"step_{position.step}")
+                if stop.agreed(self.accelerator):
+                    if not saved:
+                        self.checkpoint(f"step_{position.step}")
+                    bar.close()
+                    tracker.finish()
+                    raise Preempted(
+                        f"stopped on a signal at step {position.step}; checkpoint step_{position.step} written"
+                    )
+            if position.step_in_epoch == plan.steps_per_epoch:
+                position.epoch += 1
+                position.step_in_epoch = 0
+                self.checkpoint(f"epoch_{position.epoch}")
+            elif position.step == self.total_steps:
+                self.checkpoint(f"step_{position.step}")
+        bar.close()
+        tracker.finish()
+        if self.is_main:
+            done = [p.name for p in list_checkpoints(self.checkpoints)]
+            print(f"run folder: {self.run_dir}  checkpoints: {', '.join(done)}")
+
+    # --- one optimizer step -----------------------------------------------------------------------------------
+
+    def step(self, stream) -> StepResult:
+        """One optimizer step on the global batch; nothing is applied unless loss and gradients are finite."""
+        batches, wait = [], 0.0
+        for _ in range(self.plan.accumulation):
+            started = time.perf_counter()
+            batches.append(next(stream).to(self.accelerator.device))
+            wait += time.perf_counter() - started
+        loss = self.accumulate_gradients(batches)
+        grad_norm, connector_norm = self._gradient_norms(batches)
+        if self.cfg.optim.grad_clip_norm and not self.deepspeed:  # DeepSpeed clips in its step, by its config
+            # The gradients are already all-reduced (and unscaled under fp16), so the local norm is the global one.
+            torch.nn.utils.clip_grads_with_norm_(self.trainable, self.cfg.optim.grad_clip_norm, torch.tensor(grad_norm))
+        if self.deepspeed:
+            self.model.step()  # the engine: clipping, optimizer step, zero_grad
+        else:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        clamp_logit_scale(self.raw.logit_scale, self.raw.max_logit_scale, self.deepspeed)
+        return StepResult(loss, wait, grad_norm, connector_norm)
+
+    def accumulate_gradients(self, batches: list[Batch]) -> float:
+        """The global batch's loss; its gradients are in the parameters' `.grad` (all-reduced), not yet applied."""
+        if len(batches) == 1:
+            return self._step_in_one_pass(batches[0])
+        return self._step_in_two_passes(batches)
+
+    def _step_in_one_pass(self, batch: Batch) -> float:
+        with self.accelerator.autocast():
+            loss = self._loss(self.model_outputs(batch), batch)
+        self._check_finite_loss(loss, [batch])
+        self._backward(loss, last=True)
+        return loss.item()
+
+    def _step_in_two_passes(self, batches: list[Batch]) -> float:
+        random_states = []
+        features = []
+        with torch.no_grad():  # pass 1: features only, no activations kept
+            for batch in batches:
+                random_states.append(random_state())
+                with self.accelerator.autocast():
+                    features.append(self.model_outputs(batch))
+        leaves = FeatureLeaves.of(features, batches)
+        with self.accelerator.autocast():
+            loss = self.loss_fn(
+                leaves.image,
+                leaves.text,
+                leaves.scale,
+                leaves.bias,
+                negative_features=leaves.negatives,
+                negative_mask=leaves.negative_mask,
+            )
+        self._check_finite_loss(loss, batches)
+        # d(global loss)/d(this process's features); under several processes the gather's backward is collective.
+        grads = leaves.gradients(loss)
+        last_micro = len(batches) - 1
+        for micro, batch in enumerate(batches):  # pass 2: each micro-batch with gradients, one at a time
+            set_random_state(random_states[micro])
+            last = micro == last_micro
+            sync = self.accelerator.no_sync(self.model) if not last and not self.deepspeed else nullcontext()
+            with sync:
+                with self.accelerator.autocast():
+                    out = self.model_outputs(batch)
+                surrogate = grads.surrogate(micro, out)
+                self._backward(surrogate, last=last)
+        return loss.item()
+
+    def model_outputs(self, batch: Batch) -> dict[str, torch.Tensor | None]:
+        return self.model(batch.pixels, batch.text, image_frozen=batch.image_frozen, text_frozen=batch.text_frozen)
+
+    def _loss(self, out: dict, batch: Batch) -> torch.Tensor:
+        n = len(batch)
+        text = out["text_features"]
+        return self.loss_fn(
+            out["image_features"],
+            text[:n],
+            out["logit_scale"],
+            out["logit_bias"],
+            negative_features=text[n:] if batch.negative_mask is not None else None,
+            negative_mask=batch.negative_mask,
+        )
+
+    def _backward(self, loss: torch.Tensor, *, last: bool) -> None:
+        if self.deepspeed:
+            # The engine reduces gradients at the boundary; scale_wrt_gas=False because `loss` already is this
+            # micro-batch's share of the global loss (DeepSpeed would otherwise divide by the accumulation).
+            self.model.set_gradient_accumulation_boundary(is_boundary=last)
+            self.model.backward(loss, scale_wrt_gas=False)
+        else:
+            self.accelerator.backward(loss)
+
+    def _check_finite_loss(self, loss: torch.Tensor, batches: list[Batch]) -> None:
+        if not torch.isfinite(loss):
+            raise NonFinite(
+                f"loss is {loss.item()} at step {self.position.step + 1} (epoch {self.position.epoch}); "
+                f"batch sample keys on rank {self.accelerator.process_index}: {sample_keys(batches)}"
+            )
+
+    def _gradient_norms(self, batches: list[Batch]) -> tuple[float, float | None]:
+        """Norms of the summed gradients (all-reduced: the same on every process); NonFinite if any is not finite.
+
+        Under fp16 the gradient scaler skips a step with inf gradients by design, so nothing is raised there.
+        """
+        if self.deepspeed:
+            from deepspeed.utils import safe_get_full_grad
+
+            def grad(p):  # collective under ZeRO-3: every process asks for every parameter, in the same order
+                return safe_get_full_grad(p)
+        else:
+            self.accelerator.unscale_gradients()  # fp16: norms of the true gradients (a no-op otherwise)
+
+            def grad(p):
+                return p.grad
+
+        total = grad_norm([grad(p) for p in self.trainable])
+        connector = grad_norm([grad(p) for p in self.connector]) if self.connector else None
+        if not torch.isfinite(total) and self.cfg.train.precision != "fp16":
+            raise NonFinite(
+                f"gradients are not finite (norm {total.item()}) at step {self.position.step + 1} "
+                f"(epoch {self.position.epoch}); the step was not applied; batch sample keys on rank "
+                f"{self.accelerator.process_index}: {sample_keys(batches)}"
+            )
+        return total.item(), None if connector is None else connector.item()
+
+    # --- checkpoints ------------------------------------------------------------------------------------------
+
+    def checkpoint(self, name: str) -> None:
+        """Writes `name` atomically and points `latest` at it; never with non-finite weights (NonFinite instead)."""
+        accelerator, position = self.accelerator, self.position
+        accelerator.wait_for_everyone()
+        bad = [n for n, p in self.raw.named_parameters() if p.requires_grad and p.numel() and not p.isfinite().all()]
+        if any_process(accelerator, bool(bad)):
+            raise NonFinite(
+                f"weights are not finite after step {position.step} ({', '.join(bad[:5]) or 'on another process'}); "
+                f"checkpoint {name} not written, latest still names the last good one"
+            )
+        state = {"step": position.step, "position": vars(position)}
+        if self.deepspeed:  # the optimizer states are partitioned across ranks: every rank writes its own
+            tmp = start_checkpoint(self.checkpoints, name) if self.is_main else None
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(self.checkpoints / f".tmp-{name}" / ENGINE))
+            full = accelerator.get_state_dict(self.model)  # collective under ZeRO-3 (gathers the 16-bit weights)
+            if self.is_main:
+                weights = trainable_state(self.raw, full)
+                if not all(w.isfinite().all() for w in weights.values()):  # ZeRO-3: only the gathered copy shows it
+                    raise NonFinite(f"weights are not finite after step {position.step}; checkpoint {name} not written")
+                finish_checkpoint(
+                    self.checkpoints, name, tmp, weights=weights, optimizer=None, scheduler=self.scheduler,
+                    state=state, config_yaml=to_yaml(self.cfg),
+                )  # fmt: skip
+        elif self.is_main:
+            save_checkpoint(
+                self.checkpoints,
+                name,
+                model=self.raw,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                state=state,
+                config_yaml=to_yaml(self.cfg),
+            )
+        accelerator.wait_for_everyone()
 
 
-def clamp_logit_scale(param: torch.nn.Parameter, deepspeed: bool) -> None:
-    """As open_clip: keep the temperature in [1, 100]. Under DeepSpeed the fp32 master copy is what steps on."""
+# --- the two-pass step's features ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FeatureLeaves:
+    """This process's features of every micro-batch, concatenated, as leaves the global loss differentiates."""
+
+    image: torch.Tensor  # (n, D)
+    text: torch.Tensor  # (n, D): the captions
+    negatives: torch.Tensor | None  # (n, D): the hard negatives (rows without one are masked out)
+    negative_mask: torch.Tensor | None  # (n,) bool
+    scale: torch.Tensor  # exp(logit_scale), a leaf: every process's loss holds it directly
+    bias: torch.Tensor | None
+    rows: list[int]  # samples per micro-batch
+
+    @classmethod
+    def of(cls, outputs: list[dict], batches: list[Batch]) -> FeatureLeaves:
+        rows = [len(b) for b in batches]
+        with_negatives = batches[0].negative_mask is not None
+        text = [out["text_features"] for out in outputs]
+
+        def leaf(tensor):
+            return tensor.detach().requires_grad_(True)
+
+        bias = outputs[0]["logit_bias"]
+        return cls(
+            image=leaf(torch.cat([out["image_features"] for out in outputs])),
+            text=leaf(torch.cat([t[:n] for t, n in zip(text, rows, strict=True)])),
+            negatives=leaf(torch.cat([t[n:] for t, n in zip(text, rows, strict=True)])) if with_negatives else None,
+            negative_mask=torch.cat([b.negative_mask for b in batches]) if with_negatives else None,
+            scale=leaf(outputs[0]["logit_scale"]),
+            bias=None if bias is None else leaf(bias),
+            rows=rows,
+        )
+
+    def gradients(self, loss: torch.Tensor) -> FeatureGradients:
+        inputs = [t for t in (self.image, self.text, self.negatives, self.scale, self.bias) if t is not None]
+        found = iter(torch.autograd.grad(loss, inputs, allow_unused=True))
+        image, text = next(found), next(found)
+        negatives = next(found) if self.negatives is not None else None
+        scale = next(found)
+        bias = next(found) if self.bias is not None else None
+        return FeatureGradients(image, text, negatives, scale, bias, self.rows)
+
+
+@dataclass
+class FeatureGradients:
+    image: torch.Tensor | None
+    text: torch.Tensor | None
+    negatives: torch.Tensor | None
+    scale: torch.Tensor | None
+    bias: torch.Tensor | None
+    rows: list[int]
+    starts: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.starts = [sum(self.rows[:i]) for i in range(len(self.rows))]
+
+    def surrogate(self, micro: int, out: dict) -> torch.Tensor:
+        """A scalar whose gradient through `out` is the global loss's gradient through this micro-batch.
+
+        The logit scale and bias enter the loss once per step; their gradient is split evenly over the micro-batches
+        (summed by accumulation), so every trainable parameter gets a gradient in every backward pass, as ZeRO-3's
+        gradient partitioning expects.
+        """
+        n, start = self.rows[micro], self.starts[micro]
+        part = slice(start, start + n)
+        share = 1.0 / len(self.rows)
+        text = out["text_features"]
+        terms = [
+            _dot(out["image_features"], self.image, part),
+            _dot(text[:n], self.text, part),
+            _dot(out["logit_scale"], self.scale, share=share),
+        ]
+        if self.negatives is not None:
+            terms.append(_dot(text[n:], self.negatives, part))
+        if out["logit_bias"] is not None:
+            terms.append(_dot(out["logit_bias"], self.bias, share=share))
+        return torch.stack([t.float() for t in terms]).sum()
+
+
+def _dot(output: torch.Tensor, grad: torch.Tensor | None, rows: slice | None = None, share: float = 1.0):
+    if grad is None:  # the loss does not depend on it (e.g. the bias of a CLIP loss)
+        return output.sum() * 0
+    grad = grad[rows] if rows is not None else grad
+    return (output * (grad * share).to(output.dtype)).sum()
+
+
+def random_state() -> tuple:
+    """The random state dropout draws from: CPU and, where present, the current CUDA device."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+
+
+def set_random_state(state: tuple) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda)
+
+
+# --- small pieces -------------------------------------------------------------------------------------------------
+
+
+def any_process(accelerator: Accelerator, flag: bool) -> bool:
+    """Whether `flag` holds on any process (a collective: every process must call it)."""
+    if accelerator.num_processes == 1:
+        return flag
+    tensor = torch.tensor([float(flag)], device=accelerator.device)
+    return bool(accelerator.reduce(tensor, reduction="sum").item() > 0)
+
+
+def sample_keys(batches: list[Batch]) -> list[str]:
+    return [key for batch in batches for key in batch.keys]
+
+
+def grad_norm(grads: list[torch.Tensor | None]) -> torch.Tensor:
+    present = [g.detach().float() for g in grads if g is not None]
+    if not present:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present]))
+
+
+def clamp_logit_scale(param: torch.nn.Parameter, ceiling: float, deepspeed: bool) -> None:
+    """As open_clip: keep the temperature in [1, e^ceiling], where the ceiling is log 100 or the pretrained value
+    if that is higher (models.contrastive). Under DeepSpeed the fp32 master copy is what steps on."""
     with torch.no_grad():
         if deepspeed:
             from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
 
-            safe_set_full_fp32_param(param, safe_get_full_fp32_param(param).clamp(0, MAX_LOGIT_SCALE))
+            safe_set_full_fp32_param(param, safe_get_full_fp32_param(param).clamp(0, ceiling))
         if param.numel():  # a ZeRO-3 partitioned parameter is empty here; its master copy was clamped above
-            param.clamp_(0, MAX_LOGIT_SCALE)
+            param.clamp_(0, ceiling)
 
 
 def configure_deepspeed(accelerator: Accelerator, plan: BatchPlan, grad_clip_norm: float) -> None:
@@ -329,19 +591,46 @@ def configure_deepspeed(accelerator: Accelerator, plan: BatchPlan, grad_clip_nor
     accelerator.gradient_accumulation_steps = plan.accumulation
 
 
-def log_window(window: dict, position: Position, model) -> dict:
-    elapsed = time.perf_counter() - window["start"]
-    record = {
-        "step": position.step,
-        "epoch": position.epoch,
-        "loss": window["loss"] / window["steps"],
-        "lr": window["lr"],
-        "logit_scale": model.logit_scale.exp().item(),
-        "samples_per_s": round(window["samples"] / elapsed, 1),
-        "data_wait_share": round(window["wait"] / elapsed, 3),
-    }
-    window.update(loss=0.0, steps=0, samples=0, wait=0.0, start=time.perf_counter())
-    return record
+class LogWindow:
+    """Sums over the steps since the last metrics line."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = self.wait = self.grad_norm = self.connector_grad_norm = 0.0
+        self.steps = self.samples = 0
+        self.lr = 0.0
+        self.has_connector = False
+        self.start = time.perf_counter()
+
+    def add(self, result: StepResult, lr: float, samples: int) -> None:
+        self.loss += result.loss
+        self.wait += result.wait
+        self.grad_norm += result.grad_norm
+        if result.connector_grad_norm is not None:
+            self.has_connector = True
+            self.connector_grad_norm += result.connector_grad_norm
+        self.steps += 1
+        self.samples += samples
+        self.lr = lr
+
+    def record(self, position: Position, model) -> dict:
+        elapsed = time.perf_counter() - self.start
+        record = {
+            "step": position.step,
+            "epoch": position.epoch,
+            "loss": self.loss / self.steps,
+            "lr": self.lr,
+            "logit_scale": model.logit_scale.exp().item(),
+            "grad_norm": self.grad_norm / self.steps,
+            "samples_per_s": round(self.samples / elapsed, 1),
+            "data_wait_share": round(self.wait / elapsed, 3),
+        }
+        if self.has_connector:
+            record["connector_grad_norm"] = self.connector_grad_norm / self.steps
+        self.reset()
+        return record
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
@@ -356,6 +645,7 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Ada
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
     """Linear warmup, then cosine to zero (or constant), stepped once per optimizer step."""
+    import math
 
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -373,10 +663,13 @@ def cli(argv: list[str]) -> int:
         print(__doc__)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
-        cfg = load_recipe(argv[0], argv[1:])
+        cfg = load_recipe(argv[0], argv[1:], paths="error")
         main(cfg, argv)
-    except (ConfigError, RunDirError, NonFiniteLoss, FileNotFoundError) as err:
-        print(f"finetune: {err}", file=sys.stderr)
+    except (ConfigError, RunDirError, NonFinite, ShardError, FileNotFoundError) as err:
+        # A DataLoader worker's error arrives wrapped in torch's "Caught ... Original Traceback"; its last line
+        # is the message.
+        message = str(err).strip().splitlines()[-1] if "Original Traceback" in str(err) else str(err)
+        print(f"finetune: {message}", file=sys.stderr)
         return 1
     except Preempted as err:
         print(f"finetune: {err}; continue with train.resume=latest", file=sys.stderr)

@@ -11,6 +11,7 @@ from pathlib import Path
 from data_prep.provenance import code_version
 from train.config import RecipeConfig
 from train.typed_config import flatten, to_plain, to_yaml
+from train.yaml_loading import load_yaml_file
 
 # Keys that may differ between the first start of a run and a resumed one.
 # The feature cache changes speed, not results.
@@ -33,9 +34,7 @@ def check_run_dir(cfg: RecipeConfig) -> Path:
             raise RunDirError(
                 f"{run} already holds a run; pass train.resume=latest to continue it, or pick another run_name"
             )
-        import yaml
-
-        before = flatten(yaml.safe_load(config_file.read_text()))
+        before = flatten(load_yaml_file(config_file, "run config") or {})
         now = flatten(to_plain(cfg))
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
         changed = [k for k in changed if k not in _RESUMABLE_DIFFERENCES]
@@ -80,3 +79,15 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def keep_until(self, step: int) -> int:
+        """On resume from `step`: drops the lines logged after it (those steps run again); returns how many."""
+        if not self.path.exists():
+            return 0
+        lines = self.path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(self.path)
+        return len(lines) - len(kept)

@@ -77,11 +77,27 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
 
 def build(cls: type, data: Any, source: str) -> Any:
     """Builds `cls` from plain data, or raises ConfigError listing every problem."""
-    problems: list[str] = []
-    obj = _build_dataclass(cls, data, "", problems, failed=set())
+    obj, problems, _ = build_partial(cls, data)
     if problems:
         raise ConfigError(source, problems)
     return obj
+
+
+def build_partial(cls: type, data: Any) -> tuple[Any, list[str], set[str]]:
+    """(object, problems, key paths that failed to convert): the object holds schema defaults where a value failed,
+    so that further checks (of files the config names, say) can run on the keys that did convert."""
+    problems: list[str] = []
+    failed: set[str] = set()
+    obj = _build_dataclass(cls, data, "", problems, failed)
+    return obj, problems, failed
+
+
+def failed_under(path: str, failed: set[str]) -> bool:
+    """Whether `path`, a key above it or a key below it failed to convert (see build_partial)."""
+    return any(
+        path == f or not f or path.startswith(f + ".") or path.startswith(f + "[") or f.startswith(path + ".")
+        for f in failed
+    )
 
 
 def to_plain(obj: Any) -> Any:

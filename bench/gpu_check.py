@@ -1,0 +1,697 @@
+"""GPU check behind `make gpu-check`: full-size models with random weights, bf16, one GPU, under 8 minutes.
+
+    python bench/gpu_check.py [--out bench/gpu_results.json] [--only PART] [--budget-s 450] [--peak-tflops T]
+    python bench/gpu_check.py --cpu-smoke --out /tmp/smoke.json     # the same code path, tiny models on the CPU
+
+Writes bench/gpu_results.json and prints a Markdown table. Nothing is downloaded: `model.pretrained=random`
+builds the presets at full size with seeded random weights, `random:llama-2-7b-chat` the LLM2Vec LLM at
+Llama-2-7B widths (all 32 layers, bf16), and the data is a generated world (`data_prep.toyworld --scale medium`,
+7,000 samples; its images are 224-336 px and the transforms resize them to 336 / 384 px) converted by
+`data_prep.build_shards`, in a temporary folder.
+
+Parts, each in its own subprocess with its own timeout inside one overall budget (a part that fails or runs out
+of time is recorded with its error and the others still run):
+
+| part | recipe, as run | micro-batch x accumulation = global | launch |
+|---|---|---|---|
+| clip_neg | CLIP ViT-L/14-336, image locked, NegCLIP | 128 x 2 = 256 (two-pass step) | python, 1 GPU |
+| siglip_unlocked_neg | SigLIP ViT-L/16-384, everything trains | 64 x 2 = 128 (two-pass step) | DeepSpeed ZeRO-2, 1 process |
+| siglip_llm2vec_neg | SigLIP locked + frozen 7B LLM2Vec (bf16) + connector | 128 x 1 = 128 | python, 1 GPU |
+
+Every part trains with `cache=off` (the frozen towers run in every step: what a step of each model costs; the
+recipes' default `cache: auto` trains from cached frozen outputs instead) and `data.workers=8`. The clip_neg part
+then builds the locked image tower's feature cache over all 7,000 samples with train/cache.py's
+`build_image_cache` (the path `cache: auto` and `python -m train.cache` take) and reports images/s.
+
+Per part: one warm-up step whose FLOPs torch.utils.flop_counter.FlopCounterMode counts, then N timed steps of
+train/finetune.py's own `Trainer.step` (data wait included, CUDA synchronised around each); seconds per step is
+their median. samples/s = global batch / s per step. Model FLOPs are the counted FLOPs of the step less the
+gradient-free first pass of two-pass accumulation (a recomputation; counted in the hardware FLOPs, HFU); the frozen
+towers' forwards count as model FLOPs. MFU = model FLOPs per step / s per step / peak, with the peak bf16 dense
+tensor-core rate of the card named by torch.cuda.get_device_name (PEAK_BF16_DENSE_TFLOPS; e.g. H100 SXM 989
+TFLOP/s; `--peak-tflops` overrides; the JSON says which was assumed). Peak memory is
+torch.cuda.max_memory_allocated over the whole worker (weights, optimizer, the steps), set against the per-device
+estimate of models/memory.py for the same micro-batch, accumulation, precision and ZeRO stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+ZERO2_CONFIG = REPO / "launch" / "accelerate" / "deepspeed_zero2.yaml"
+GIB = 1024**3
+
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s; first substring match of
+# torch.cuda.get_device_name() wins, so the specific names come first ("GH200" also contains "H200").
+PEAK_BF16_DENSE_TFLOPS: tuple[tuple[str, float, str], ...] = (
+    ("GH200", 989.4, "GH200 (H100 SXM tensor cores)"),
+    ("H200 NVL", 835.5, "H200 NVL"),
+    ("H200", 989.4, "H200 SXM"),
+    ("H100 NVL", 835.5, "H100 NVL"),
+    ("H100 PCIe", 756.5, "H100 PCIe"),
+    ("H100", 989.4, "H100 SXM (HBM3)"),
+    ("A100", 312.0, "A100"),
+    ("L40S", 362.1, "L40S"),
+)
+
+
+def peak_tflops(device_name: str, override: float | None = None) -> tuple[float | None, str]:
+    """(peak bf16 dense TFLOP/s, what was assumed) for a CUDA device name; (None, why) when unknown."""
+    if override:
+        return override, f"{override} TFLOP/s given with --peak-tflops"
+    for key, tflops, what in PEAK_BF16_DENSE_TFLOPS:
+        if key in device_name:
+            return (
+                tflops,
+                f"{what}: {tflops} TFLOP/s bf16 dense (NVIDIA data sheet), matched {key!r} in {device_name!r}",
+            )
+    return None, f"no known bf16 peak for {device_name!r}: MFU not computed (pass --peak-tflops)"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The parts
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    recipe: str  # recipes/<recipe>.yaml
+    overrides: tuple[str, ...]
+    timeout_s: int
+    zero2: bool = False  # accelerate launch with launch/accelerate/deepspeed_zero2.yaml, one process
+    cache_build: bool = False  # after the steps, time the locked image tower's feature cache build
+    what: str = ""
+
+
+GPU_COMMON = ("model.pretrained=random", "train.precision=bf16", "cache=off", "data.workers=8")
+GPU_PARTS = (
+    Part(
+        "clip_neg",
+        "clip_neg",
+        (*GPU_COMMON, "data.batch_size=128", "train.global_batch_size=256"),
+        timeout_s=120,
+        cache_build=True,
+        what="CLIP ViT-L/14-336 (random), image locked, NegCLIP; 128 x 2 two-pass",
+    ),
+    Part(
+        "siglip_unlocked_neg",
+        "siglip_unlocked_neg",
+        (*GPU_COMMON, "data.batch_size=64", "train.global_batch_size=128"),
+        timeout_s=150,
+        zero2=True,
+        what="SigLIP ViT-L/16-384 (random), both towers train, DeepSpeed ZeRO-2 on 1 process; 64 x 2 two-pass",
+    ),
+    Part(
+        "siglip_llm2vec_neg",
+        "siglip_llm2vec_neg",
+        (
+            *GPU_COMMON,
+            "model.text.llm2vec.base_model=random:llama-2-7b-chat",
+            "data.batch_size=128",
+            "train.global_batch_size=128",
+        ),
+        timeout_s=210,
+        what="SigLIP locked + frozen 32-layer 7B LLM2Vec (random, bf16) + connector; 128 x 1",
+    ),
+)
+# The same parts with the tiny CPU recipes: what `make test` runs (tests/test_gpu_check.py).
+SMOKE_COMMON = ("cache=off", "data.workers=0")
+SMOKE_PARTS = (
+    Part(
+        "clip_neg",
+        "tiny_clip_neg",
+        (*SMOKE_COMMON, "data.batch_size=8", "train.global_batch_size=16"),
+        timeout_s=90,
+        cache_build=True,
+        what="tiny-clip stand-in; 8 x 2 two-pass",
+    ),
+    Part(
+        "siglip_unlocked_neg",
+        "tiny_siglip_neg",
+        (*SMOKE_COMMON, "model.image.locked=false", "data.batch_size=8", "train.global_batch_size=16"),
+        timeout_s=120,
+        zero2=True,
+        what="tiny-siglip stand-in, both towers train, ZeRO-2 on 1 CPU process; 8 x 2 two-pass",
+    ),
+    Part(
+        "siglip_llm2vec_neg",
+        "tiny_clip_llm2vec_neg",
+        (*SMOKE_COMMON, "data.batch_size=8", "train.global_batch_size=8"),
+        timeout_s=90,
+        what="tiny-clip + tiny LLM2Vec stand-in; 8 x 1",
+    ),
+)
+PART_NAMES = tuple(p.name for p in GPU_PARTS)
+
+
+@dataclass(frozen=True)
+class Mode:
+    parts: tuple[Part, ...]
+    scale: str  # generated world
+    timed_steps: int
+    shard_workers: int
+    shards_timeout_s: int
+    env: dict[str, str] = field(default_factory=dict)
+    launch_precision: tuple[str, ...] = ()  # extra accelerate launch flags for the ZeRO-2 part
+
+
+GPU = Mode(GPU_PARTS, "medium", timed_steps=4, shard_workers=8, shards_timeout_s=120)
+SMOKE = Mode(
+    SMOKE_PARTS,
+    "small",
+    timed_steps=2,
+    shard_workers=1,
+    shards_timeout_s=60,
+    env={"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"},
+    launch_precision=("--mixed_precision", "no"),
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Subprocesses with a timeout
+
+
+def run_part(
+    command: list[str], *, timeout_s: float, log: Path, result: Path | None = None, env: dict | None = None
+) -> dict:
+    """Runs `command` (output to `log`), at most `timeout_s`; {status, wall_s, ...} with what `result` holds.
+
+    status: ok, failed (exit status != 0) or timeout; the figures a worker wrote to `result` before it failed or
+    ran out of time are kept, and `error` holds the reason and the log's last lines.
+    """
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            rc = process.wait(timeout=max(timeout_s, 0.1))
+            status = "ok" if rc == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, 9)  # its own session: the launcher, the worker and its data workers
+            process.wait()
+            rc, status = None, "timeout"
+    record: dict = {}
+    if result is not None and result.exists():
+        with contextlib.suppress(ValueError):
+            record = json.loads(result.read_text())
+    record.update(status=status, wall_s=round(time.perf_counter() - started, 1))
+    if status != "ok":
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        why = f"timed out after {timeout_s:.0f} s" if status == "timeout" else f"exit status {rc}"
+        record["error"] = f"{why}; last lines of {log.name}:\n{tail}"
+    return record
+
+
+def shard_commands(scratch: Path, scale: str, workers: int) -> list[list[str]]:
+    world, shards = scratch / "world", scratch / "shards"
+    llava = world / "llava"
+    return [
+        [sys.executable, "-m", "data_prep.toyworld", "--out", str(world), "--seed", "0", "--scale", scale],
+        [
+            *(sys.executable, "-m", "data_prep.build_shards", "--out", str(shards), "--shard-size", "1000"),
+            *("--workers", str(workers), "--overwrite"),
+            *("--dataset", "lcs558k", "--json", str(llava / "blip_laion_cc_sbu_558k.json")),
+            *("--image-root", str(llava / "images")),
+            *("--dataset", "mix665k", "--json", str(llava / "llava_v1_5_mix665k.json"), "--image-root", str(llava)),
+        ],
+    ]
+
+
+def worker_command(spec: Path, *, zero2: bool = False, launch_flags: tuple[str, ...] = ()) -> list[str]:
+    script = [str(BENCH / "gpu_check.py"), "--worker", str(spec)]
+    if not zero2:
+        return [sys.executable, *script]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ZERO2_CONFIG)]
+    return [*launch, "--num_processes", "1", *launch_flags, *script]
+
+
+def part_spec(part: Part, shards: Path, scratch: Path, timed_steps: int) -> dict:
+    """What the worker runs: the recipe with the part's overrides, and where it writes."""
+    folder = scratch / part.name
+    overrides = [
+        f"data.shards=[{shards}]",
+        f"output_dir={folder / 'runs'}",
+        f"run_name={part.name}",
+        f"cache_dir={folder / 'feature_cache'}",
+        "wandb.mode=disabled",
+        "optim.warmup_steps=1",
+        f"train.max_steps={timed_steps + 1}",
+        *part.overrides,
+    ]
+    return {
+        "name": part.name,
+        "recipe": str(REPO / "recipes" / f"{part.recipe}.yaml"),
+        "overrides": overrides,
+        "timed_steps": timed_steps,
+        "count_flops": True,
+        "cache_build": part.cache_build,
+        "run_dir": str(folder / "run"),
+        "result": str(folder / "result.json"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The worker: one recipe, in its own process (under accelerate launch for DeepSpeed)
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def worker(spec_path: Path) -> int:
+    """Trains `timed_steps` (+1 counted warm-up) steps of a recipe with train/finetune.py's Trainer and writes its
+    raw figures to spec["result"] after each phase (so a timeout still leaves what was measured)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    from models import build_model
+    from models.memory import check_fits, estimate_for_config
+    from train.cache import Processes, build_image_cache, prepare_recipe_caches, recipe_training_data
+    from train.config import load_recipe
+    from train.data import epoch_loader, index_shards
+    from train.finetune import Trainer, configure_deepspeed, plan_steps
+    from train.process_group import use_cpu_group
+
+    spec = json.loads(Path(spec_path).read_text())
+    out_path = Path(spec["result"])
+    raw: dict = {"phase": "setup"}
+
+    def write(**update) -> None:
+        raw.update(update)
+        tmp = out_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(raw, indent=1))
+        os.replace(tmp, out_path)
+
+    cfg = load_recipe(spec["recipe"], spec["overrides"], paths="error")
+    skip_cpu_shared_memory_op()
+    accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=use_cpu_group())
+    device = accelerator.device
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    index = index_shards(cfg.data.shards)
+    plan, total_steps = plan_steps(cfg, len(index), accelerator.num_processes)
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    plugin = accelerator.state.deepspeed_plugin
+    zero_stage = plugin.zero_stage if plugin is not None else 0
+    texts = 2 if cfg.loss.uses_hard_negatives else 1
+    estimate = estimate_for_config(
+        cfg.model, plan.micro_batch, cfg.train.precision, accelerator.num_processes, zero_stage,
+        texts_per_sample=texts, accumulation=plan.accumulation,
+    )  # fmt: skip
+    write(
+        recipe=Path(spec["recipe"]).stem,
+        device=str(device),
+        device_name=torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
+        device_total_bytes=torch.cuda.get_device_properties(device).total_memory if cuda else None,
+        precision=cfg.train.precision,
+        zero_stage=zero_stage,
+        deepspeed=deepspeed,
+        num_processes=accelerator.num_processes,
+        micro_batch=plan.micro_batch,
+        accumulation=plan.accumulation,
+        global_batch=plan.global_batch,
+        samples_in_shards=len(index),
+        estimate_total_bytes=estimate.total_bytes,
+        estimate_problems=check_fits(estimate, torch.cuda.get_device_properties(device).total_memory) if cuda else [],
+        estimate_parts={
+            "weights": estimate.weight_bytes,
+            "gradients": estimate.gradient_bytes,
+            "adamw": estimate.optimizer_bytes,
+            "activations": estimate.activation_bytes,
+            "two_pass_features": estimate.feature_bytes,
+        },
+    )
+
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    bundle = build_model(cfg.model)
+    if deepspeed:
+        configure_deepspeed(accelerator, plan, cfg.optim.grad_clip_norm)
+    caches = prepare_recipe_caches(cfg, bundle, index, accelerator)  # cache=off: none, as finetune.main would
+    samples, collate = recipe_training_data(cfg, bundle, index, caches)
+    run_dir = Path(spec["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, accelerator, bundle.model, plan, total_steps, run_dir)
+    trainer.model.train()
+    sync()
+    write(phase="steps", build_s=round(time.perf_counter() - started, 2), notes=list(bundle.notes))
+
+    stream = epoch_loader(samples, plan, collate, epoch=0, rank=accelerator.process_index, workers=cfg.data.workers)
+    rss_before_steps = current_rss_bytes()
+    losses = []
+    counted = False
+    if spec.get("count_flops", True):
+        try:
+            hardware, recompute = count_step_flops(trainer, stream)
+            write(hardware_flops_per_step=hardware, recompute_flops_per_step=recompute)
+            counted = True
+        except Exception as err:  # the timings still count: record why there is no MFU and go on
+            write(flops_error=f"{type(err).__name__}: {err}")
+            if not deepspeed:
+                trainer.optimizer.zero_grad(set_to_none=True)
+    if not counted:  # a plain warm-up step
+        trainer.step(stream)
+    sync()
+    seconds, waits = [], []
+    for _ in range(spec["timed_steps"]):
+        begin = time.perf_counter()
+        result = trainer.step(stream)
+        sync()
+        seconds.append(time.perf_counter() - begin)
+        waits.append(result.wait)
+        losses.append(result.loss)
+    write(
+        phase="done" if not spec.get("cache_build") else "cache",
+        step_seconds=[round(s, 5) for s in seconds],
+        data_wait_seconds=[round(w, 5) for w in waits],
+        losses=losses,
+        peak_gpu_allocated_bytes=torch.cuda.max_memory_allocated(device) if cuda else None,
+        peak_gpu_reserved_bytes=torch.cuda.max_memory_reserved(device) if cuda else None,
+        peak_rss_bytes=peak_rss_bytes(),
+        rss_before_steps_bytes=rss_before_steps,
+    )
+    del stream
+
+    if spec.get("cache_build"):
+        sync()
+        begin = time.perf_counter()
+        store = build_image_cache(
+            Path(cfg.cache_dir), bundle, index, cfg.data.shards, precision=cfg.train.precision,
+            batch_size=cfg.data.batch_size, workers=cfg.data.workers, device=device, autocast=accelerator.autocast,
+            processes=Processes(),
+        )  # fmt: skip
+        sync()
+        cache_seconds = time.perf_counter() - begin
+        rows = int(store.features.shape[0])
+        write(
+            phase="done",
+            cache_build={
+                "images": rows,
+                "seconds": round(cache_seconds, 3),
+                "images_per_s": round(rows / cache_seconds, 1),
+                "batch_size": cfg.data.batch_size,
+                "workers": cfg.data.workers,
+                "how": "train.cache.build_image_cache (read, decode, eval transform, locked image tower, write)",
+            },
+        )
+    return 0
+
+
+def skip_cpu_shared_memory_op() -> None:
+    """DeepSpeed on the CPU first compiles a C++ shared-memory all-reduce (deepspeed_shm_comm_op, a minute or more
+    into an empty torch_extensions cache); one CPU process all-reduces nothing, so the CPU smoke run skips it.
+    Nothing changes on a GPU or with several processes."""
+    import torch
+
+    if torch.cuda.is_available() or os.environ.get("WORLD_SIZE", "1") != "1":
+        return
+    with contextlib.suppress(ImportError):
+        import deepspeed.comm.torch  # noqa: F401  (the attribute deepspeed.comm.torch is torch itself)
+
+        sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
+
+
+class _GlobalTotalsOnly:
+    """Stands in for FlopCounterMode's module tracker: every FLOP goes to the 'Global' total, no hooks."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def count_step_flops(trainer, stream) -> tuple[int, int]:
+    """One optimizer step under FlopCounterMode: (all FLOPs counted, those of the gradient-free first pass).
+
+    The first pass of two-pass accumulation runs the model under torch.no_grad; the model calls made without
+    gradients are that recomputation (HFU counts them, MFU does not).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    # Global totals only: FlopCounterMode's per-module tracker (ModuleTracker) puts multi-grad hooks on module
+    # outputs, and torch.autograd.grad then refuses the two-pass step's leaf features ("A leaf node was passed to
+    # _will_engine_execute_node ..."). The counting itself (flop_registry over aten ops) is unchanged.
+    counter.mod_tracker = _GlobalTotalsOnly()
+    recompute = 0
+    model_outputs = trainer.model_outputs
+
+    def counted_outputs(batch):
+        nonlocal recompute
+        grad, before = torch.is_grad_enabled(), counter.get_total_flops()
+        out = model_outputs(batch)
+        if not grad:
+            recompute += counter.get_total_flops() - before
+        return out
+
+    trainer.model_outputs = counted_outputs
+    try:
+        with counter:
+            trainer.step(stream)
+    finally:
+        del trainer.model_outputs  # back to the class's method
+    return int(counter.get_total_flops()), int(recompute)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Figures and report
+
+
+def summarize(raw: dict, peak: float | None) -> dict:
+    """Derived figures of one part's raw worker record: steps/s, samples/s, MFU/HFU, memory against the estimate."""
+    out: dict = {}
+    seconds = raw.get("step_seconds") or []
+    if seconds:
+        step = statistics.median(seconds)
+        out["seconds_per_step"] = round(step, 4)
+        out["steps_per_s"] = round(1 / step, 3)
+        out["samples_per_s"] = round(raw["global_batch"] / step, 1)
+        out["data_wait_share"] = round(sum(raw.get("data_wait_seconds") or [0]) / sum(seconds), 3)
+        hardware = raw.get("hardware_flops_per_step")
+        if hardware is not None:
+            model = hardware - raw.get("recompute_flops_per_step", 0)
+            out["model_tflop_per_step"] = round(model / 1e12, 3)
+            out["hardware_tflop_per_step"] = round(hardware / 1e12, 3)
+            out["achieved_model_tflops"] = round(model / step / 1e12, 2)
+            if peak:
+                out["mfu"] = round(utilisation(model, step, peak), 4)
+                out["hfu"] = round(utilisation(hardware, step, peak), 4)
+        losses = raw.get("losses") or []
+        out["losses_finite"] = all(isinstance(x, int | float) and abs(x) < float("inf") for x in losses)
+    estimate = raw.get("estimate_total_bytes")
+    measured = raw.get("peak_gpu_allocated_bytes")
+    if estimate:
+        out["estimate_gib"] = round(estimate / GIB, 2)
+    if measured:
+        out["peak_gpu_allocated_gib"] = round(measured / GIB, 2)
+        out["peak_gpu_reserved_gib"] = round((raw.get("peak_gpu_reserved_bytes") or 0) / GIB, 2)
+        if estimate:
+            out["measured_over_estimate"] = round(measured / estimate, 3)
+    if raw.get("peak_rss_bytes"):
+        out["peak_rss_gib"] = round(raw["peak_rss_bytes"] / GIB, 3)
+    return out
+
+
+def utilisation(flops_per_step: float, seconds_per_step: float, peak_tflops: float) -> float:
+    """Achieved FLOP/s as a share of the peak."""
+    return flops_per_step / seconds_per_step / (peak_tflops * 1e12)
+
+
+def fmt(value, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"# GPU check ({results['device_name']})",
+        "",
+        f"{results['peak_assumption']}. Random weights, {results['precision']}, one GPU; total {results['total_s']} s "
+        f"of a {results['budget_s']} s budget. Seconds per step: median of {results['timed_steps']} timed steps after "
+        "a FLOP-counted warm-up step. MFU: model FLOPs (FlopCounterMode, less the two-pass recompute) / s / peak; "
+        "HFU counts the recompute too. Memory: torch.cuda.max_memory_allocated against models/memory.py's estimate.",
+        "",
+        "| part | status | micro x acc = global | s/step | steps/s | samples/s | model TFLOP/step | MFU | HFU "
+        "| peak GiB | estimate GiB | measured / estimate | wall s |",
+        "|---" * 13 + "|",
+    ]
+    for name, part in results["parts"].items():
+        s = part.get("summary", {})
+        shape = (
+            f"{part['micro_batch']} x {part['accumulation']} = {part['global_batch']}" if "micro_batch" in part else "-"
+        )
+        mfu, hfu = s.get("mfu"), s.get("hfu")
+        lines.append(
+            f"| {name} | {part['status']} | {shape} | {fmt(s.get('seconds_per_step'))} | {fmt(s.get('steps_per_s'))} "
+            f"| {fmt(s.get('samples_per_s'))} | {fmt(s.get('model_tflop_per_step'))} "
+            f"| {fmt(None if mfu is None else 100 * mfu, '.1f')}{'%' if mfu is not None else ''} "
+            f"| {fmt(None if hfu is None else 100 * hfu, '.1f')}{'%' if hfu is not None else ''} "
+            f"| {fmt(s.get('peak_gpu_allocated_gib'))} | {fmt(s.get('estimate_gib'))} "
+            f"| {fmt(s.get('measured_over_estimate'))} | {part.get('wall_s', '-')} |"
+        )
+    cache = results.get("cache_build")
+    lines.append("")
+    if cache:
+        lines.append(
+            f"Image-feature cache build ({cache['part']}): {cache['images']} images in {cache['seconds']} s, "
+            f"**{cache['images_per_s']} images/s** (batch {cache['batch_size']}, {cache['workers']} data workers)."
+        )
+    else:
+        lines.append("Image-feature cache build: not measured (see the clip_neg part's error).")
+    failed = {name: part for name, part in results["parts"].items() if part["status"] != "ok"}
+    for name, part in failed.items():
+        first = part.get("error", "").splitlines()[0] if part.get("error") else part["status"]
+        lines.append(f"- {name}: {part['status']}: {first}")
+    for name, part in results["parts"].items():
+        if part.get("flops_error"):
+            lines.append(f"- {name}: FLOPs not counted (no MFU): {part['flops_error']}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python bench/gpu_check.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=BENCH / "gpu_results.json", help="JSON; the .md goes next to it")
+    parser.add_argument("--only", action="append", choices=PART_NAMES, help="run these parts only")
+    parser.add_argument("--budget-s", type=float, default=450, help="all parts together, shards included")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s (default: by card name)")
+    parser.add_argument("--shards", type=Path, default=None, help="an existing shard folder (skips generating one)")
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny recipes on the CPU: the code path, for tests")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, runs) and print it")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.worker:
+        return worker(args.worker)
+
+    mode = SMOKE if args.cpu_smoke else GPU
+    import torch
+
+    if not args.cpu_smoke and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device; this check needs one GPU (--cpu-smoke runs its code path on the CPU)")
+        return 2
+    started = time.perf_counter()
+    deadline = started + args.budget_s
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+    env.update(mode.env)
+    scratch = Path(tempfile.mkdtemp(prefix="clipablate-gpu-check-"))
+    parts: dict[str, dict] = {}
+    try:
+        shards = args.shards
+        shards_record = {"status": "ok", "wall_s": 0.0, "given": str(shards)} if shards else None
+        if shards is None:
+            print(f"generating a {mode.scale} world and its shards in {scratch} ...", flush=True)
+            shards_record = {"status": "ok", "wall_s": 0.0}
+            for command in shard_commands(scratch, mode.scale, mode.shard_workers):
+                step = run_part(
+                    command,
+                    timeout_s=min(mode.shards_timeout_s - shards_record["wall_s"], deadline - time.perf_counter()),
+                    log=scratch / f"{command[2].split('.')[-1]}.log",
+                    env=env,
+                )
+                shards_record["wall_s"] = round(shards_record["wall_s"] + step["wall_s"], 1)
+                if step["status"] != "ok":
+                    shards_record.update(status=step["status"], error=step["error"])
+                    break
+            shards = scratch / "shards"
+        for part in mode.parts:
+            if args.only and part.name not in args.only:
+                continue
+            left = deadline - time.perf_counter()
+            if shards_record["status"] != "ok":
+                parts[part.name] = {"status": "skipped", "error": "no shards: " + shards_record["error"]}
+                continue
+            if left < 20:
+                parts[part.name] = {"status": "skipped", "error": f"time budget spent ({args.budget_s:.0f} s)"}
+                continue
+            print(f"{part.name}: {part.what} (at most {min(part.timeout_s, left):.0f} s) ...", flush=True)
+            spec = part_spec(part, shards, scratch, mode.timed_steps)
+            Path(spec["result"]).parent.mkdir(parents=True, exist_ok=True)
+            spec_path = Path(spec["result"]).with_name("spec.json")
+            spec_path.write_text(json.dumps(spec, indent=1))
+            record = run_part(
+                worker_command(spec_path, zero2=part.zero2, launch_flags=mode.launch_precision),
+                timeout_s=min(part.timeout_s, left),
+                log=scratch / f"{part.name}.log",
+                result=Path(spec["result"]),
+                env=env,
+            )
+            record["what"] = part.what
+            record["overrides"] = list(part.overrides)
+            parts[part.name] = record
+            print(f"  {record['status']} in {record['wall_s']} s", flush=True)
+    finally:
+        if args.keep:
+            print(f"scratch folder kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    device_name = next((p["device_name"] for p in parts.values() if p.get("device_name")), "no device reached")
+    if args.cpu_smoke:
+        device_name = f"CPU smoke: {device_name}"
+    peak, assumption = peak_tflops(device_name, args.peak_tflops)
+    for record in parts.values():
+        record["summary"] = summarize(record, peak)
+    cache = next(({"part": n, **p["cache_build"]} for n, p in parts.items() if p.get("cache_build")), None)
+    results = {
+        "device_name": device_name,
+        "peak_bf16_dense_tflops": peak,
+        "peak_assumption": assumption,
+        "precision": "fp32 (CPU smoke)" if args.cpu_smoke else "bf16",
+        "mode": "cpu-smoke" if args.cpu_smoke else "gpu",
+        "timed_steps": mode.timed_steps,
+        "budget_s": args.budget_s,
+        "total_s": round(time.perf_counter() - started, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{platform.python_implementation()} {platform.python_version()}",
+        "shards": shards_record,
+        "cache_build": cache,
+        "parts": parts,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    table = markdown(results)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    return 0 if parts and all(p["status"] == "ok" for p in parts.values()) and shards_record["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1105 @@
+"""Scores LLaVA-style MLLMs (transformers' Llava classes, a llava-hf folder) on the project's benchmarks.
+
+    python -m eval.llava --model DIR --data-root DIR --out DIR [--benchmarks ...]
+        [--protocol generative|choice|relaxed|m3id] [--limit N] [--batch-size B]
+
+Result files are those of CLIP eval (eval/report.py): `<benchmark>.scores.jsonl` (one record per question: prompt,
+raw output or option perplexities, parsed answer, correctness) and `<benchmark>.json` (metrics with their chance
+values, the same metric names as CLIP eval), plus summary.csv/.md. Scoring is resumable per benchmark: records are
+appended to `<benchmark>.scores.jsonl` batch by batch, and a rerun with the same settings scores only the
+questions that file lacks. Protocol rules: eval/llava_protocols.py (PROTOCOL_RULES, recorded in each result).
+
+Several processes: `accelerate launch [--config_file launch/accelerate/cpu_2proc.yaml] -m eval.llava ...` (or
+torchrun). Rank r scores the questions with index % world == r, appending to `<benchmark>.scores.rank{r}.jsonl`;
+rank 0 merges them in the planned order and writes the same files as one process (a resume reads the scores file
+and every rank file, so the number of processes may change between runs). Greedy decoding and option perplexities
+are per question, but a question's left-padded batch differs with the number of processes, which moves fp32
+logits by ~1e-6: parsed answers and metrics agree, perplexities to ~1e-6 (ties and near-ties aside).
+
+The model runs as transformers' LlavaForConditionalGeneration computes it (vision tower hidden state at
+`vision_feature_layer`, CLS dropped for the "default" strategy, the 2-layer projector, the image features in place
+of the `<image>` token, the Llama language model), with the embedding sequence built here so that generation,
+M3ID's image-free branch and option perplexities share one left-padded path (tests compare it with
+`LlavaForConditionalGeneration.generate` and its forward logits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from eval import mmvp_vlm, spatial_qa, whatsup
+from eval.benchmarks import BENCHMARKS as CLIP_BENCHMARKS
+from eval.common import SCORING_VERSION, BenchmarkResult, file_record, mean, percent, require_images, sha256_file
+from eval.distributed import decided_on_rank0, exit_process, init_distributed, rank_and_world
+from eval.llava_protocols import (
+    M3ID_ALPHA,
+    M3ID_FIRST_STEP,
+    M3ID_LAMBDA,
+    PROMPT_TEMPLATE,
+    PROTOCOL_RULES,
+    PROTOCOLS,
+    Item,
+    m3id_logits,
+    normalised_perplexity,
+    option_probabilities,
+    parse_answer,
+    relaxed_pair_correct,
+    swap_bit,
+    unique_best,
+)
+from eval.report import SummaryRow, read_result, scores_path, write_result, write_summary
+
+BENCHMARKS = tuple(CLIP_BENCHMARKS)  # the benchmarks CLIP eval scores, in its order
+EXTRA_BENCHMARKS = ("mmvp",)  # MMVP for MLLMs (Tables 3, 6, 7): not in the generated world, so not a default
+LLAVA_SCORING_VERSION = 1
+
+# ---------------------------------------------------------------- questions (paper, Table 8)
+
+# What'sUp relation -> (phrase in a question, short answer shown as an option, keywords for matching)
+WHATSUP_WORDS = {
+    "left_of": ("to the left of", "left", ("left",)),
+    "right_of": ("to the right of", "right", ("right",)),
+    "on": ("on", "on", ("on",)),
+    "under": ("under", "under", ("under",)),
+    "in-front_of": ("in front of", "in front", ("front",)),
+    "behind": ("behind", "behind", ("behind",)),
+}
+# Table 8's question and command per two-way subset; {o1}, {o2}: the objects of the file name.
+WHATSUP_TWO_WAY = {
+    "left_right": ("Is the {o1} to the left of or to the right of the {o2}?", "Answer left or right."),
+    "on_under": ("Is the {o1} on or under the {o2}?", "Choose from the two options."),
+    # Our copy of Table 8 is garbled for this row; reconstructed as the Left/Right row's form.
+    "front_behind": ("Is the {o1} in front of or behind the {o2}?", "Answer in front or behind."),
+}
+SHORT_ANSWER = "Give a short answer."
+STOP_WORDS = {"a", "an", "the", "to", "of", "in", "on", "at", "is"}
+_TWO_OBJECT_RELATIONS = (
+    "to the left of", "to the right of", "to the front of", "in front of", "on top of", "to the behind of",
+    "above", "below", "behind", "under", "on",
+)  # fmt: skip
+_ONE_OBJECT = re.compile(r"^a photo of (?:an? )?(?P<o1>.+?) (?P<rel>on the \w+)$", re.IGNORECASE)
+_TWO_OBJECT = re.compile(
+    r"^a photo of (?:an? )?(?P<o1>.+?) (?P<rel>" + "|".join(_TWO_OBJECT_RELATIONS) + r") (?:an? )?(?P<o2>.+)$",
+    re.IGNORECASE,
+)
+
+
+def _object_name(slug: str) -> str:
+    return slug.replace("-", " ")
+
+
+def whatsup_items(data_root: Path, subset: str, *, label_fixes: str, limit: int) -> tuple[list[Item], dict]:
+    """Per image two questions: its two-way axis (Table 8) and the four-way one (the relations in the subset's fixed
+    order, the same for every image: Appendix A.1 keeps What'sUp's order fixed)."""
+    spec = whatsup.SUBSETS[subset]
+    rows, captions_path = whatsup.load_rows(data_root, spec)
+    rows = whatsup.first_rows(rows, limit)
+    whatsup.group_rows(rows, spec)
+    rows, fixes = whatsup.apply_label_fixes(rows, subset, label_fixes)
+    require_images([r.image for r in rows], f"{spec.what} images")
+    items = []
+    for row in rows:
+        o1, o2 = (_object_name(o) for o in row.objects)
+        meta = {"row": row.label, "objects": list(row.objects), "relation": row.relation}
+        axis, first, second = next(a for a in spec.axes if row.relation in a[1:])
+        stem, command = WHATSUP_TWO_WAY[axis]
+        relations = (first, second)
+        items.append(
+            Item(
+                id=f"{row.label}/two_way",
+                image=row.image,
+                stem=stem.format(o1=o1, o2=o2),
+                command=command,
+                options=tuple(WHATSUP_WORDS[r][1] for r in relations),
+                keywords=tuple(WHATSUP_WORDS[r][2] for r in relations),
+                answer=relations.index(row.relation),
+                meta={**meta, "kind": "two_way", "axis": axis, "option_relations": list(relations)},
+            )
+        )
+        relations = spec.relations
+        phrases = [WHATSUP_WORDS[r][0] for r in relations]
+        shorts = [WHATSUP_WORDS[r][1] for r in relations]
+        items.append(
+            Item(
+                id=f"{row.label}/four_way",
+                image=row.image,
+                stem=f"Is the {o1} {', '.join(phrases[:-1])} or {phrases[-1]} the {o2}?",
+                command=f"Answer {', '.join(shorts[:-1])} or {shorts[-1]}.",
+                options=tuple(shorts),
+                keywords=tuple(WHATSUP_WORDS[r][2] for r in relations),
+                answer=relations.index(row.relation),
+                meta={**meta, "kind": "four_way", "option_relations": list(relations)},
+            )
+        )
+    details = {
+        "label_fixes": {"mode": label_fixes, "applied": fixes},
+        "files": [file_record(captions_path, data_root)],
+        "counts": {"rows": len(rows), "questions": len(items)},
+    }
+    return items, details
+
+
+def _diff_keywords(first: str, second: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The content words that differ between two captions that differ only by their preposition."""
+    a, b = first.lower().split(), second.lower().split()
+    start = 0
+    while start < min(len(a), len(b)) and a[start] == b[start]:
+        start += 1
+    end = 0
+    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
+        end += 1
+    words = []
+    for side in (a, b):
+        middle = side[start : len(side) - end]
+        content = tuple(w for w in middle if w not in STOP_WORDS) or tuple(middle)
+        words.append(content)
+    if set(words[0]) & set(words[1]) or not words[0] or not words[1]:
+        raise ValueError(f"captions {first!r} and {second!r}: no distinct words tell them apart")
+    return words[0], words[1]
+
+
+def spatial_question(captions: tuple[str, str]) -> tuple[str, tuple[str, str]]:
+    """Table 8's COCO/GQA question stem and the two answer texts, in the captions' order."""
+    one = [_ONE_OBJECT.match(c.strip()) for c in captions]
+    if all(one) and one[0]["o1"] == one[1]["o1"]:
+        o1 = one[0]["o1"]
+        rels = (one[0]["rel"].lower(), one[1]["rel"].lower())
+        return f"Is the {o1} {rels[0]} or {rels[1]}?", rels
+    two = [_TWO_OBJECT.match(c.strip()) for c in captions]
+    if all(two) and two[0]["o1"] == two[1]["o1"] and two[0]["o2"] == two[1]["o2"]:
+        o1, o2 = two[0]["o1"], two[0]["o2"]
+        rels = (f"{two[0]['rel'].lower()} a {o2}", f"{two[1]['rel'].lower()} a {o2}")
+        return f"Is the {o1} {rels[0]} or {rels[1]}?", rels
+    # Irregular wording: ask with the captions themselves.
+    texts = tuple(c.strip().rstrip(".") for c in captions)
+    return f"Which is true of the image: {texts[0]}, or {texts[1]}?", texts  # type: ignore[return-value]
+
+
+def spatial_items(
+    data_root: Path, source: str, objects: str, *, limit: int, seed: int, benchmark: str, label_fixes: str = "paper"
+) -> tuple[list[Item], dict]:
+    rows, images, qa_path = spatial_qa.load_rows(data_root, source, objects)
+    rows, images = spatial_qa.first_rows(rows, images, limit)
+    require_images(images, f"{spatial_qa.SOURCES[source].what} images")
+    items = []
+    for n, (row, image) in enumerate(zip(rows, images, strict=True)):
+        captions = (row[1], row[2])
+        stem, answers = spatial_question(captions)
+        keywords = _diff_keywords(*captions)
+        swapped = swap_bit(seed, benchmark, str(n))
+        order = (1, 0) if swapped else (0, 1)
+        items.append(
+            Item(
+                id=str(n),
+                image=image,
+                stem=stem if not swapped else _swap_stem(stem, answers),
+                command=SHORT_ANSWER,
+                options=tuple(answers[k] for k in order),
+                keywords=tuple(keywords[k] for k in order),
+                answer=order.index(0),
+                meta={"image_id": row[0], "captions": list(captions), "swapped": swapped},
+            )
+        )
+    details = {
+        "label_fixes": {"mode": label_fixes, "applied": []},  # no published fixes for this file
+        "files": [file_record(qa_path, data_root)],
+        "counts": {"rows": len(rows), "swapped": sum(i.meta["swapped"] for i in items)},
+    }
+    return items, details
+
+
+def _swap_stem(stem: str, answers: tuple[str, str]) -> str:
+    """The stem with the two answer texts exchanged (Appendix A.1's position-bias swap)."""
+    first, second = answers
+    swapped = stem.replace(first, "\0").replace(second, first).replace("\0", second)
+    if swapped == stem:
+        raise ValueError(f"cannot swap the options of {stem!r}")
+    return swapped
+
+
+def mmvp_vlm_items(data_root: Path, *, limit: int, label_fixes: str = "paper") -> tuple[list[Item], dict]:
+    """MMVP-VLM converted for an MLLM (the paper's own conversion is not public): each image of a pair is asked
+    which of the pair's two statements is true of it, options in the pair's order for both images."""
+    rows, questions = mmvp_vlm.load_rows(data_root)
+    rows = mmvp_vlm.first_pairs(rows, limit)
+    images, folder = mmvp_vlm.image_paths(data_root, rows)
+    require_images(images, "MMVP-VLM images")
+    items = []
+    for k in range(0, len(rows), 2):
+        pair = f"{rows[k]['Question ID'].strip()}-{rows[k + 1]['Question ID'].strip()}"
+        statements = (rows[k]["Statement"].strip().rstrip("."), rows[k + 1]["Statement"].strip().rstrip("."))
+        for j in (0, 1):
+            items.append(
+                Item(
+                    id=f"{pair}/{j + 1}",
+                    image=images[k + j],
+                    stem="Which statement is true of the image?",
+                    command="",
+                    options=statements,
+                    keywords=((statements[0],), (statements[1],)),
+                    answer=j,
+                    parse="letter",
+                    meta={"pair": pair, "type": rows[k]["Type"], "image_in_pair": j + 1},
+                )
+            )
+    details = {
+        "label_fixes": {"mode": label_fixes, "applied": []},  # no published fixes for this file
+        "files": [file_record(questions, data_root)],
+        "images_folder": folder.relative_to(data_root).as_posix(),
+        "counts": {"rows": len(rows), "pairs": len(rows) // 2},
+    }
+    return items, details
+
+
+MMVP_COLUMNS = ("Index", "Question", "Options", "Correct Answer")
+_MMVP_OPTION = re.compile(r"\(([a-d])\)\s*(.*?)\s*(?=\([a-d]\)|$)", re.IGNORECASE | re.DOTALL)
+
+
+def mmvp_items(data_root: Path, *, limit: int, label_fixes: str = "paper") -> tuple[list[Item], dict]:
+    """MMVP (Tong et al., 2024) for MLLMs: `MMVP/Questions.csv` (Index, Question, Options, Correct Answer) and
+    `MMVP/MMVP Images/<Index>.jpg`; pairs are consecutive rows (1, 2), (3, 4), ...; the prompt is Figure 4's:
+    question, options "(a) X (b) Y", then the letter instruction. The paper judged free answers by hand; here a
+    generative answer is parsed as an option letter or one option's text, else unparseable."""
+    import csv
+
+    from eval.common import require_file
+
+    questions = require_file(data_root / "MMVP" / "Questions.csv", "MMVP questions (MMVP/Questions.csv)")
+    with open(questions, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in reader.fieldnames or []]
+        if not set(MMVP_COLUMNS) <= set(header):
+            raise ValueError(f"{questions}: expected columns {', '.join(MMVP_COLUMNS)}, found {header}")
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    if len(rows) % 2:
+        raise ValueError(f"{questions}: {len(rows)} rows, but pairs are consecutive rows")
+    if limit < 0:
+        raise ValueError(f"limit {limit}: must be >= 0 (0 = every pair)")
+    rows = rows[: 2 * limit] if limit else rows
+    images = [data_root / "MMVP" / "MMVP Images" / f"{int(row['Index'])}.jpg" for row in rows]
+    require_images(images, "MMVP images")
+    items = []
+    for n, (row, image) in enumerate(zip(rows, images, strict=True)):
+        options = [(m[1].lower(), m[2].strip()) for m in _MMVP_OPTION.finditer(row["Options"])]
+        letters = [letter for letter, _ in options]
+        if len(options) < 2 or letters != list("abcd"[: len(options)]):
+            raise ValueError(f"{questions} Index {row['Index']}: options {row['Options']!r} are not (a) .. (b) ..")
+        correct = re.search(r"\(?([a-d])\)?", row["Correct Answer"], re.IGNORECASE)
+        if not correct or correct[1].lower() not in letters:
+            raise ValueError(f"{questions} Index {row['Index']}: correct answer {row['Correct Answer']!r}")
+        texts = tuple(text for _, text in options)
+        first = rows[n - n % 2]["Index"]
+        items.append(
+            Item(
+                id=row["Index"],
+                image=image,
+                stem=row["Question"],
+                command="",
+                options=texts,
+                keywords=tuple((t,) for t in texts),
+                answer=letters.index(correct[1].lower()),
+                parse="letter",
+                meta={"pair": f"{first}-{rows[n - n % 2 + 1]['Index']}", "image_in_pair": n % 2 + 1, "type": "all"},
+            )
+        )
+    details = {
+        "label_fixes": {"mode": label_fixes, "applied": []},  # no published fixes for this file
+        "files": [file_record(questions, data_root)],
+        "counts": {"rows": len(rows), "pairs": len(rows) // 2},
+    }
+    return items, details
+
+
+def benchmark_items(
+    name: str, data_root: Path, *, limit: int = 0, seed: int = 0, label_fixes: str = "paper"
+) -> tuple[list[Item], dict]:
+    if name in ("whatsup_a", "whatsup_b"):
+        return whatsup_items(data_root, name[-1].upper(), label_fixes=label_fixes, limit=limit)
+    if name == "mmvp":
+        return mmvp_items(data_root, limit=limit, label_fixes=label_fixes)
+    if name == "mmvp_vlm":
+        return mmvp_vlm_items(data_root, limit=limit, label_fixes=label_fixes)
+    m = re.fullmatch(r"(coco|gqa)_spatial_(one|two)", name)
+    if m:
+        return spatial_items(data_root, m[1], m[2], limit=limit, seed=seed, benchmark=name, label_fixes=label_fixes)
+    raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+
+
+# ---------------------------------------------------------------- the model
+
+
+class LlavaRunner:
+    """A llava-hf folder loaded with transformers' Llava classes; batched, left-padded scoring and generation."""
+
+    def __init__(self, model_dir: Path | str, *, device: str | None = None, dtype: str | None = None):
+        import torch
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        self.torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype in (None, "auto"):
+            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+        self.dtype_name = dtype
+        self.dtype = getattr(torch, dtype)
+        processor = AutoProcessor.from_pretrained(model_dir)
+        self.tokenizer = processor.tokenizer
+        self.image_processor = processor.image_processor
+        self.model = LlavaForConditionalGeneration.from_pretrained(model_dir, torch_dtype=self.dtype)
+        self.model.to(self.device).eval()
+        config = self.model.config
+        self.image_token_id = config.image_token_index
+        self.eos_id = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (config.pad_token_id if config.pad_token_id is not None else 0)
+        self.embed = self.model.get_input_embeddings()
+
+    # -- inputs
+
+    def prompt_ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if ids.count(self.image_token_id) != 1:
+            raise ValueError(f"prompt {text!r}: expected one <image> token, found {ids.count(self.image_token_id)}")
+        return ids
+
+    def continuation_ids(self, prompt: str, continuation: str) -> tuple[list[int], int]:
+        """Ids of prompt + ' ' + continuation + EOS, and how many trailing ids are the continuation's."""
+        prompt_ids = self.prompt_ids(prompt)
+        full = self.prompt_ids(f"{prompt} {continuation}")
+        shared = 0
+        while shared < min(len(prompt_ids), len(full)) and prompt_ids[shared] == full[shared]:
+            shared += 1
+        if shared == len(full):
+            raise ValueError(f"continuation {continuation!r} adds no token to the prompt")
+        return full + [self.eos_id], len(full) - shared + 1
+
+    def image_features(self, images: Sequence[Path]):
+        from PIL import Image
+
+        torch = self.torch
+        config = self.model.config
+        pictures = []
+        for path in images:
+            with Image.open(path) as im:
+                pictures.append(im.convert("RGB"))
+        pixels = self.image_processor(pictures, return_tensors="pt")["pixel_values"].to(self.device, self.dtype)
+        with torch.no_grad():
+            hidden = self.model.vision_tower(pixels, output_hidden_states=True).hidden_states[
+                config.vision_feature_layer
+            ]
+            if config.vision_feature_select_strategy == "default":
+                hidden = hidden[:, 1:]
+            elif config.vision_feature_select_strategy != "full":
+                raise ValueError(f"vision_feature_select_strategy {config.vision_feature_select_strategy!r}")
+            return self.model.multi_modal_projector(hidden)
+
+    def _batch(self, sequences: Sequence[list[int]], features: Sequence[Any]):
+        """Left-padded embeddings: each sequence's `<image>` token replaced by its image's features (None: the token
+        is dropped, the image-free prompt of M3ID). Returns inputs_embeds, attention_mask, position_ids."""
+        torch = self.torch
+        rows = []
+        for ids, feature in zip(sequences, features, strict=True):
+            at = ids.index(self.image_token_id)
+            before = torch.tensor(ids[:at], device=self.device)
+            after = torch.tensor(ids[at + 1 :], device=self.device)
+            with torch.no_grad():
+                parts = [self.embed(before)] + ([feature.to(self.dtype)] if feature is not None else [])
+                parts.append(self.embed(after))
+            rows.append(torch.cat(parts))
+        width = max(r.shape[0] for r in rows)
+        dim = rows[0].shape[1]
+        embeds = torch.zeros(len(rows), width, dim, dtype=self.dtype, device=self.device)
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=self.device)
+        for k, r in enumerate(rows):
+            embeds[k, width - r.shape[0] :] = r
+            mask[k, width - r.shape[0] :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return embeds, mask, positions
+
+    def _forward(self, embeds, mask, positions, cache=None):
+        if cache is None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+        with self.torch.no_grad():
+            return self.model.language_model(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                return_dict=True,
+            )
+
+    # -- protocols
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        images: Sequence[Path],
+        *,
+        max_new_tokens: int,
+        m3id: dict[str, float] | None = None,
+    ) -> list[str]:
+        """Greedy decoding (M3ID when `m3id` = {alpha, lam}); stops at EOS or after max_new_tokens."""
+        torch = self.torch
+        ids = [self.prompt_ids(p) for p in prompts]
+        features = list(self.image_features(images))
+        branches = [(ids, features)] + ([(ids, [None] * len(ids))] if m3id else [])
+        states = []
+        for seqs, feats in branches:
+            embeds, mask, positions = self._batch(seqs, feats)
+            out = self._forward(embeds, mask, positions)
+            states.append([out.logits[:, -1].float(), out.past_key_values, mask, positions[:, -1:]])
+        finished = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
+        generated = []
+        for step in range(max_new_tokens):
+            l_c = torch.log_softmax(states[0][0], dim=-1)
+            if m3id:
+                l_u = torch.log_softmax(states[1][0], dim=-1)
+                scores = m3id_logits(l_c, l_u, M3ID_FIRST_STEP + step, alpha=m3id["alpha"], lam=m3id["lam"])
+            else:
+                scores = l_c
+            token = scores.argmax(-1)
+            token = torch.where(finished, torch.full_like(token, self.pad_id), token)
+            generated.append(token)
+            finished |= token == self.eos_id
+            if finished.all() or step == max_new_tokens - 1:
+                break
+            with torch.no_grad():
+                embeds = self.embed(token[:, None])
+            for state in states:
+                logits, cache, mask, position = state
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                position = position + 1
+                out = self._forward(embeds, mask, position, cache)
+                state[:] = [out.logits[:, -1].float(), out.past_key_values, mask, position]
+        tokens = torch.stack(generated, dim=1).tolist()
+        texts = []
+        for row in tokens:
+            if self.eos_id in row:
+                row = row[: row.index(self.eos_id)]
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
+
+    def option_logprobs(self, sequences: Sequence[tuple[list[int], int]], images: Sequence[Path]) -> list[list[float]]:
+        """Per (ids, n) the log-probabilities of its last n tokens given everything before them and the image."""
+        torch = self.torch
+        unique = list(dict.fromkeys(images))
+        features = self.image_features(unique)
+        by_image = {p: features[k] for k, p in enumerate(unique)}
+        embeds, mask, positions = self._batch([s for s, _ in sequences], [by_image[p] for p in images])
+        logits = self._forward(embeds, mask, positions).logits
+        width = logits.shape[1]
+        result = []
+        for k, (ids, n) in enumerate(sequences):
+            targets = torch.tensor(ids[-n:], device=self.device)
+            logprobs = torch.log_softmax(logits[k, width - n - 1 : width - 1].float(), dim=-1)
+            result.append(logprobs.gather(-1, targets[:, None])[:, 0].tolist())
+        return result
+
+
+# ---------------------------------------------------------------- scoring one batch of questions
+
+
+def score_items(
+    runner: LlavaRunner, items: Sequence[Item], protocol: str, settings: dict, data_root: Path
+) -> list[dict]:
+    records = []
+    base = [
+        {
+            "id": item.id,
+            "image": item.image.relative_to(data_root).as_posix()
+            if item.image.is_relative_to(data_root)
+            else str(item.image),
+            "protocol": protocol,
+            "prompt": item.prompt(protocol),
+            "options": list(item.options),
+            "answer": item.answer,
+            **item.meta,
+        }
+        for item in items
+    ]
+    if protocol in ("generative", "m3id"):
+        m3id = {"alpha": settings["m3id_alpha"], "lam": settings["m3id_lambda"]} if protocol == "m3id" else None
+        outputs = runner.generate(
+            [r["prompt"] for r in base],
+            [i.image for i in items],
+            max_new_tokens=settings["max_new_tokens"],
+            m3id=m3id,
+        )
+        for item, record, output in zip(items, base, outputs, strict=True):
+            parsed = parse_answer(item, output)
+            keywords = [list(k) for k in item.keywords] if item.parse == "keyword" else "option letter or option text"
+            record.update(
+                output=output,
+                parse=item.parse,
+                keywords=keywords,
+                prediction=parsed,
+                unparseable=parsed is None,
+                correct=parsed == item.answer,
+            )
+            records.append(record)
+        return records
+    sequences, images, owners = [], [], []
+    for k, item in enumerate(items):
+        for text in item.continuations(protocol):
+            sequences.append(runner.continuation_ids(base[k]["prompt"], text))
+            images.append(item.image)
+            owners.append(k)
+    logprobs = runner.option_logprobs(sequences, images)
+    for k, (item, record) in enumerate(zip(items, base, strict=True)):
+        mine = [lp for lp, owner in zip(logprobs, owners, strict=True) if owner == k]
+        perplexities = [normalised_perplexity(lp) for lp in mine]
+        prediction = unique_best(perplexities, lowest=True)
+        record.update(
+            continuations=[f"{t}</s>" for t in item.continuations(protocol)],
+            token_logprobs=mine,
+            token_counts=[len(lp) for lp in mine],
+            perplexity=perplexities,
+            prediction=prediction,
+            correct=prediction == item.answer,
+        )
+        if protocol == "relaxed":
+            record["probabilities"] = option_probabilities(perplexities)
+        records.append(record)
+    return records
+
+
+# ---------------------------------------------------------------- metrics (the names and chance values of CLIP eval)
+
+
+def whatsup_metrics(records: list[dict], subset: str, protocol: str) -> tuple[dict, dict, dict]:
+    spec = whatsup.SUBSETS[subset]
+    four = {r["row"]: r for r in records if r["kind"] == "four_way"}
+    two = {r["row"]: r for r in records if r["kind"] == "two_way"}
+    groups: dict[tuple[str, ...], dict[str, str]] = {}
+    for r in four.values():
+        groups.setdefault(tuple(r["objects"]), {})[r["relation"]] = r["row"]
+    n = len(four)
+    ok = {row: r["correct"] for row, r in four.items()}
+    pairs = sum(ok[g[a]] and ok[g[b]] for g in groups.values() for _, a, b in spec.axes)
+    sets = sum(all(ok[row] for row in g.values()) for g in groups.values())
+    metrics = {"indiv": percent(sum(ok.values()), n), "pairs": percent(pairs, n / 2), "set_of_4": percent(sets, n / 4)}
+    chance: dict[str, float | None] = dict(whatsup.CHANCE_FOUR_WAY)
+    denominators = {"indiv": n, "pairs": n // 2, "set_of_4": n // 4}
+    for axis, first, second in spec.axes:
+        indiv, pair, relaxed = [], [], []
+        for g in groups.values():
+            one, other = two[g[first]], two[g[second]]
+            indiv += [one["correct"], other["correct"]]
+            pair.append(one["correct"] and other["correct"])
+            if protocol == "relaxed":
+                relaxed.append(relaxed_pair_correct(one["probabilities"], other["probabilities"], 0))
+        metrics[f"{axis}/indiv"] = percent(sum(indiv), len(indiv))
+        metrics[f"{axis}/pairs"] = percent(sum(pair), len(pair))
+        chance[f"{axis}/indiv"], chance[f"{axis}/pairs"] = 50.0, 25.0
+        denominators.update({f"{axis}/indiv": len(indiv), f"{axis}/pairs": len(pair)})
+        if protocol == "relaxed":
+            metrics[f"{axis}/relaxed_pairs"] = percent(sum(relaxed), len(relaxed))
+            chance[f"{axis}/relaxed_pairs"] = 50.0
+            denominators[f"{axis}/relaxed_pairs"] = len(relaxed)
+    return metrics, chance, denominators
+
+
+def mmvp_metrics(records: list[dict], protocol: str) -> tuple[dict, dict, dict]:
+    pairs: dict[str, dict[int, dict]] = {}
+    for r in records:
+        pairs.setdefault(r["pair"], {})[r["image_in_pair"]] = r
+    patterns = list(dict.fromkeys(r["type"] for r in records))
+    fields = [("pairs", 25.0)] + ([("relaxed_pairs", 50.0)] if protocol == "relaxed" else [])
+    metrics: dict[str, float] = {"indiv": percent(sum(r["correct"] for r in records), len(records))}
+    chance: dict[str, float | None] = {"indiv": 50.0}
+    denominators: dict[str, int] = {"indiv": len(records)}
+    for name, chance_value in fields:
+        per_pattern = {}
+        for pattern in patterns:
+            outcomes = []
+            for p in pairs.values():
+                if p[1]["type"] != pattern:
+                    continue
+                if name == "pairs":
+                    outcomes.append(p[1]["correct"] and p[2]["correct"])
+                elif p[1]["answer"] != p[2]["answer"]:  # caption 1: image 1's correct option; else undefined
+                    first = p[1]["answer"]
+                    outcomes.append(relaxed_pair_correct(p[1]["probabilities"], p[2]["probabilities"], first))
+            per_pattern[pattern] = percent(sum(outcomes), len(outcomes))
+            key = f"{name}/{mmvp_vlm.metric_key(pattern)}"
+            metrics[key], chance[key], denominators[key] = per_pattern[pattern], chance_value, len(outcomes)
+        metrics[f"{name}/mean"] = mean(list(per_pattern.values()))
+        chance[f"{name}/mean"] = chance_value
+    return metrics, chance, denominators
+
+
+def benchmark_metrics(name: str, records: list[dict], protocol: str) -> tuple[dict, dict, dict]:
+    if name.startswith("whatsup_"):
+        metrics, chance, denominators = whatsup_metrics(records, name[-1].upper(), protocol)
+    elif name in ("mmvp_vlm", "mmvp"):
+        metrics, chance, denominators = mmvp_metrics(records, protocol)
+    else:
+        metrics = {"indiv": percent(sum(r["correct"] for r in records), len(records))}
+        chance, denominators = {"indiv": 50.0}, {"indiv": len(records)}
+    if protocol in ("generative", "m3id"):
+        metrics["unparseable"] = percent(sum(r["unparseable"] for r in records), len(records))
+        chance["unparseable"] = None
+        denominators["unparseable"] = len(records)
+    return metrics, chance, denominators
+
+
+class Stopped(RuntimeError):
+    """Raised after `stop_after` batches (tests; a simulated interruption)."""
+
+
+# ---------------------------------------------------------------- processes (accelerate launch, torchrun)
+
+
+def _raise_if_any_failed(error: Exception | None, what: str) -> None:
+    """Every rank learns whether any rank failed (a collective, so no rank is left waiting at the next one)."""
+    rank, world = rank_and_world()
+    if world > 1:
+        import torch.distributed as dist
+
+        errors: list[Any] = [None] * world
+        dist.all_gather_object(errors, None if error is None else f"{type(error).__name__}: {error}")
+        if error is None:
+            failed = [(r, e) for r, e in enumerate(errors) if e is not None]
+            if failed:
+                r, message = failed[0]
+                raise RuntimeError(f"{what}: rank {r} failed: {message}")
+    if error is not None:
+        raise error
+
+
+# ---------------------------------------------------------------- one benchmark, resumable
+
+
+def settings_path(out: Path, benchmark: str) -> Path:
+    return out / f".{benchmark}.llava-settings.json"
+
+
+def rank_scores_path(out: Path, benchmark: str, rank: int) -> Path:
+    """Where rank `rank` of a multi-process run appends its records (merged into the scores file at the end)."""
+    return out / f"{benchmark}.scores.rank{rank}.jsonl"
+
+
+def _rank_files(out: Path, benchmark: str) -> list[Path]:
+    import glob
+
+    return sorted(out.glob(f"{glob.escape(benchmark)}.scores.rank*.jsonl"))
+
+
+def _read_records(path: Path) -> list[dict]:
+    records = []
+    if not path.is_file():
+        return records
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break  # a line cut short by an interruption, and anything after it
+    return records
+
+
+def _stored_records(out: Path, benchmark: str) -> dict[str, dict]:
+    """The complete records of the scores file and of every rank file (any number of processes wrote them)."""
+    done: dict[str, dict] = {}
+    for path in [scores_path(out, benchmark), *_rank_files(out, benchmark)]:
+        done.update((r["id"], r) for r in _read_records(path))
+    return done
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def evaluate_benchmark(
+    runner: LlavaRunner | None,
+    name: str,
+    data_root: Path,
+    out: Path,
+    *,
+    protocol: str,
+    settings: dict,
+    limit: int = 0,
+    batch_size: int = 8,
+    progress: bool = True,
+    stop_after: int | None = None,
+    get_runner: Callable[[], LlavaRunner] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Scores `name` (or reuses its finished result), appending records batch by batch; returns the JSON record.
+
+    Under several processes (a torch.distributed group) rank r scores the questions with index % world == r and
+    appends to `<name>.scores.rank{r}.jsonl`; rank 0 alone decides what is already scored (from the scores file
+    and every rank file, whatever number of processes wrote them) and, after all ranks finish, merges the records
+    in the planned order and writes the result files as one process would."""
+    data_root, out = Path(data_root), Path(out)
+    rank, world = rank_and_world()
+    items: list[Item] = []
+    details: dict = {}
+    error: Exception | None = None
+    try:
+        items, details = benchmark_items(
+            name, data_root, limit=limit, seed=settings["seed"], label_fixes=settings["label_fixes"]
+        )
+    except Exception as err:  # every rank learns of it below
+        error = err
+    _raise_if_any_failed(error, name)
+    key = {**settings, "benchmark": name, "files": details["files"]}
+    scores = scores_path(out, name)
+
+    def plan() -> tuple[str, Any]:
+        out.mkdir(parents=True, exist_ok=True)
+        existing = read_result(out, name)
+        if existing and existing.get("llava_settings") == key and existing.get("limit") == limit:
+            log(f"{name}: reused {out / (name + '.json')}")
+            return "reuse", existing
+        done: dict[str, dict] = {}
+        stored = settings_path(out, name)
+        if stored.is_file() and json.loads(stored.read_text()) == key:
+            done = _stored_records(out, name)
+        else:
+            if scores.exists() or _rank_files(out, name):
+                log(f"{name}: settings changed, rescoring from the start")
+            stored.write_text(json.dumps(key, indent=1) + "\n")
+        planned = {item.id: k for k, item in enumerate(items)}
+        # One scores file with only the complete records (drops a cut-off last line), the ranks' files folded in.
+        kept = sorted(done.values(), key=lambda r: planned.get(r["id"], len(planned)))
+        _write_atomic(scores, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+        for path in _rank_files(out, name):
+            path.unlink()
+        ids = [i for i in done if i in planned]
+        if done:
+            log(f"{name}: {len(ids)} of {len(items)} questions already scored, resuming")
+        return "score", ids
+
+    kind, value = decided_on_rank0(plan)
+    if kind == "reuse":
+        return value
+    done_ids = set(value)
+    mine = [item for k, item in enumerate(items) if k % world == rank]
+    todo = [item for item in mine if item.id not in done_ids]
+    bar = None
+    if progress and todo and rank == 0:
+        from tqdm import tqdm
+
+        share = f", rank 0 of {world}" if world > 1 else ""
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{name} [{protocol}{share}]", file=sys.stderr)
+    target = scores if world == 1 else rank_scores_path(out, name, rank)
+    try:
+        batches = 0
+        with open(target, "a") as f:
+            for start in range(0, len(mine), batch_size):
+                chunk = [item for item in mine[start : start + batch_size] if item.id not in done_ids]
+                if not chunk:
+                    continue
+                if stop_after is not None and batches >= stop_after:
+                    raise Stopped(f"{name}: stopped after {batches} batches")
+                if runner is None:
+                    runner = get_runner() if get_runner else None
+                    if runner is None:
+                        raise ValueError("no model to score with")
+                records = score_items(runner, chunk, protocol, settings, data_root)
+                f.write("".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+                f.flush()
+                os.fsync(f.fileno())
+                batches += 1
+                if bar:
+                    bar.update(len(records))
+    except Exception as err:  # every rank learns of it below
+        error = err
+    finally:
+        if bar:
+            bar.close()
+    _raise_if_any_failed(error, name)
+
+    def finish() -> dict:
+        done = _stored_records(out, name)
+        missing = [item.id for item in items if item.id not in done]
+        if missing:
+            raise RuntimeError(f"{name}: {len(missing)} questions have no scores record, e.g. {missing[0]!r}")
+        records = [done[item.id] for item in items]
+        metrics, chance, denominators = benchmark_metrics(name, records, protocol)
+        unparseable = [r["id"] for r in records if r.get("unparseable")]
+        result = BenchmarkResult(
+            name,
+            metrics,
+            chance,
+            records,
+            {
+                **details,
+                "model_kind": "llava",
+                "protocol": protocol,
+                "protocol_rule": PROTOCOL_RULES[protocol],
+                "prompt_template": PROMPT_TEMPLATE,
+                "tie_rule": PROTOCOL_RULES[protocol],
+                "denominators": denominators,
+                "unparseable": {"count": len(unparseable), "ids": unparseable}
+                if protocol in ("generative", "m3id")
+                else None,
+                "units": "percent",
+            },
+        )
+        extra = {"llava_settings": key, "limit": limit, "partial": bool(limit), "scoring_version": SCORING_VERSION}
+        write_result(result, out, extra)  # the scores file in the planned order, then the JSON
+        for path in _rank_files(out, name):
+            path.unlink()
+        return read_result(out, name) or {}
+
+    return decided_on_rank0(finish)
+
+
+def model_record(model_dir: Path) -> dict:
+    config = model_dir / "config.json"
+    weights = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin"))
+    return {
+        "path": str(model_dir.resolve()),
+        "config_sha256": sha256_file(config) if config.is_file() else None,
+        "weights": [{"name": p.name, "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in weights],
+    }
+
+
+def run(
+    model: Path | str,
+    data_root: Path | str,
+    out: Path | str,
+    *,
+    benchmarks: Sequence[str] = BENCHMARKS,
+    protocol: str = "generative",
+    limit: int = 0,
+    batch_size: int = 8,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+    label_fixes: str = "paper",
+    m3id_alpha: float = M3ID_ALPHA,
+    m3id_lambda: float = M3ID_LAMBDA,
+    device: str | None = None,
+    dtype: str | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    runner: LlavaRunner | None = None,
+) -> dict[str, dict]:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    model, data_root, out = Path(model), Path(data_root), Path(out)
+    holder: dict[str, LlavaRunner] = {}
+    if runner is not None:
+        holder["runner"] = runner
+
+    def get_runner() -> LlavaRunner:
+        if "runner" not in holder:
+            holder["runner"] = LlavaRunner(model, device=device, dtype=dtype)
+        return holder["runner"]
+
+    import torch
+
+    rank_device = init_distributed()  # joins a launcher's process group (accelerate launch, torchrun)
+    if rank_device.type == "cuda" and device in (None, "cuda"):
+        device = str(rank_device)  # each rank its own GPU
+    resolved_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    settings = {
+        "llava_scoring_version": LLAVA_SCORING_VERSION,
+        "model": model_record(model),
+        "protocol": protocol,
+        "seed": seed,
+        "label_fixes": label_fixes,
+        "max_new_tokens": max_new_tokens,
+        "m3id_alpha": m3id_alpha,
+        "m3id_lambda": m3id_lambda,
+        "m3id_first_step": M3ID_FIRST_STEP,
+        "device": torch.device(resolved_device).type,
+        "dtype": dtype
+        if dtype not in (None, "auto")
+        else ("bfloat16" if resolved_device.startswith("cuda") else "float32"),
+        "data_root": str(data_root.resolve()),
+    }
+    results = {}
+    for name in benchmarks:
+        results[name] = evaluate_benchmark(
+            holder.get("runner"),
+            name,
+            data_root,
+            out,
+            protocol=protocol,
+            settings=settings,
+            limit=limit,
+            batch_size=batch_size,
+            progress=progress,
+            stop_after=stop_after,
+            get_runner=get_runner,
+        )
+    label = f"{model.name}:{protocol}"
+    if rank_and_world()[0] == 0:
+        write_summary(out, [SummaryRow(label, 0, results)], list(results), f"LLaVA eval ({label})")
+    return results
+
+
+# ---------------------------------------------------------------- CLIP and LLaVA rows in one table
+
+
+# The paper's layouts: (table title, [(column header, benchmark, metric)]).
+PAPER_TABLES = {
+    "table1": (
+        "Table 1: What'sUp two-way subsets (individual / pairs)",
+        [
+            ("A Left/Right indiv", "whatsup_a", "left_right/indiv"),
+            ("A Left/Right pairs", "whatsup_a", "left_right/pairs"),
+            ("A On/Under indiv", "whatsup_a", "on_under/indiv"),
+            ("A On/Under pairs", "whatsup_a", "on_under/pairs"),
+            ("B Left/Right indiv", "whatsup_b", "left_right/indiv"),
+            ("B Left/Right pairs", "whatsup_b", "left_right/pairs"),
+            ("B Front/Behind indiv", "whatsup_b", "front_behind/indiv"),
+            ("B Front/Behind pairs", "whatsup_b", "front_behind/pairs"),
+        ],
+    ),
+    "table2": (
+        "Table 2: four-way What'sUp, COCO-spatial and GQA-spatial",
+        [
+            ("A indiv", "whatsup_a", "indiv"),
+            ("A pairs", "whatsup_a", "pairs"),
+            ("A set of 4", "whatsup_a", "set_of_4"),
+            ("B indiv", "whatsup_b", "indiv"),
+            ("B pairs", "whatsup_b", "pairs"),
+            ("B set of 4", "whatsup_b", "set_of_4"),
+            ("COCO one-obj", "coco_spatial_one", "indiv"),
+            ("COCO two-obj", "coco_spatial_two", "indiv"),
+            ("GQA one-obj", "gqa_spatial_one", "indiv"),
+            ("GQA two-obj", "gqa_spatial_two", "indiv"),
+        ],
+    ),
+    "table3": (
+        "Table 3: MMVP and MMVP-VLM pair accuracy (MMVP-VLM: mean over patterns)",
+        [("MMVP", "mmvp", "pairs/mean"), ("MMVP-VLM", "mmvp_vlm", "pairs/mean")],
+    ),
+    "table7": (
+        "Table 7: pair accuracy, original vs relaxed constraints",
+        [
+            ("MMVP pairs", "mmvp", "pairs/mean"),
+            ("MMVP relaxed", "mmvp", "relaxed_pairs/mean"),
+            ("MMVP-VLM pairs", "mmvp_vlm", "pairs/mean"),
+            ("MMVP-VLM relaxed", "mmvp_vlm", "relaxed_pairs/mean"),
+        ],
+    ),
+}
+
+
+def load_rows(labelled: Sequence[tuple[str, Path]]) -> list[SummaryRow]:
+    """One summary row per result folder (CLIP eval's checkpoint folder or an eval.llava --out folder)."""
+    rows = []
+    for label, folder in labelled:
+        results = {
+            name: r for name in BENCHMARKS + EXTRA_BENCHMARKS if (r := read_result(Path(folder), name)) is not None
+        }
+        if not results:
+            raise FileNotFoundError(f"{folder}: no <benchmark>.json result files")
+        rows.append(SummaryRow(label, 0, results))
+    return rows
+
+
+def paper_tables(rows: Sequence[SummaryRow]) -> str:
+    """Markdown in the paper's Table 1/2/3/7 layouts; '–' where a row lacks the result; last row: chance."""
+    from eval.report import _shown
+
+    lines: list[str] = []
+    for title, columns in PAPER_TABLES.values():
+        lines += [f"## {title}", "", "| model | " + " | ".join(c for c, _, _ in columns) + " |"]
+        lines.append("|---" * (len(columns) + 1) + "|")
+        chance: list[float | None] = [None] * len(columns)
+        for row in rows:
+            cells = []
+            for k, (_, benchmark, metric) in enumerate(columns):
+                record = row.results.get(benchmark, {})
+                cells.append(_shown(record.get("metrics", {}).get(metric), metric))
+                if chance[k] is None:
+                    chance[k] = record.get("chance", {}).get(metric)
+            lines.append(f"| {row.checkpoint} | " + " | ".join(cells) + " |")
+        shown = [_shown(c, m) for c, (_, _, m) in zip(chance, columns, strict=True)]
+        lines += ["| random chance | " + " | ".join(shown) + " |", ""]
+    return "\n".join(lines)
+
+
+def table_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.llava table", description="CLIP and LLaVA result folders in one table."
+    )
+    parser.add_argument("results", nargs="+", help="LABEL=FOLDER (a folder of <benchmark>.json files)")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    labelled = []
+    for spec in args.results:
+        label, sep, folder = spec.partition("=")
+        if not sep:
+            parser.error(f"{spec!r}: expected LABEL=FOLDER")
+        labelled.append((label, Path(folder)))
+    rows = load_rows(labelled)
+    write_summary(args.out, rows, list(BENCHMARKS + EXTRA_BENCHMARKS), "CLIP and LLaVA")
+    (args.out / "paper_tables.md").write_text(paper_tables(rows))
+    print(f"wrote {args.out / 'summary.md'}, {args.out / 'summary.csv'}, {args.out / 'paper_tables.md'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["table"]:
+        return table_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m eval.llava", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="a llava-hf format folder")
+    parser.add_argument("--data-root", required=True, type=Path, help="the benchmarks' root (the world's bench/)")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS + EXTRA_BENCHMARKS)
+    parser.add_argument("--protocol", default="generative", choices=PROTOCOLS)
+    parser.add_argument("--limit", type=int, default=0, help="first N examples per benchmark (0: all)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the 50%% option swap of COCO/GQA-spatial")
+    parser.add_argument("--label-fixes", default="paper", choices=("paper", "none"))
+    parser.add_argument("--m3id-alpha", type=float, default=M3ID_ALPHA)
+    parser.add_argument("--m3id-lambda", type=float, default=M3ID_LAMBDA)
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"))
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: an interruption
+    args = parser.parse_args(argv)
+    try:
+        results = run(
+            args.model,
+            args.data_root,
+            args.out,
+            benchmarks=args.benchmarks,
+            protocol=args.protocol,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            label_fixes=args.label_fixes,
+            m3id_alpha=args.m3id_alpha,
+            m3id_lambda=args.m3id_lambda,
+            device=args.device,
+            dtype=args.dtype,
+            progress=not args.no_progress,
+            stop_after=args.stop_after,
+        )
+        rank = rank_and_world()[0]
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if rank != 0:
+        return 0
+    for name, record in results.items():
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in record.get("metrics", {}).items())
+        print(f"{name}: {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    exit_process(main())

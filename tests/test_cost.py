@@ -1,0 +1,128 @@
+"""train/cost.py and launch.sweep --estimate: FLOPs counted on the meta device, GPU-hours with and without caches."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launch import sweep
+from models.config import LLM2VecConfig, ModelConfig, TextTowerConfig
+from train import cost
+from train.config import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_vit_l14_336_image_forward_agrees_with_a_hand_count():
+    # CLIP ViT-L/14-336 from its architecture: 24 layers, width 1024, MLP 4096, 336/14 = 24 x 24 = 576 patches plus
+    # the class token = 577 tokens; 2 FLOPs per multiply-add.
+    layers, width, mlp, tokens, patches = 24, 1024, 4096, 577, 576
+    patch_embedding = 2 * patches * (14 * 14 * 3) * width
+    attention = 2 * 2 * tokens**2 * width  # QK^T and AV
+    projections = 2 * 4 * tokens * width**2  # Q, K, V and output
+    mlp_flops = 2 * 2 * tokens * width * mlp  # up and down
+    final_projection = 2 * width * 768
+    hand = patch_embedding + layers * (attention + projections + mlp_flops) + final_projection  # 381.9 GFLOP
+
+    flops = cost.model_flops(ModelConfig(name="clip-vit-l14-336"), 0)
+    image = flops.parts["image"]
+    assert image.tokens == tokens and not image.trains and image.attention == "counted"
+    assert image.forward == pytest.approx(hand, rel=0.02)
+    # the text tower trains: forward + backward is about three forwards (no input gradient at the embedding)
+    text = flops.parts["text"]
+    assert text.trains and text.tokens == 77 and 2.5 * text.forward < text.train < 3.1 * text.forward
+
+
+def test_llama_2_7b_forward_agrees_with_a_hand_count_and_attention_is_counted():
+    llm = LLM2VecConfig(base_model="McGill-NLP/LLM2Vec-Llama-2-7b-chat-hf-mntp")  # architecture known offline
+    model_cfg = ModelConfig(name="tiny-clip", text=TextTowerConfig(tower="llm2vec", llm2vec=llm))
+    tokens, layers, width, mlp = 128, 32, 4096, 11008
+    hand = layers * (2 * tokens * 4 * width**2 + 2 * tokens * 3 * width * mlp + 2 * 2 * tokens**2 * width)
+    part = cost.model_flops(model_cfg, tokens).parts["llm"]
+    assert part.forward == pytest.approx(hand, rel=0.02) and part.attention == "counted" and not part.trains
+
+
+def test_attention_the_counter_misses_is_added_analytically(monkeypatch):
+    counted = cost.model_flops(ModelConfig(name="tiny-clip"), 0).parts["image"]
+    monkeypatch.setattr(cost, "ATTENTION_OPS", ("no-such-op",))  # as if FlopCounterMode saw no attention op
+    flops = cost.model_flops.__wrapped__(ModelConfig(name="tiny-clip"), 0)
+    image = flops.parts["image"]
+    from models.memory import _image_shape, model_on_meta
+
+    shape = _image_shape(model_on_meta(ModelConfig(name="tiny-clip")).image_tower)
+    assert image.attention == "added" and counted.attention == "counted"
+    assert image.forward == pytest.approx(counted.forward + shape.layers * 4 * shape.tokens**2 * shape.width)
+    assert any("image tower: FlopCounterMode saw" in note for note in flops.notes)
+
+
+def test_a_recipe_table_has_every_part_and_the_caches():
+    est = cost.estimate_run(load_recipe(ROOT / "recipes" / "clip_llm2vec_neg.yaml"))
+    assert [p.part for p in est.parts] == ["image", "llm", "connector"]
+    assert est.samples == cost.PAPER_DATA.samples == 558_128 + 665_298 - 40_688
+    assert est.processes == 4 and est.accumulation == 1 and est.texts_per_sample == 2
+    image, llm, connector = est.parts
+    assert image.cached and llm.cached and not connector.cached and connector.trains
+    assert llm.uncached_gflop == pytest.approx(2 * llm.forward_gflop)  # caption and hard negative
+    assert est.cached_training_gpu_hours < 0.01 * est.uncached_gpu_hours
+    kinds = {c.kind: c for c in est.caches}
+    assert kinds["image"].forwards == est.samples
+    assert kinds["text"].forwards == est.samples + cost.PAPER_DATA.samples_with_negative
+    table = cost.format_run(est)
+    for label in ("image tower", "LLM2Vec LLM", "connector", "cached total", "LLM cache", "image-feature cache"):
+        assert label in table
+    assert "128 (assumed" in table and "samples assumed" in table
+
+    unlocked = cost.estimate_run(load_recipe(ROOT / "recipes" / "siglip_unlocked_neg.yaml"))
+    image, text = unlocked.parts
+    assert image.trains and text.trains and not image.cached and unlocked.caches == []
+    assert unlocked.accumulation == 2  # 512 = 64 x 4 x 2: two passes, one more forward of each part
+    assert image.uncached_gflop == pytest.approx(image.train_gflop + image.forward_gflop)
+    assert text.tokens == 64 and "fwd+bwd" in cost.format_run(unlocked)
+
+
+def test_a_sweep_counts_a_shared_cache_once(world_shards, tmp_path, capsys):
+    out = tmp_path / "cost.json"
+    argv = ["launch/sweeps/tiny_grid.yaml", "--estimate", f"data.shards=[{world_shards}]"]
+    argv += ["--output-dir", str(tmp_path / "runs"), "--gpu", "a100", "--utilisation", "0.5", "--out", str(out)]
+    assert sweep.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "image 1" in printed and "Totals" in printed
+    data = json.loads(out.read_text())
+    assert len(data["runs"]) == 4  # tiny_clip_finetune and tiny_clip_neg, seeds 0 and 1: one image-feature cache
+    (image_cache,) = data["caches"]
+    assert image_cache["kind"] == "image" and len(image_cache["runs"]) == 4
+    assert image_cache["forwards"] == sum(json.loads((world_shards / "sizes.json").read_text()).values())
+    totals = data["totals"]
+    assert totals["cache_gpu_hours"] == pytest.approx(image_cache["gpu_hours"])
+    assert totals["unshared_cache_gpu_hours"] == pytest.approx(4 * image_cache["gpu_hours"])
+    assert totals["cached_gpu_hours"] == pytest.approx(totals["cached_training_gpu_hours"] + image_cache["gpu_hours"])
+    assert totals["cached_gpu_hours"] < totals["uncached_gpu_hours"]
+    run = data["runs"][0]
+    assert run["gpu"] == "a100" and run["utilisation"] == 0.5 and run["steps"] == 2 * (700 // 64)
+
+
+def test_an_unknown_gpu_is_a_clear_error(capsys):
+    with pytest.raises(ValueError, match=r"unknown GPU 'v100': one of a100, h100, h200"):
+        cost.gpu_peak("v100", "bf16")
+    assert cost.main(["recipes/tiny_clip_neg.yaml", "--gpu", "v100"]) == 2
+    assert "unknown GPU 'v100'" in capsys.readouterr().err
+    assert sweep.main(["launch/sweeps/tiny_grid.yaml", "--estimate", "--utilisation", "40"]) == 2
+    assert "utilisation 40.0" in capsys.readouterr().err
+
+
+def test_the_command_runs_on_a_tiny_recipe_and_a_paper_recipe_without_downloading(world_shards, tmp_path):
+    out = tmp_path / "tiny.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "train.cost", "recipes/tiny_clip_llm2vec_neg.yaml", f"data.shards=[{world_shards}]"]
+    result = subprocess.run([*cmd, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| LLM2Vec LLM | no | 64 |" in result.stdout  # 128 assumed, capped at the tiny model's max_length
+    tiny = json.loads(out.read_text())
+    assert tiny["samples"] == 700 and {c["kind"] for c in tiny["caches"]} == {"image", "text"}
+
+    paper = cost.estimate_run(load_recipe(ROOT / "recipes" / "siglip_llm2vec_neg.yaml"), gpu="H200")
+    assert paper.gpu == "h200" and [p.part for p in paper.parts] == ["image", "llm", "connector"]
+    assert paper.parts[0].tokens == 576  # SigLIP: 24 x 24 patches, no class token
