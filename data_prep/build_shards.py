@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import queue
 import shutil
+import signal
 import stat
 import sys
 import time
@@ -349,6 +350,8 @@ def _write_in_pool(jobs: list[ShardJob], workers: int, progress: Callable[[int, 
                     pass
                 for index in [i for i, r in pending.items() if r.ready()]:
                     results[index] = pending.pop(index).get()  # re-raises a worker's StrictSkip here
+            pool.close()  # workers leave on their own; the with-block's terminate() is then a no-op
+            pool.join()
             while not events.empty():
                 _replay(progress, *events.get())
     finally:
@@ -373,6 +376,9 @@ PROGRESS_EVERY_S = 0.2  # a worker reports progress at most this often (and when
 def _init_worker(events) -> None:
     global _worker_events
     _worker_events = events
+    # A forked worker inherits the parent's Python SIGTERM handler (e.g. a trainer's checkpoint-on-TERM flag);
+    # with it, Pool.terminate() after an error could not stop a worker.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _BatchedProgress:

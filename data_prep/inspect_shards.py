@@ -26,6 +26,7 @@ import io
 import json
 import multiprocessing as mp
 import random
+import signal
 import statistics
 import sys
 from collections import Counter
@@ -244,6 +245,11 @@ def _member_problem(ext: str, payload: bytes) -> str | None:
     return None
 
 
+def _default_sigterm() -> None:
+    """Forked workers drop an inherited Python SIGTERM handler, so Pool.terminate() can always stop them."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _verify_job(job: tuple[Path, ShardExpectation | None]) -> tuple[int, list[str], bool]:
     return verify_shard(*job)
 
@@ -253,8 +259,10 @@ def verify(folder: Path, workers: int = 1) -> dict:
     damage = dict(plan.damage)
     jobs = [(tar, plan.expected.get(tar.name) if plan.expected is not None else None) for tar in plan.tars]
     if workers > 1 and len(jobs) > 1:
-        with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        with mp.get_context("fork").Pool(min(workers, len(jobs)), initializer=_default_sigterm) as pool:
             results = pool.map(_verify_job, jobs, chunksize=1)
+            pool.close()  # workers leave on their own; the with-block's terminate() is then a no-op
+            pool.join()
     else:
         results = [_verify_job(job) for job in jobs]
     samples = 0

@@ -186,7 +186,11 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_samples(world_shard
     monkeypatch.setattr(finetune, "build_loss", poisoned)
     args = finetune_cmd("tiny_clip_neg", world_shards, tmp_path, "train.max_steps=6", "optim.warmup_steps=1",
                         "train.checkpoint_every_steps=1")[1:]  # fmt: skip
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)
     assert finetune.cli(args) == 1
+    # In-process training gives the caller its signal handlers back (a flag-only SIGTERM handler left behind made a
+    # later fork pool impossible to terminate).
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)) == before
     err = capsys.readouterr().err
     assert "loss is nan at step 3" in err and "batch sample keys on rank 0: [" in err
     checkpoints = tmp_path / "tiny_clip_neg" / "checkpoints"

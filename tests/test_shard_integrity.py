@@ -178,6 +178,21 @@ def test_bytes_changed_in_place_are_found_by_sha256_on_demand(shards, capsys):
     assert f"{DAMAGED}: sha256 " in err and "1 damaged file(s) among 6 shards" in err
 
 
+def test_verify_workers_leave_under_a_flag_only_sigterm_handler(shards, monkeypatch):
+    """A caller whose SIGTERM handler only sets a flag (a trainer run in-process) once left --verify's fork pool
+    hanging in terminate(): its workers inherited the handler. They now reset it and leave on close()."""
+    import multiprocessing as mp
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        for _ in range(3):
+            assert inspect_shards.verify(shards, workers=2)["shards"] == 6
+            assert mp.active_children() == []
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def json_member(index, i: int) -> tuple[Path, int, int]:
     offset, size = (int(v) for v in index.meta[i])
     return Path(index.shard_paths[int(index.shard[i])]), offset, size

@@ -16,6 +16,7 @@ see the same pixels (crops are seeded per sample) and the same random state (dro
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -71,14 +72,17 @@ class StopRequest:
     """
 
     def __init__(self) -> None:
-        import signal
-
         self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._request)
+        self._previous = {sig: signal.signal(sig, self._request) for sig in (signal.SIGTERM, signal.SIGUSR1)}
 
     def _request(self, signum, frame) -> None:
         self.requested = True
+
+    def restore(self) -> None:
+        """The handlers from before: a caller that runs training in-process (a sweep, a notebook, the tests) must
+        not keep a SIGTERM handler that only sets a flag, or its later subprocess pools cannot be terminated."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def agreed(self, accelerator: Accelerator) -> bool:
         return any_process(accelerator, self.requested)
@@ -223,9 +227,15 @@ class Trainer:
             )
 
     def fit(self, samples, collate) -> None:
+        stop = StopRequest()
+        try:
+            self._fit(samples, collate, stop)
+        finally:
+            stop.restore()
+
+    def _fit(self, samples, collate, stop: StopRequest) -> None:
         cfg, plan, position = self.cfg, self.plan, self.position
         tracker = Tracker(cfg.wandb, cfg.run_name, self.run_dir, flatten(to_plain(cfg)), enabled=self.is_main)
-        stop = StopRequest()
         bar = tqdm(
             total=self.total_steps,
             initial=position.step,
