@@ -27,7 +27,10 @@ demo: $(STAMP)
 	rm -rf $(RUNS)
 	$(PY) -m launch.sweep launch/sweeps/tiny_grid.yaml --backend local --output-dir $(RUNS) \
 	    data.shards=[$(SHARDS)] eval.data_root=$(WORLD)/bench
-	$(PY) -m launch.report launch/sweeps/tiny_grid.yaml --output-dir $(RUNS) --out $(DEMO)/report
+	rm -rf $(DEMO)/llava
+	$(PY) -m eval.llava --model tiny-llava --data-root $(WORLD)/bench --out $(DEMO)/llava --protocol choice
+	$(PY) -m launch.report launch/sweeps/tiny_grid.yaml --output-dir $(RUNS) --out $(DEMO)/report \
+	    --mllm "tiny-llava (choice)=$(DEMO)/llava"
 
 # The slurm backend is tested against a real private cluster on this host: Debian's slurm and munge.
 system-deps:

@@ -4,6 +4,7 @@
     python -m launch.report runs/a runs/b --out report_dir          # any evaluated run folders
     python -m launch.report paper_table5 --wandb-mode online         # also log the table to the sweep's W&B group
     python -m launch.report paper_table5 --gpu a100 --utilisation 0.3  # the estimate's GPU and share of its peak
+    python -m launch.report paper_table5 --mllm llava-1.5-7b=llava_eval/choice  # LLaVA rows beside the runs
 
 Writes report.md and report.csv (rows: each model's starting weights, then each run's last evaluated checkpoint,
 then random chance; columns: What'sUp A/B Left/Right individual and pair accuracy, COCO/GQA-spatial one/two
@@ -12,7 +13,8 @@ and plots/<run>.png (accuracy against epoch, whole-epoch ticks). A result that i
 never zero. Runs that differ only by seed are one row (and one bar, one curve): the mean ± sample sd over their n
 seeds; each seed's row follows under "Per seed". Each run's GPU-hours used (its metrics.jsonl windows' seconds x its
 processes / 3600) stands next to train.cost's estimate for its config (--gpu, --utilisation; --devices where the
-sweep's resources do not tell the process count).
+sweep's resources do not tell the process count). With --mllm LABEL=FOLDER (an `eval.llava --out` folder), report.md
+gains the paper's Table 1/2/3/7 layouts with each run's last checkpoint beside the MLLM rows (beside_mllms/).
 Runs come from the sweep folder's manifest.json when there is one, else from the sweep file itself.
 
 Nothing is skipped silently: a recipe that does not load, a run whose config.yaml or result files cannot be read,
@@ -681,7 +683,47 @@ def report_csv(
     return out.getvalue()
 
 
-def write_report(source: ReportSource, compute: Compute = Compute()) -> tuple[list[Row], Row, dict[str, Path]]:
+MLLM_FOLDER = "beside_mllms"
+
+
+def parse_mllms(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    """`LABEL=FOLDER` of each --mllm (an `eval.llava --out` folder); every problem is reported at once."""
+    from eval.llava import BENCHMARKS as MLLM_BENCHMARKS
+
+    labelled, problems = [], []
+    for spec in specs:
+        label, sep, folder = spec.partition("=")
+        if not sep or not label.strip() or not folder.strip():
+            problems.append(f"{spec!r}: expected LABEL=FOLDER")
+        elif not any(result_path(Path(folder), name).exists() for name in MLLM_BENCHMARKS):
+            problems.append(f"{spec!r}: {folder} holds no <benchmark>.json results (an eval.llava --out folder)")
+        else:
+            labelled.append((label.strip(), Path(folder)))
+    if problems:
+        raise ConfigError("--mllm", problems)
+    return labelled
+
+
+def write_mllm_tables(out: Path, rows: Sequence[Row], mllms: Sequence[tuple[str, Path]]) -> str:
+    """Each run's last evaluated checkpoint (and the starting weights) beside the MLLM result folders, in the
+    paper's Table 1/2/3/7 layouts: `<out>/beside_mllms/` gets summary.csv/.md and paper_tables.md; the tables'
+    Markdown is returned for report.md."""
+    from eval.llava import BENCHMARKS as MLLM_BENCHMARKS
+    from eval.llava import load_rows, paper_tables
+    from eval.report import write_summary
+
+    clip = [(row.label, Path(row.source)) for row in rows if row.source and Path(row.source).is_dir()]
+    combined = load_rows([*clip, *mllms])
+    folder = out / MLLM_FOLDER
+    write_summary(folder, combined, list(MLLM_BENCHMARKS), "CLIP runs beside MLLMs")
+    tables = paper_tables(combined)
+    (folder / "paper_tables.md").write_text(tables)
+    return tables
+
+
+def write_report(
+    source: ReportSource, compute: Compute = Compute(), mllms: Sequence[tuple[str, Path]] = ()
+) -> tuple[list[Row], Row, dict[str, Path]]:
     from launch import plots as figures
 
     out = source.out_dir
@@ -718,9 +760,19 @@ def write_report(source: ReportSource, compute: Compute = Compute()) -> tuple[li
         made[run_curve.run] = figures.run_by_epoch(run_curve, chance, out / "plots" / f"{run_curve.run}.png")
     (out / REPORT_CSV).write_text(report_csv(rows, chance, groups, usages, source.runs))
     broken = frozenset(name for name, f in files.items() if f.broken)
-    (out / REPORT_MD).write_text(
-        report_markdown(source, rows, chance, made, unreadable, broken, groups, usages, compute)
-    )
+    text = report_markdown(source, rows, chance, made, unreadable, broken, groups, usages, compute)
+    if mllms:
+        tables = write_mllm_tables(out, rows, mllms).replace("## ", "### ")
+        section = [
+            "## Beside MLLMs",
+            "",
+            f"Each run's last evaluated checkpoint beside {', '.join(label for label, _ in mllms)} (eval.llava "
+            f"results; protocol in each result file), in the paper's layouts; also {MLLM_FOLDER}/summary.csv.",
+            "",
+            tables,
+        ]
+        text = text.rstrip("\n") + "\n\n" + "\n".join(section)
+    (out / REPORT_MD).write_text(text)
     for note in unreadable:
         print(f"report: could not read {note}", file=sys.stderr)
     return rows, chance, made
@@ -775,6 +827,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_UTILISATION,
         help=f"the estimate's share of the GPU's peak (default {DEFAULT_UTILISATION}, as train.cost)",
     )
+    parser.add_argument("--mllm", action="append", default=[], metavar="LABEL=FOLDER",
+                        help="an eval.llava result folder shown beside the runs in the paper's Table 1/2/3 layouts "
+                        "(repeatable)")  # fmt: skip
     parser.add_argument("--devices", type=int, help="processes (GPUs) each run trained on, where the sweep's "
                         "resources do not say or are wrong (default: the sweep's; 1 for run folders)")  # fmt: skip
     return parser.parse_intermixed_args(argv)
@@ -801,6 +856,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = replace(source, runs=runs)
         gpu_peak(args.gpu, "bf16")
         check_utilisation(args.utilisation)
+        mllms = parse_mllms(args.mllm)
     except ConfigError as err:
         print(f"report: {err}", file=sys.stderr)
         return 2
@@ -808,7 +864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"report: {err}", file=sys.stderr)
         return 2
     try:
-        rows, chance, plots = write_report(source, Compute(args.gpu.strip().lower(), args.utilisation))
+        rows, chance, plots = write_report(source, Compute(args.gpu.strip().lower(), args.utilisation), mllms)
     except OSError as err:  # e.g. --out names a file, or a folder that cannot be written
         print(f"report: cannot write the report in {source.out_dir}: {err}", file=sys.stderr)
         return 1

@@ -435,6 +435,35 @@ def test_the_report_matches_the_eval_files_number_for_number(tiny_sweep):
         assert f"plots/{png}" in text
 
 
+def test_report_sets_mllm_rows_beside_the_runs_in_the_paper_layouts(tiny_sweep, tmp_path):
+    """--mllm LABEL=FOLDER: any eval result folder (here a copy of one run's last checkpoint, so the expected numbers
+    are known) becomes a row of the Table 1/2/3 layouts beside every run's last checkpoint."""
+    out, _, _ = tiny_sweep
+    import shutil
+
+    final = out / "tiny_clip_neg-seed1" / "eval" / "epoch_1"
+    mllm = tmp_path / "mllm"
+    shutil.copytree(final, mllm)
+    bad = report_cli("launch/sweeps/tiny_grid.yaml", "--output-dir", str(out), "--out", str(tmp_path / "r0"),
+                     "--mllm", "nolabel", "--mllm", f"empty={tmp_path}")  # fmt: skip
+    assert bad.returncode == 2
+    assert "'nolabel': expected LABEL=FOLDER" in bad.stderr and "holds no <benchmark>.json results" in bad.stderr
+    report = tmp_path / "r1"
+    result = report_cli("launch/sweeps/tiny_grid.yaml", "--output-dir", str(out), "--out", str(report),
+                        "--mllm", f"a copy={mllm}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = (report / "report.md").read_text()
+    section = text.split("## Beside MLLMs")[1]
+    table1 = section.split("### Table 1")[1].split("### ")[0]
+    lines = {x.split(" | ")[0].strip("| "): x for x in table1.splitlines() if x.startswith("| ")}
+    copied = next(v for k, v in lines.items() if "tiny_clip_neg-seed1" in k)
+    assert lines["a copy"].split(" | ")[1:] == copied.split(" | ")[1:]
+    assert "random chance" in lines and "tiny-clip (starting weights)" in lines
+    summary = list(csv.DictReader((report / "beside_mllms" / "summary.csv").open()))
+    names = [r["checkpoint"] for r in summary]
+    assert names[-2:] == ["a copy", "chance"] and len(names) == 1 + 4 + 2  # start, 4 runs, the MLLM, chance
+
+
 def test_missing_results_are_shown_as_missing_never_zero(tiny_sweep, tmp_path):
     out, _, _ = tiny_sweep
     partial = tmp_path / "partial"

@@ -27,7 +27,7 @@ from eval.llava_protocols import (
     unique_best,
 )
 from eval.report import read_result, read_scores
-from tests.llava_tiny import build_tiny_llava
+from models.tiny_llava import build_tiny_llava
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,10 @@ FOUR_A = (("left",), ("right",), ("on",), ("under",))
         ("The cup is to the right of the box.", LEFT_RIGHT, 1),
         ("RIGHT.", LEFT_RIGHT, 1),
         ("It is on the left or the right", LEFT_RIGHT, None),  # both named: never guessed
+        # A negation names both sides: keyword matching (the paper's) cannot read it, so it is unparseable, not
+        # guessed either way; it is counted and listed with the other unparseable answers.
+        ("The cup is not on the left; it is on the right.", LEFT_RIGHT, None),
+        ("The cup is not on the left; it is on the right.", FOUR_A, None),
         ("I cannot tell.", LEFT_RIGHT, None),
         ("leftover", LEFT_RIGHT, None),  # whole words only
         ("Under", ON_UNDER, 1),
@@ -414,6 +418,53 @@ def test_mmvp_for_mllms(runner, tiny_llava, world, tmp_path):
         if protocol == "relaxed":
             # The second pair has one answer for both images: the relaxed rule is undefined there and left out.
             assert record["denominators"]["relaxed_pairs/all"] == 1 and record["denominators"]["pairs/all"] == 2
+
+
+@pytest.mark.parametrize("protocol", ["generative", "choice"])
+def test_batched_answers_equal_one_at_a_time(protocol, runner, tiny_llava, world, tmp_path):
+    """Left padding changes nothing a user reads: outputs, parsed answers and correctness match batch size 1."""
+    kwargs = dict(benchmarks=["whatsup_a", "coco_spatial_one"], protocol=protocol, limit=3, max_new_tokens=6)
+    for batch in (1, 5):
+        llava.run(tiny_llava, world / "bench", tmp_path / str(batch), batch_size=batch, progress=False, runner=runner,
+                  **kwargs)  # fmt: skip
+    for name in kwargs["benchmarks"]:
+        one, batched = read_scores(tmp_path / "1", name), read_scores(tmp_path / "5", name)
+        fields = ("id", "prompt", "output", "prediction", "correct", "unparseable")
+        assert [{k: r.get(k) for k in fields} for r in batched] == [{k: r.get(k) for k in fields} for r in one]
+        if protocol == "choice":
+            assert _flat([r["perplexity"] for r in batched]) == pytest.approx(
+                _flat([r["perplexity"] for r in one]), rel=1e-4
+            )
+
+
+def test_generated_world_holds_mmvp_for_mllms(world):
+    items, details = llava.benchmark_items("mmvp", world / "bench")
+    assert len(items) == 36 and details["counts"]["pairs"] == 18 and details["label_fixes"]["applied"] == []
+    for first, second in zip(items[::2], items[1::2], strict=True):
+        assert first.options == second.options and {first.answer, second.answer} == {0, 1}
+        assert first.parse == "letter" and first.meta["pair"] == second.meta["pair"]
+
+
+def test_mmvp_published_label_fixes_applied_and_listed(world, tmp_path):
+    """Index 279/280 (tsb0601/MMVP#14) read the corrected answers with label_fixes=paper, as published with none."""
+    folder = tmp_path / "MMVP"
+    (folder / "MMVP Images").mkdir(parents=True)
+    source = next((world / "bench" / "MMVP_VLM" / "Orientation").glob("*.jpg"))
+    for index in (279, 280):
+        (folder / "MMVP Images" / f"{index}.jpg").write_bytes(source.read_bytes())
+    question = "Is the elderly person standing or sitting in the picture?"
+    (folder / "Questions.csv").write_text(
+        "Index,Question,Options,Correct Answer\n"
+        f"279,{question},(a) Standing (b) Sitting,(a)\n280,{question},(a) Standing (b) Sitting,(b)\n"
+    )
+    fixed, details = llava.benchmark_items("mmvp", tmp_path, label_fixes="paper")
+    published, plain = llava.benchmark_items("mmvp", tmp_path, label_fixes="none")
+    assert [i.answer for i in fixed] == [1, 0] and [i.answer for i in published] == [0, 1]
+    assert [(f["row"], f["answer"]) for f in details["label_fixes"]["applied"]] == [
+        ("279", "(a) -> (b)"),
+        ("280", "(b) -> (a)"),
+    ]
+    assert plain["label_fixes"] == {"mode": "none", "applied": []}
 
 
 # ---------------------------------------------------------------- several processes (accelerate launch, gloo on CPU)

@@ -33,6 +33,7 @@ SPATIAL_QA = (
     "bench/data/vg_qa_two_obj.json",
 )
 MMVP_CSV = "bench/MMVP_VLM/Questions.csv"
+MMVP_MLLM_CSV = "bench/MMVP/Questions.csv"
 MMVP_TYPES = [
     "Orientation",
     "Presence",
@@ -97,6 +98,8 @@ def referenced_images(root: Path) -> set[str]:
         refs |= {f"bench/data/{folder}/{name.format(row[0])}" for row in load(root, rel)}
     with (root / MMVP_CSV).open(newline="", encoding="utf-8") as handle:
         refs |= {f"bench/MMVP_VLM/{row['Type']}/{row['Question ID']}.jpg" for row in csv.DictReader(handle)}
+    with (root / MMVP_MLLM_CSV).open(newline="", encoding="utf-8") as handle:
+        refs |= {f"bench/MMVP/MMVP Images/{row['Index']}.jpg" for row in csv.DictReader(handle)}
     return refs
 
 
@@ -354,6 +357,29 @@ def test_spatial_qa_rows_are_id_correct_incorrect(world: Path, rel: str) -> None
         assert " above " in text and " below " in text
     if rel.endswith("vg_qa_two_obj.json"):
         assert "to the front of" in text and " in front of " in text and " behind " in text
+
+
+def test_mmvp_for_mllms_in_the_official_layout(world: Path) -> None:
+    """MMVP (for MLLMs): Index,Question,Options,Correct Answer; a pair asks one question with the same options of
+    two images that differ only in the tested property, and each image's own statement is its correct answer."""
+    text = (world / MMVP_MLLM_CSV).read_text(encoding="utf-8")
+    assert text.splitlines()[0] == "Index,Question,Options,Correct Answer"
+    with (world / MMVP_MLLM_CSV).open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["Index"]) for r in rows] == list(range(1, 37))
+    records = scenes(world)
+    answers = Counter()
+    for first, second in zip(rows[::2], rows[1::2], strict=True):
+        assert (first["Question"], first["Options"]) == (second["Question"], second["Options"])
+        assert {first["Correct Answer"], second["Correct Answer"]} == {"(a)", "(b)"}
+        options = dict(re.findall(r"\(([ab])\) (.*?)(?= \([ab]\)|$)", first["Options"]))
+        pair = [records[f"bench/MMVP/MMVP Images/{r['Index']}.jpg"] for r in (first, second)]
+        assert [p["note"] for p in pair] == [options[r["Correct Answer"][1]] for r in (first, second)]
+        assert pair[0]["size"] == pair[1]["size"]
+        answers[first["Correct Answer"]] += 1
+    assert answers["(a)"] and answers["(b)"]  # the correct option's position varies
+    vlm = {p.read_bytes() for p in (world / "bench" / "MMVP_VLM").rglob("*.jpg")}
+    assert not vlm & {p.read_bytes() for p in (world / "bench" / "MMVP" / "MMVP Images").glob("*.jpg")}
 
 
 def test_mmvp_csv_pairs_and_types(world: Path) -> None:

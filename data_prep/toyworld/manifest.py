@@ -25,6 +25,7 @@ IMAGE_DIRS = (
     "bench/data/val2017",
     "bench/data/vg_images",
     "bench/MMVP_VLM",
+    "bench/MMVP/MMVP Images",
 )
 
 

@@ -1,7 +1,9 @@
-"""MMVP-VLM: 9 visual-pattern types, pairs of near-identical images with contrasting statements.
+"""MMVP-VLM and MMVP (for MLLMs): 9 visual-pattern types, pairs of near-identical images with contrasting statements.
 
 Statement i is true of image i; the two images of a pair share canvas, backdrop and layout and differ
-only in the property the type tests.
+only in the property the type tests. MMVP-VLM (for CLIP) lists the statements; MMVP (for MLLMs, the official
+`Questions.csv` + `MMVP Images/<Index>.jpg` layout) asks one question of both images of a pair, the same two
+options in the same order for both, each image's own statement being its correct answer.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ MMVP_TYPES = (
     "Camera Perspective",
 )
 CSV_FILE = "bench/MMVP_VLM/Questions.csv"
+MLLM_CSV_FILE = "bench/MMVP/Questions.csv"
+MLLM_IMAGES = "bench/MMVP/MMVP Images"
+MLLM_QUESTION = "Which of these describes the image?"
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 
 Pair = tuple[tuple[Scene, str], tuple[Scene, str]]
@@ -208,3 +213,31 @@ def write_mmvp(writer: WorldWriter, seed: int, scale: Scale) -> None:
         "images": len(rows),
     }
     writer.write_csv(CSV_FILE, ["Question ID", "Type", "Statement"], rows, stats, tally)
+
+
+def write_mmvp_mllm(writer: WorldWriter, seed: int, scale: Scale) -> None:
+    """MMVP for MLLMs in the official layout: `Index,Question,Options,Correct Answer`, e.g.
+    `1,Which of these describes the image?,(a) The cone is pointing up (b) The cone is pointing down,(a)`;
+    pairs are consecutive rows (1, 2), (3, 4), ...; images `MMVP Images/<Index>.jpg`. Its own scenes (seeded apart
+    from MMVP-VLM's), so the two benchmarks share no image."""
+    rows: list[list[Any]] = []
+    tally: dict[str, int] = {}
+    index = 0
+    for mmvp_type in MMVP_TYPES:
+        for n in range(scale.mmvp_pairs_per_type):
+            rng = item_rng(seed, f"mmvp-mllm-{mmvp_type}", n)
+            side = rng.randint(*scale.sides)
+            pair = list(BUILDERS[mmvp_type](rng, (side, side)))
+            rng.shuffle(pair)  # which image comes first varies
+            statements = [statement for _, statement in pair]
+            order = rng.sample(range(2), 2)  # option order, shared by the pair
+            options = " ".join(f"({letter}) {statements[k]}" for letter, k in zip("ab", order, strict=True))
+            for k, (scene, statement) in enumerate(pair):
+                index += 1
+                scene.note = statement
+                writer.save_image(f"{MLLM_IMAGES}/{index}.jpg", scene)
+                rows.append([index, MLLM_QUESTION, options, f"({'ab'[order.index(k)]})"])
+            tally[mmvp_type] = tally.get(mmvp_type, 0) + 2
+    stats = {"format": "mmvp", "rows": len(rows), "pairs": len(rows) // 2, "types": len(MMVP_TYPES)}
+    stats["images"] = len(rows)
+    writer.write_csv(MLLM_CSV_FILE, ["Index", "Question", "Options", "Correct Answer"], rows, stats, tally)

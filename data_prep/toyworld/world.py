@@ -23,7 +23,7 @@ from data_prep.toyworld.llava import (
     write_llava_file,
 )
 from data_prep.toyworld.manifest import GENERATOR, build_manifest
-from data_prep.toyworld.mmvp import MMVP_TYPES, write_mmvp
+from data_prep.toyworld.mmvp import MMVP_TYPES, write_mmvp, write_mmvp_mllm
 from data_prep.toyworld.output import MANIFEST_FILE, SCENES_FILE, WorldWriter
 from data_prep.toyworld.scales import SCALES, Scale
 from data_prep.toyworld.spatial_qa import write_coco_spatial, write_gqa_spatial
@@ -43,7 +43,7 @@ def expected_images(scale: Scale, dirty: bool) -> int:
         + scale.coco_two
         + scale.gqa_one
         + scale.gqa_two
-        + 2 * len(MMVP_TYPES) * scale.mmvp_pairs_per_type
+        + 2 * 2 * len(MMVP_TYPES) * scale.mmvp_pairs_per_type  # MMVP-VLM and MMVP
         + (DIRTY_EXTRA_IMAGES if dirty else 0)
     )
 
@@ -96,6 +96,7 @@ def generate(out: Path, seed: int = 0, scale: str = "small", dirty: bool = False
     write_coco_spatial(writer, seed, sizes)
     write_gqa_spatial(writer, seed, sizes)
     write_mmvp(writer, seed, sizes)
+    write_mmvp_mllm(writer, seed, sizes)
     writer.write_scenes()
     if bar is not None:
         bar.close()

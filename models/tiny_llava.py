@@ -1,16 +1,28 @@
-"""A tiny LLaVA-1.5 with random weights, saved in the llava-hf folder format (config.json, weights, processor files).
+"""tiny-llava: a tiny LLaVA-1.5 with random weights, saved in the llava-hf folder format (config.json, weights,
+processor files), so `eval.llava` loads it through transformers' Llava classes exactly as `llava-hf/llava-1.5-7b-hf`.
 
 Tiny CLIP vision tower (transformers' CLIPVisionConfig) + LLaVA's 2-layer projector (Linear, GELU, Linear) + a tiny
 Llama, with this project's locally trained byte-level BPE tokenizer plus the `<image>` and `<pad>` tokens. Nothing
-is downloaded. `build_tiny_llava(folder)` writes the folder and returns it.
+is downloaded. `eval.llava --model tiny-llava` resolves to `<cache>/tiny-llava/`, built on first use;
+`build_tiny_llava(folder)` writes such a folder anywhere.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from models.cache import build_once
+
+TINY_LLAVA = "tiny-llava"
+BUILD_VERSION = 1  # bump when a change here must invalidate cached folders
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
+
+
+def tiny_llava_folder(cache_dir: Path, *, seed: int = 0) -> Path:
+    """`<cache>/tiny-llava/`, built on first use."""
+    stamp = {"version": BUILD_VERSION, "seed": seed, "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE}
+    return build_once(cache_dir / TINY_LLAVA, lambda folder: build_tiny_llava(folder, seed=seed), stamp)
 
 
 def build_tiny_llava(folder: Path | str, *, seed: int = 0) -> Path:
