@@ -9,7 +9,7 @@ options in the same order for both, each image's own statement being its correct
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from data_prep.toyworld.catalog import KIND_BY_NAME, KINDS, PALETTE, SceneObject, article, pick_object, pick_pair
@@ -189,22 +189,28 @@ BUILDERS: dict[str, Callable[[random.Random, tuple[int, int]], Pair]] = {
 }
 
 
+def _pairs(seed: int, scale: Scale, namespace: str) -> Iterator[tuple[str, random.Random, list[tuple[Scene, str]]]]:
+    """(type, the pair's rng, its two (scene, statement)) for every pair, type by type; which comes first varies."""
+    for mmvp_type in MMVP_TYPES:
+        for index in range(scale.mmvp_pairs_per_type):
+            rng = item_rng(seed, f"{namespace}-{mmvp_type}", index)
+            side = rng.randint(*scale.sides)
+            pair = list(BUILDERS[mmvp_type](rng, (side, side)))
+            rng.shuffle(pair)
+            yield mmvp_type, rng, pair
+
+
 def write_mmvp(writer: WorldWriter, seed: int, scale: Scale) -> None:
     rows: list[list[Any]] = []
     tally: dict[str, int] = {}
     qid = 0
-    for mmvp_type in MMVP_TYPES:
-        for index in range(scale.mmvp_pairs_per_type):
-            rng = item_rng(seed, f"mmvp-{mmvp_type}", index)
-            side = rng.randint(*scale.sides)
-            pair = list(BUILDERS[mmvp_type](rng, (side, side)))
-            rng.shuffle(pair)  # which statement comes first varies
-            for scene, statement in pair:
-                qid += 1
-                scene.note = statement
-                writer.save_image(f"bench/MMVP_VLM/{mmvp_type}/{qid}.jpg", scene)
-                rows.append([qid, mmvp_type, statement])
-            tally[mmvp_type] = tally.get(mmvp_type, 0) + 2
+    for mmvp_type, _, pair in _pairs(seed, scale, "mmvp"):
+        for scene, statement in pair:
+            qid += 1
+            scene.note = statement
+            writer.save_image(f"bench/MMVP_VLM/{mmvp_type}/{qid}.jpg", scene)
+            rows.append([qid, mmvp_type, statement])
+        tally[mmvp_type] = tally.get(mmvp_type, 0) + 2
     stats = {
         "format": "mmvp-vlm",
         "rows": len(rows),
@@ -223,21 +229,16 @@ def write_mmvp_mllm(writer: WorldWriter, seed: int, scale: Scale) -> None:
     rows: list[list[Any]] = []
     tally: dict[str, int] = {}
     index = 0
-    for mmvp_type in MMVP_TYPES:
-        for n in range(scale.mmvp_pairs_per_type):
-            rng = item_rng(seed, f"mmvp-mllm-{mmvp_type}", n)
-            side = rng.randint(*scale.sides)
-            pair = list(BUILDERS[mmvp_type](rng, (side, side)))
-            rng.shuffle(pair)  # which image comes first varies
-            statements = [statement for _, statement in pair]
-            order = rng.sample(range(2), 2)  # option order, shared by the pair
-            options = " ".join(f"({letter}) {statements[k]}" for letter, k in zip("ab", order, strict=True))
-            for k, (scene, statement) in enumerate(pair):
-                index += 1
-                scene.note = statement
-                writer.save_image(f"{MLLM_IMAGES}/{index}.jpg", scene)
-                rows.append([index, MLLM_QUESTION, options, f"({'ab'[order.index(k)]})"])
-            tally[mmvp_type] = tally.get(mmvp_type, 0) + 2
+    for mmvp_type, rng, pair in _pairs(seed, scale, "mmvp-mllm"):
+        statements = [statement for _, statement in pair]
+        order = rng.sample(range(2), 2)  # option order, shared by the pair
+        options = " ".join(f"({letter}) {statements[k]}" for letter, k in zip("ab", order, strict=True))
+        for k, (scene, statement) in enumerate(pair):
+            index += 1
+            scene.note = statement
+            writer.save_image(f"{MLLM_IMAGES}/{index}.jpg", scene)
+            rows.append([index, MLLM_QUESTION, options, f"({'ab'[order.index(k)]})"])
+        tally[mmvp_type] = tally.get(mmvp_type, 0) + 2
     stats = {"format": "mmvp", "rows": len(rows), "pairs": len(rows) // 2, "types": len(MMVP_TYPES)}
     stats["images"] = len(rows)
     writer.write_csv(MLLM_CSV_FILE, ["Index", "Question", "Options", "Correct Answer"], rows, stats, tally)
