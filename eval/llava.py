@@ -290,6 +290,9 @@ def mmvp_items(data_root: Path, *, limit: int, label_fixes: str = "paper") -> tu
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     if len(rows) % 2:
         raise ValueError(f"{questions}: {len(rows)} rows, but pairs are consecutive rows")
+    for line, row in enumerate(rows, 2):
+        if not row["Index"].isdigit():
+            raise ValueError(f"{questions} line {line}: Index {row['Index']!r} is not a whole number")
     if limit < 0:
         raise ValueError(f"limit {limit}: must be >= 0 (0 = every pair)")
     rows = rows[: 2 * limit] if limit else rows

@@ -465,6 +465,10 @@ def test_mmvp_published_label_fixes_applied_and_listed(world, tmp_path):
         ("280", "(b) -> (a)"),
     ]
     assert plain["label_fixes"] == {"mode": "none", "applied": []}
+    text = (folder / "Questions.csv").read_text()
+    (folder / "Questions.csv").write_text(text.replace("\n280,", "\n28O,"))  # a letter O for a zero
+    with pytest.raises(ValueError, match=r"Questions.csv line 3: Index '28O' is not a whole number"):
+        llava.benchmark_items("mmvp", tmp_path)
 
 
 # ---------------------------------------------------------------- several processes (accelerate launch, gloo on CPU)
