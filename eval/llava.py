@@ -1031,6 +1031,26 @@ def load_rows(labelled: Sequence[tuple[str, Path]]) -> list[SummaryRow]:
     return rows
 
 
+def comparability_notes(rows: Sequence[SummaryRow]) -> list[str]:
+    """What makes rows of one table not comparable: a benchmark scored on different files (their sha256 differ)
+    or only on its first examples (`--limit`, "partial")."""
+    notes = []
+    for name in BENCHMARKS:
+        by_files: dict[tuple, list[str]] = {}
+        for row in rows:
+            record = row.results.get(name)
+            if record is None:
+                continue
+            files = tuple(sorted((f.get("path", ""), f.get("sha256", "")) for f in record.get("files") or []))
+            by_files.setdefault(files, []).append(row.checkpoint)
+            if record.get("partial"):
+                notes.append(f"{name}: {row.checkpoint} was scored on its first examples only (partial)")
+        if len(by_files) > 1:
+            groups = "; ".join(", ".join(labels) for labels in by_files.values())
+            notes.append(f"{name}: the rows were scored on different benchmark files (sha256 differ): {groups}")
+    return notes
+
+
 def paper_tables(rows: Sequence[SummaryRow]) -> str:
     """Markdown in the paper's Table 1/2/3/7 layouts; '–' where a row lacks the result; last row: chance."""
     from eval.report import _shown
@@ -1068,7 +1088,11 @@ def table_main(argv: Sequence[str]) -> int:
         labelled.append((label, Path(folder)))
     rows = load_rows(labelled)
     write_summary(args.out, rows, list(BENCHMARKS), "CLIP and LLaVA")
-    (args.out / "paper_tables.md").write_text(paper_tables(rows))
+    notes = comparability_notes(rows)
+    for note in notes:
+        print(f"table: not comparable: {note}", file=sys.stderr)
+    warnings = "".join(f"- not comparable: {note}\n" for note in notes)
+    (args.out / "paper_tables.md").write_text(warnings + ("\n" if warnings else "") + paper_tables(rows))
     print(f"wrote {args.out / 'summary.md'}, {args.out / 'summary.csv'}, {args.out / 'paper_tables.md'}")
     return 0
 

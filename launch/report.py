@@ -709,14 +709,18 @@ def write_mllm_tables(out: Path, rows: Sequence[Row], mllms: Sequence[tuple[str,
     paper's Table 1/2/3/7 layouts: `<out>/beside_mllms/` gets summary.csv/.md and paper_tables.md; the tables'
     Markdown is returned for report.md."""
     from eval.llava import BENCHMARKS as MLLM_BENCHMARKS
-    from eval.llava import load_rows, paper_tables
+    from eval.llava import comparability_notes, load_rows, paper_tables
     from eval.report import write_summary
 
     clip = [(row.label, Path(row.source)) for row in rows if row.source and Path(row.source).is_dir()]
     combined = load_rows([*clip, *mllms])
     folder = out / MLLM_FOLDER
     write_summary(folder, combined, list(MLLM_BENCHMARKS), "CLIP runs beside MLLMs")
-    tables = paper_tables(combined)
+    notes = comparability_notes(combined)
+    for note in notes:
+        print(f"report: not comparable: {note}", file=sys.stderr)
+    warnings = "".join(f"- not comparable: {note}\n" for note in notes)
+    tables = warnings + ("\n" if warnings else "") + paper_tables(combined)
     (folder / "paper_tables.md").write_text(tables)
     return tables
 

@@ -435,6 +435,9 @@ def test_the_report_matches_the_eval_files_number_for_number(tiny_sweep):
         assert f"plots/{png}" in text
 
 
+MLLM_TABLES = "beside_mllms/paper_tables.md"
+
+
 def test_report_sets_mllm_rows_beside_the_runs_in_the_paper_layouts(tiny_sweep, tmp_path):
     """--mllm LABEL=FOLDER: any eval result folder (here a copy of one run's last checkpoint, so the expected numbers
     are known) becomes a row of the Table 1/2/3 layouts beside every run's last checkpoint."""
@@ -462,6 +465,17 @@ def test_report_sets_mllm_rows_beside_the_runs_in_the_paper_layouts(tiny_sweep, 
     summary = list(csv.DictReader((report / "beside_mllms" / "summary.csv").open()))
     names = [r["checkpoint"] for r in summary]
     assert names[-2:] == ["a copy", "chance"] and len(names) == 1 + 4 + 2  # start, 4 runs, the MLLM, chance
+    assert "not comparable" not in text
+    # A result scored on other benchmark files is named, never set silently beside the others.
+    record = json.loads((mllm / "whatsup_a.json").read_text())
+    record["files"][0]["sha256"] = "0" * 64
+    (mllm / "whatsup_a.json").write_text(json.dumps(record))
+    result = report_cli("launch/sweeps/tiny_grid.yaml", "--output-dir", str(out), "--out", str(report),
+                        "--mllm", f"a copy={mllm}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warning = "whatsup_a: the rows were scored on different benchmark files (sha256 differ):"
+    assert f"not comparable: {warning}" in result.stderr
+    assert warning in (report / "report.md").read_text() and warning in (report / MLLM_TABLES).read_text()
 
 
 def test_missing_results_are_shown_as_missing_never_zero(tiny_sweep, tmp_path):
