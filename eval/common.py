@@ -7,6 +7,7 @@ written to `<benchmark>.scores.jsonl`, so anyone can recompute it from that file
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,17 @@ def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: expected {path}")
     return path
+
+
+def read_csv_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """A benchmark's CSV as rows of column -> value (header names stripped, values as written, a BOM tolerated);
+    ValueError naming the file when a required column is missing."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in reader.fieldnames or []]
+        if not set(columns) <= set(header):
+            raise ValueError(f"{path}: expected columns {', '.join(columns)}, found {header}")
+        return [{k.strip(): v or "" for k, v in row.items() if k is not None} for row in reader]
 
 
 def require_images(paths: Sequence[Path], what: str) -> None:

@@ -277,17 +277,10 @@ def mmvp_items(data_root: Path, *, limit: int, label_fixes: str = "paper") -> tu
     `MMVP/MMVP Images/<Index>.jpg`; pairs are consecutive rows (1, 2), (3, 4), ...; the prompt is Figure 4's:
     question, options "(a) X (b) Y", then the letter instruction. The paper judged free answers by hand; here a
     generative answer is parsed as an option letter or one option's text, else unparseable."""
-    import csv
-
-    from eval.common import require_file
+    from eval.common import read_csv_rows, require_file
 
     questions = require_file(data_root / "MMVP" / "Questions.csv", "MMVP questions (MMVP/Questions.csv)")
-    with open(questions, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in reader.fieldnames or []]
-        if not set(MMVP_COLUMNS) <= set(header):
-            raise ValueError(f"{questions}: expected columns {', '.join(MMVP_COLUMNS)}, found {header}")
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    rows = [{k: v.strip() for k, v in row.items()} for row in read_csv_rows(questions, MMVP_COLUMNS)]
     if len(rows) % 2:
         raise ValueError(f"{questions}: {len(rows)} rows, but pairs are consecutive rows")
     for line, row in enumerate(rows, 2):

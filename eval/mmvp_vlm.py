@@ -16,7 +16,6 @@ recorded. As the official script, both images of a pair are read from the folder
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from eval.common import (
     file_record,
     mean,
     percent,
+    read_csv_rows,
     require_file,
     require_images,
 )
@@ -56,13 +56,8 @@ def metric_key(pattern: str) -> str:
 def load_rows(data_root: Path) -> tuple[list[dict[str, str]], Path]:
     """Questions.csv's rows in file order, checked: (odd, even) Question IDs pair up, each pair of one Type."""
     questions = require_file(data_root / "MMVP_VLM" / "Questions.csv", "MMVP-VLM questions (MMVP_VLM/Questions.csv)")
-    with open(questions, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in reader.fieldnames or []]
-        if not set(COLUMNS) <= set(header):
-            raise ValueError(f"{questions}: expected columns {', '.join(COLUMNS)}, found {header}")
-        # Values as the official script reads them (unstripped): the statement is the text, the Type the folder.
-        rows = [{k.strip(): v or "" for k, v in row.items() if k is not None} for row in reader]
+    # Values as the official script reads them (unstripped): the statement is the text, the Type the folder.
+    rows = read_csv_rows(questions, COLUMNS)
     if not rows:
         raise ValueError(f"{questions}: no rows")
     if len(rows) % 2:
