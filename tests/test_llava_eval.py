@@ -469,6 +469,13 @@ def test_mmvp_published_label_fixes_applied_and_listed(world, tmp_path):
     (folder / "Questions.csv").write_text(text.replace("\n280,", "\n28O,"))  # a letter O for a zero
     with pytest.raises(ValueError, match=r"Questions.csv line 3: Index '28O' is not a whole number"):
         llava.benchmark_items("mmvp", tmp_path)
+    (folder / "Questions.csv").write_text("Index,Question,Correct Answer\n1,q,(a)\n2,q,(b)\n")
+    with pytest.raises(ValueError, match=r"Questions.csv: expected columns Index, Question, Options, Correct Answer"):
+        llava.benchmark_items("mmvp", tmp_path)
+    (tmp_path / "MMVP_VLM").mkdir()
+    (tmp_path / "MMVP_VLM" / "Questions.csv").write_text("\ufeffQuestion ID,Statement\n1,a\n2,b\n")
+    with pytest.raises(ValueError, match=r"Questions.csv: expected columns Question ID, Type, Statement"):
+        llava.benchmark_items("mmvp_vlm", tmp_path)
 
 
 # ---------------------------------------------------------------- several processes (accelerate launch, gloo on CPU)
