@@ -27,10 +27,11 @@ demo: $(STAMP)
 	rm -rf $(RUNS)
 	$(PY) -m launch.sweep launch/sweeps/tiny_grid.yaml --backend local --output-dir $(RUNS) \
 	    data.shards=[$(SHARDS)] eval.data_root=$(WORLD)/bench
-	rm -rf $(DEMO)/llava
+	rm -rf $(DEMO)/llava $(DEMO)/llava_vqascore
 	$(PY) -m eval.llava --model tiny-llava --data-root $(WORLD)/bench --out $(DEMO)/llava --protocol choice
+	$(PY) -m eval.llava --model tiny-llava --data-root $(WORLD)/bench --out $(DEMO)/llava_vqascore --protocol vqascore
 	$(PY) -m launch.report launch/sweeps/tiny_grid.yaml --output-dir $(RUNS) --out $(DEMO)/report \
-	    --mllm "tiny-llava (choice)=$(DEMO)/llava"
+	    --mllm "tiny-llava (choice)=$(DEMO)/llava" --mllm "tiny-llava (vqascore)=$(DEMO)/llava_vqascore"
 
 # The slurm backend is tested against a real private cluster on this host: Debian's slurm and munge.
 system-deps:
@@ -51,8 +52,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
-# One GPU, under 8 minutes: full-size models with random weights in bf16 (clip_neg, siglip_unlocked_neg under ZeRO-2,
-# siglip_llm2vec_neg with the 32-layer 7B LLM), steps/s, MFU, peak memory against the estimate, cache build rate.
+# One GPU, under 9 minutes: full-size models with random weights in bf16 (clip_neg, siglip_unlocked_neg under ZeRO-2,
+# siglip_llm2vec_neg with the 32-layer 7B LLM), steps/s, MFU, peak memory against the estimate, cache build rate;
+# then a LLaVA-1.5-7B-sized random model through eval.llava (generative tokens/s, vqascore pairs/s, peak memory).
 # Writes bench/gpu_results.json and .md (bench/gpu_check.py --help; --cpu-smoke runs the same path on the CPU).
 gpu-check: $(STAMP)
 	$(PY) bench/gpu_check.py

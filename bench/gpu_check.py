@@ -1,6 +1,6 @@
-"""GPU check behind `make gpu-check`: full-size models with random weights, bf16, one GPU, under 8 minutes.
+"""GPU check behind `make gpu-check`: full-size models with random weights, bf16, one GPU, under 9 minutes.
 
-    python bench/gpu_check.py [--out bench/gpu_results.json] [--only PART] [--budget-s 450] [--peak-tflops T]
+    python bench/gpu_check.py [--out bench/gpu_results.json] [--only PART] [--budget-s 540] [--peak-tflops T]
     python bench/gpu_check.py --cpu-smoke --out /tmp/smoke.json     # the same code path, tiny models on the CPU
 
 Writes bench/gpu_results.json and prints a Markdown table. Nothing is downloaded: `model.pretrained=random`
@@ -158,6 +158,19 @@ SMOKE_PARTS = (
 )
 PART_NAMES = tuple(p.name for p in GPU_PARTS)
 
+# LLaVA-1.5-7B at its real widths with random weights (CLIP ViT-L/14-336 vision tower, 2-layer projector, the
+# 32-layer Llama-2-7B language model; the tiny LLaVA's tokenizer, whose ids fit the 32,064-row vocabulary), bf16:
+# eval.llava's runner on What'sUp A of the generated world, generative (greedy, LLAVA_NEW_TOKENS new tokens) and
+# vqascore (P(yes) of caption pairs), batches of LLAVA_BATCH. The smoke mode runs the tiny LLaVA on the CPU.
+LLAVA_BATCH, LLAVA_NEW_TOKENS, LLAVA_TIMED = 8, 16, 3
+LLAVA_TIMEOUT_S = {"gpu": 150, "smoke": 90}
+LLAVA_7B = {
+    "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                   image_size=336, patch_size=14, projection_dim=768),
+    "text": dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096),
+}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Mode:
@@ -296,6 +309,8 @@ def worker(spec_path: Path) -> int:
     from train.process_group import use_cpu_group
 
     spec = json.loads(Path(spec_path).read_text())
+    if spec.get("kind") == "llava":
+        return llava_worker(spec)
     out_path = Path(spec["result"])
     raw: dict = {"phase": "setup"}
 
@@ -424,6 +439,147 @@ def worker(spec_path: Path) -> int:
             },
         )
     return 0
+
+
+def llava_worker(spec: dict) -> int:
+    """Times eval.llava's runner on a LLaVA-1.5-7B-sized random model (or the tiny LLaVA, smoke mode): generative
+    and vqascore batches, peak GPU memory against an estimate; writes its figures to spec["result"] as it goes."""
+    import torch
+    from transformers import (
+        AutoProcessor,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    from eval import llava
+    from models.cache import resolve_cache_dir
+    from models.tiny_llava import tiny_llava_folder
+
+    out_path = Path(spec["result"])
+    raw: dict = {"phase": "setup", "kind": "llava"}
+
+    def write(**update) -> None:
+        raw.update(update)
+        tmp = out_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(raw, indent=1))
+        os.replace(tmp, out_path)
+
+    cuda = torch.cuda.is_available() and spec["size"] == "7b"
+    device = torch.device("cuda" if cuda else "cpu")
+    processor = AutoProcessor.from_pretrained(tiny_llava_folder(resolve_cache_dir()))
+    tokenizer = processor.tokenizer
+    started = time.perf_counter()
+    if spec["size"] == "7b":
+        config = LlavaConfig(
+            vision_config=CLIPVisionConfig(**LLAVA_7B["vision"]).to_dict(),
+            text_config=LlamaConfig(**LLAVA_7B["text"], pad_token_id=tokenizer.pad_token_id).to_dict(),
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+            vision_feature_layer=-2,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        image_processor = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = LlavaForConditionalGeneration._from_config(config, torch_dtype=torch.bfloat16)
+        dtype = "bfloat16"
+    else:
+        model = LlavaForConditionalGeneration.from_pretrained(tiny_llava_folder(resolve_cache_dir()))
+        image_processor, dtype = processor.image_processor, "float32"
+    runner = llava.LlavaRunner(None, device=str(device), dtype=dtype, parts=(model, tokenizer, image_processor))
+    parameters = sum(p.numel() for p in model.parameters())
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    write(
+        phase="generative",
+        size=spec["size"],
+        device_name=torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
+        dtype=dtype,
+        parameters=parameters,
+        build_s=round(time.perf_counter() - started, 2),
+    )
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    bench = Path(spec["bench"])
+    batch, new_tokens = spec["batch"], spec["new_tokens"]
+    items = llava.benchmark_items("whatsup_a", bench, limit=batch)[0][:batch]
+    prompts = [runner.prompt_for(item, "generative") for item in items]
+    images = [item.image for item in items]
+    runner.generate(prompts, images, max_new_tokens=new_tokens)  # warm-up
+    sync()
+    generative = []
+    for _ in range(spec["timed"]):
+        begin = time.perf_counter()
+        runner.generate(prompts, images, max_new_tokens=new_tokens)
+        sync()
+        generative.append(time.perf_counter() - begin)
+    write(phase="vqascore", generative_seconds=[round(s, 4) for s in generative])
+
+    pairs = llava.vqascore_items("whatsup_a", bench, limit=batch, label_fixes="paper")[0][:batch]
+    sequences = [runner.continuation_ids(runner.prompt_for(i, "vqascore"), "Yes", eos=False) for i in pairs]
+    runner.option_logprobs(sequences, [i.image for i in pairs])  # warm-up
+    sync()
+    vqascore = []
+    for _ in range(spec["timed"]):
+        begin = time.perf_counter()
+        runner.option_logprobs(sequences, [i.image for i in pairs])
+        sync()
+        vqascore.append(time.perf_counter() - begin)
+    prompt_tokens = max(len(runner.prompt_ids(p)) for p in prompts) - 1
+    image_tokens = int(runner.image_features(images[:1]).shape[1])
+    estimate = llava_memory_estimate(model, batch, prompt_tokens + image_tokens + new_tokens)
+    write(
+        phase="done",
+        vqascore_seconds=[round(s, 4) for s in vqascore],
+        batch=batch,
+        new_tokens=new_tokens,
+        sequence_tokens=prompt_tokens + image_tokens + new_tokens,
+        estimate_total_bytes=estimate["total"],
+        estimate_parts=estimate,
+        peak_gpu_allocated_bytes=torch.cuda.max_memory_allocated(device) if cuda else None,
+        peak_gpu_reserved_bytes=torch.cuda.max_memory_reserved(device) if cuda else None,
+        peak_rss_bytes=peak_rss_bytes(),
+    )
+    return 0
+
+
+def llava_memory_estimate(model, batch: int, sequence: int) -> dict:
+    """Bytes on the device for batched LLaVA inference: the weights, the language model's KV cache (keys and values
+    of every layer for the whole sequence), and the largest activation, the prompt's logits over the vocabulary."""
+    text = model.config.text_config
+    element = next(model.parameters()).element_size()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = text.hidden_size // text.num_attention_heads
+    kv_cache = 2 * text.num_hidden_layers * batch * sequence * kv_heads * head_dim * element
+    logits = batch * sequence * text.vocab_size * element
+    return {"weights": weights, "kv_cache": kv_cache, "logits": logits, "total": weights + kv_cache + logits}
+
+
+def summarize_llava(raw: dict) -> dict:
+    out: dict = {}
+    if raw.get("generative_seconds"):
+        step = statistics.median(raw["generative_seconds"])
+        out["generative_s_per_batch"] = round(step, 4)
+        out["new_tokens_per_s"] = round(raw["batch"] * raw["new_tokens"] / step, 1)
+    if raw.get("vqascore_seconds"):
+        step = statistics.median(raw["vqascore_seconds"])
+        out["vqascore_s_per_batch"] = round(step, 4)
+        out["vqascore_pairs_per_s"] = round(raw["batch"] / step, 2)
+    estimate, measured = raw.get("estimate_total_bytes"), raw.get("peak_gpu_allocated_bytes")
+    if estimate:
+        out["estimate_gib"] = round(estimate / GIB, 2)
+    if measured:
+        out["peak_gpu_allocated_gib"] = round(measured / GIB, 2)
+        if estimate:
+            out["measured_over_estimate"] = round(measured / estimate, 3)
+    return out
 
 
 def skip_cpu_shared_memory_op() -> None:
@@ -570,6 +726,22 @@ def markdown(results: dict) -> str:
         )
     else:
         lines.append("Image-feature cache build: not measured (see the clip_neg part's error).")
+    llava_record = results.get("llava")
+    if llava_record:
+        s = llava_record.get("summary", {})
+        lines += [
+            "",
+            f"LLaVA ({llava_record.get('what', '')}): {llava_record['status']}; eval.llava's runner on What'sUp A, "
+            f"batch {llava_record.get('batch', '-')}: generative {fmt(s.get('new_tokens_per_s'))} new tokens/s "
+            f"({fmt(s.get('generative_s_per_batch'))} s per batch of {llava_record.get('new_tokens', '-')} tokens), "
+            f"vqascore {fmt(s.get('vqascore_pairs_per_s'))} pairs/s; peak {fmt(s.get('peak_gpu_allocated_gib'))} GiB "
+            f"against an estimate of {fmt(s.get('estimate_gib'))} GiB (weights + KV cache + logits; measured / "
+            f"estimate {fmt(s.get('measured_over_estimate'))}).",
+        ]
+        if llava_record["status"] != "ok":
+            lines.append(
+                f"- llava: {(llava_record.get('error') or '').splitlines()[0] if llava_record.get('error') else ''}"
+            )
     failed = {name: part for name, part in results["parts"].items() if part["status"] != "ok"}
     for name, part in failed.items():
         first = part.get("error", "").splitlines()[0] if part.get("error") else part["status"]
@@ -586,14 +758,50 @@ def markdown(results: dict) -> str:
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python bench/gpu_check.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=BENCH / "gpu_results.json", help="JSON; the .md goes next to it")
-    parser.add_argument("--only", action="append", choices=PART_NAMES, help="run these parts only")
-    parser.add_argument("--budget-s", type=float, default=450, help="all parts together, shards included")
+    parser.add_argument(
+        "--only", action="append", choices=(*PART_NAMES, "llava"), help="run these parts only (llava: the MLLM)"
+    )
+    parser.add_argument("--budget-s", type=float, default=540, help="all parts together, shards included")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s (default: by card name)")
     parser.add_argument("--shards", type=Path, default=None, help="an existing shard folder (skips generating one)")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny recipes on the CPU: the code path, for tests")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, runs) and print it")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     return parser
+
+
+def run_llava(args: argparse.Namespace, mode: Mode, scratch: Path, deadline: float, env: dict) -> dict:
+    """The LLaVA part: its own subprocess and timeout, on the generated world's benchmarks."""
+    bench = scratch / "world" / "bench"
+    left = deadline - time.perf_counter()
+    if not bench.is_dir():
+        return {"status": "skipped", "error": f"no generated world at {bench} (with --shards none is generated)"}
+    if left < 20:
+        return {"status": "skipped", "error": f"time budget spent ({args.budget_s:.0f} s)"}
+    smoke = mode is SMOKE
+    timeout = min(LLAVA_TIMEOUT_S["smoke" if smoke else "gpu"], left)
+    folder = scratch / "llava"
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "kind": "llava",
+        "size": "tiny" if smoke else "7b",
+        "bench": str(bench),
+        "batch": LLAVA_BATCH,
+        "new_tokens": LLAVA_NEW_TOKENS,
+        "timed": LLAVA_TIMED,
+        "result": str(folder / "result.json"),
+    }
+    spec_path = folder / "spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    what = "tiny LLaVA (CPU)" if smoke else "LLaVA-1.5-7B-sized (random, bf16)"
+    print(f"llava: {what}, generative and vqascore, batch {LLAVA_BATCH} (at most {timeout:.0f} s) ...", flush=True)
+    record = run_part(
+        worker_command(spec_path), timeout_s=timeout, log=scratch / "llava.log", result=Path(spec["result"]), env=env
+    )
+    record["what"] = what
+    record["summary"] = summarize_llava(record)
+    print(f"  {record['status']} in {record['wall_s']} s", flush=True)
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -657,6 +865,9 @@ def main(argv: list[str] | None = None) -> int:
             record["overrides"] = list(part.overrides)
             parts[part.name] = record
             print(f"  {record['status']} in {record['wall_s']} s", flush=True)
+        llava_record = None
+        if not args.only or "llava" in args.only:
+            llava_record = run_llava(args, mode, scratch, deadline, env)
     finally:
         if args.keep:
             print(f"scratch folder kept: {scratch}")
@@ -684,13 +895,16 @@ def main(argv: list[str] | None = None) -> int:
         "shards": shards_record,
         "cache_build": cache,
         "parts": parts,
+        "llava": llava_record,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     table = markdown(results)
     args.out.with_suffix(".md").write_text(table)
     print(table)
-    return 0 if parts and all(p["status"] == "ok" for p in parts.values()) and shards_record["status"] == "ok" else 1
+    ok = all(p["status"] == "ok" for p in parts.values()) and shards_record["status"] == "ok"
+    ok = ok and (parts or llava_record) and (llava_record is None or llava_record["status"] == "ok")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

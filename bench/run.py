@@ -411,7 +411,7 @@ def bench_real_size(scratch: Path, *, rounds: int, steps: int) -> dict:
         common = [
             f"data.shards=[{shards}]",
             "model.pretrained=random",
-            "data.augment=false",  # the recipes' own setting: the locked image tower is cacheable
+            "data.augment=false",  # our choice (the released profile crops): the locked image tower is cacheable
             "train.precision=fp32",
             f"data.batch_size={batch}",
             f"train.global_batch_size={batch}",
@@ -450,7 +450,7 @@ def bench_real_size(scratch: Path, *, rounds: int, steps: int) -> dict:
     return {
         "how": (
             f"clip_neg (ViT-L/14-336) and siglip_neg (ViT-L/16-384) at their real architectures with random weights "
-            f"(model.pretrained=random: full size, no download), the recipes' data.augment=false, batch {batch}, fp32, "
+            f"(model.pretrained=random: full size, no download), data.augment=false (our choice; the released profile crops), batch {batch}, fp32, "
             f"{workers} data worker and OMP_NUM_THREADS={env['OMP_NUM_THREADS']} on CPU, over shards of {samples} "
             f"samples, one epoch (the cache covers every sample of its shard folder). {rounds} alternating round"
             f"{'s' if rounds > 1 else ''} of {steps} steps; step 1 is warm-up, a run's rate is over steps 2-{steps} "

@@ -61,6 +61,7 @@ from data_prep.llava_items import (
 )
 from data_prep.negatives import HARD_NEGATIVES, make_negative
 from data_prep.provenance import code_version, file_digest, sha256_file
+from data_prep.released_negatives import released_negative
 
 BUILD_DIR = ".build"  # plan and per-shard records that make a rerun resume
 
@@ -525,6 +526,7 @@ def _write_samples(
         else:
             made = [make_negative(c, axis) if axis else (None, "off") for c in sample.captions]
             negatives = [negative for negative, _ in made]
+            released = [released_negative(c) for c in sample.captions]  # the authors' rule, counted beside ours
             meta = {
                 "id": sample.id,
                 "source": sample.dataset,
@@ -551,12 +553,49 @@ def _write_samples(
             record["samples_with_negative"] += with_negative > 0
             for _, rule in made:
                 record["negative_rules"][rule] = record["negative_rules"].get(rule, 0) + 1
+            count_released(record, sample.captions, negatives, released)
             progress(1, None)
             continue
         if job.strict:
             raise StrictSkip(_describe_skip(skip, f"{sample.dataset} input"))
         record["skipped"].append(skip.as_record())
         progress(1, skip.reason)
+
+
+def count_released(record: dict[str, Any], captions, negatives, released) -> None:
+    """Adds one sample's counts under the authors' released rule, and the negatives of either rule that CLIP's
+    tokenizer cuts to its caption's tokens (the swap lies past 77 tokens: training drops them, decided on the run's
+    own tokenizer; the manifest counts CLIP's, which needs no download)."""
+    counts = record.setdefault("released", dict.fromkeys(RELEASED_COUNTS, 0))
+    with_released = sum(n is not None for n in released)
+    counts["captions_with_negative"] += with_released
+    counts["samples_with_negative"] += with_released > 0
+    counts["captions_differing_from_token_rules"] += sum(a != b for a, b in zip(negatives, released, strict=True))
+    for rule, made in (("token_rules", negatives), ("released", released)):
+        counts[f"identical_after_clip_truncation_{rule}"] += sum(
+            n is not None and clip_tokens(c) == clip_tokens(n) for c, n in zip(captions, made, strict=True)
+        )
+
+
+RELEASED_COUNTS = (
+    "captions_with_negative",
+    "samples_with_negative",
+    "captions_differing_from_token_rules",
+    "identical_after_clip_truncation_token_rules",
+    "identical_after_clip_truncation_released",
+)
+CLIP_CONTEXT = 77
+_CLIP_TOKENIZER = None
+
+
+def clip_tokens(text: str) -> tuple[int, ...]:
+    """open_clip's CLIP BPE tokens of `text`, cut to 77 as CLIP's tokenizer does (bundled with open_clip)."""
+    global _CLIP_TOKENIZER
+    if _CLIP_TOKENIZER is None:
+        from open_clip.tokenizer import SimpleTokenizer
+
+        _CLIP_TOKENIZER = SimpleTokenizer(context_length=CLIP_CONTEXT)
+    return tuple(_CLIP_TOKENIZER([text])[0].tolist())
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -632,6 +671,9 @@ def write_outputs(
             "rules": dict(
                 sorted(_sum_counts(r.get("negative_rules", {}) for r in records).items(), key=lambda kv: -kv[1])
             ),
+            # the authors' released rule on the same captions (data.negative_rule=released applies it at training),
+            # and either rule's negatives that CLIP's 77-token tokenizer makes identical to their caption
+            "released": {k: sum(r.get("released", {}).get(k, 0) for r in records) for k in RELEASED_COUNTS},
         },
         "images": {"kept_original_bytes": written - sum(r["re_encoded"] for r in records)}
         | {"re_encoded": sum(r["re_encoded"] for r in records)},
@@ -677,6 +719,14 @@ def print_summary(manifest: dict, out: Path) -> None:
     )
     if neg["rules"]:
         print("  negative rules: " + ", ".join(f"{rule} {n}" for rule, n in neg["rules"].items()))
+    released = neg.get("released", {})
+    if released:
+        print(
+            f"  released rule: {released['captions_with_negative']} captions with a negative, "
+            f"{released['captions_differing_from_token_rules']} differ from ours; identical to their caption after "
+            f"CLIP's 77 tokens: ours {released['identical_after_clip_truncation_token_rules']}, released "
+            f"{released['identical_after_clip_truncation_released']}"
+        )
     print(f"  {manifest['seconds']} s, {manifest['samples_per_second']} samples/s; details in {out / 'manifest.json'}")
 
 

@@ -37,6 +37,7 @@ from PIL import Image
 
 from data_prep.image_bytes import DECODE_ERRORS
 from data_prep.negatives import HARD_NEGATIVES
+from data_prep.released_negatives import released_negative
 from train.data import ShardError, ShardExpectation, ShardScan, parse_meta, plan_folder, scan_shard
 
 SAMPLE_PROBLEMS_KEPT = 20  # per shard: a shard with thousands of bad samples needs a few named, not all
@@ -70,9 +71,14 @@ def read_members(scan: ShardScan, exts: tuple[str, ...] = ("json", "jpg")) -> It
             yield key, data
 
 
+# The group of (caption, negative) pairs the authors' released rule makes (data_prep.released_negatives).
+RELEASED_GROUP = "released-rule"
+
+
 class RuleSampler:
     """Per (source, rule): the count, and a uniform random sample of `size` (key, caption, negative) triples
-    (reservoir sampling: one pass, memory bounded by the sample, the same sample for the same seed)."""
+    (reservoir sampling: one pass, memory bounded by the sample, the same sample for the same seed). Besides our
+    rules (`negative_rules` of each sample), the group RELEASED_GROUP holds the authors' released rule's pairs."""
 
     def __init__(self, size: int, seed: int = 0) -> None:
         self.size, self.rng = size, random.Random(seed)
@@ -84,22 +90,27 @@ class RuleSampler:
         rules = meta.get("negative_rules")
         if not isinstance(rules, list) or len(rules) != len(captions):
             rules = ["not-recorded"] * len(captions)  # shards from a build_shards before rules were recorded
-        counts = self.counts.setdefault(source, Counter())
         for caption, negative, rule in zip(captions, negatives, rules, strict=True):
             rule = str(rule)
-            if rule in UNAUDITED_RULES:
-                continue
-            counts[rule] += 1
-            if self.size <= 0:
-                continue
-            kept = self.samples.setdefault(source, {}).setdefault(rule, [])
-            pair = {"key": key, "caption": caption, "negative": negative}
-            if len(kept) < self.size:
-                kept.append(pair)
-            else:
-                slot = self.rng.randrange(counts[rule])
-                if slot < self.size:
-                    kept[slot] = pair
+            if rule not in UNAUDITED_RULES:
+                self._keep(source, rule, {"key": key, "caption": caption, "negative": negative})
+            # The authors' released rule (data.negative_rule=released) on the same caption, as training would apply it
+            released = released_negative(caption)
+            if released is not None:
+                self._keep(source, RELEASED_GROUP, {"key": key, "caption": caption, "negative": released})
+
+    def _keep(self, source: str, rule: str, pair: dict) -> None:
+        counts = self.counts.setdefault(source, Counter())
+        counts[rule] += 1
+        if self.size <= 0:
+            return
+        kept = self.samples.setdefault(source, {}).setdefault(rule, [])
+        if len(kept) < self.size:
+            kept.append(pair)
+        else:
+            slot = self.rng.randrange(counts[rule])
+            if slot < self.size:
+                kept[slot] = pair
 
     def result(self) -> dict:
         return {

@@ -1,4 +1,4 @@
-"""Benchmark name -> `run(scorer, data_root, *, label_fixes, limit) -> BenchmarkResult`, and what each one reads.
+"""Benchmark name -> `run(scorer, data_root, *, label_fixes, limit, scoring) -> BenchmarkResult`, and what it reads.
 
 One file per benchmark family (whatsup, spatial_qa, mmvp_vlm); the registry binds each name to its variant. `SPECS`
 also gives each benchmark's inputs (files and images under a data root), label-fix rules and tie rule: what
@@ -25,10 +25,19 @@ BenchmarkFn = Callable[..., BenchmarkResult]
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    run: BenchmarkFn  # (scorer, data_root, *, label_fixes, limit=0) -> BenchmarkResult
+    run: BenchmarkFn  # (scorer, data_root, *, label_fixes, limit=0, scoring="official") -> BenchmarkResult
     inputs: Callable[..., Inputs]  # (data_root, *, limit=0) -> the files and images `run` reads
     label_fix_rules: Callable[[str], list[list[str]]]  # label-fix mode -> the fixes it applies
-    tie_rule: str
+    tie_rules: dict[str, str]  # scoring mode -> the tie rule it applies
+    # Under scoring=released, whether the features come from fp16 autocast (What'sUp, COCO, GQA in eval_clip.py) or
+    # fp32 (its MMVP scoring runs without autocast).
+    fp16_when_released: bool
+
+    def tie_rule(self, scoring: str = "official") -> str:
+        return self.tie_rules[scoring]
+
+    def precision(self, scoring: str) -> str:
+        return "fp16" if scoring == "released" and self.fp16_when_released else "fp32"
 
 
 def _spec(module: ModuleType, **variant: str) -> BenchmarkSpec:
@@ -36,7 +45,8 @@ def _spec(module: ModuleType, **variant: str) -> BenchmarkSpec:
         run=partial(module.run, **variant),
         inputs=partial(module.inputs, **variant),
         label_fix_rules=partial(module.label_fix_rules, **variant),
-        tie_rule=module.TIE_RULE,
+        tie_rules=module.TIE_RULES,
+        fp16_when_released=module.FP16_WHEN_RELEASED,
     )
 
 
@@ -48,6 +58,8 @@ SPECS: dict[str, BenchmarkSpec] = {
     "gqa_spatial_one": _spec(spatial_qa, source="gqa", objects="one"),
     "gqa_spatial_two": _spec(spatial_qa, source="gqa", objects="two"),
     "mmvp_vlm": _spec(mmvp_vlm),
+    # MMVP's 300 images scored like MMVP-VLM from the authors' Questions-clip.csv (one statement per image)
+    "mmvp_clip": _spec(mmvp_vlm, layout="mmvp_clip"),
 }
 BENCHMARKS: dict[str, BenchmarkFn] = {name: spec.run for name, spec in SPECS.items()}
 
@@ -68,6 +80,12 @@ def get_benchmark(name: str) -> BenchmarkFn:
 
 
 def run_benchmark(
-    name: str, scorer: Scorer, data_root: Path | str, *, label_fixes: str = "paper", limit: int = 0
+    name: str,
+    scorer: Scorer,
+    data_root: Path | str,
+    *,
+    label_fixes: str = "paper",
+    limit: int = 0,
+    scoring: str = "official",
 ) -> BenchmarkResult:
-    return get_benchmark(name)(scorer, Path(data_root), label_fixes=label_fixes, limit=limit)
+    return get_benchmark(name)(scorer, Path(data_root), label_fixes=label_fixes, limit=limit, scoring=scoring)

@@ -27,6 +27,33 @@ ARGMAX_TIE_RULE = (
     "numpy argmax (the first highest score wins, as in the official What'sUp code); the correct option is "
     "index 0, so a tie counts as correct"
 )
+STRICT_TIE_RULE = (
+    "strict '>' as the authors' eval_clip.py (scoring=released): the correct option (index 0) must score strictly "
+    "higher than every other, so a tie is wrong; scores are 100 x cosine rounded to fp16 as their fp16-autocast "
+    "matmul gives them, divided by 100"
+)
+# eval.scoring: official = the benchmarks' own rules in fp32; released = the authors' eval_clip.py (strict '>', fp16);
+# strict = a strict '>' on the scores as given, fp32 (how the release decides on MLLM VQAScores, eval.llava vqascore)
+SCORING_MODES = ("official", "released", "strict")
+STRICT_FP32_TIE_RULE = (
+    "strict '>' (scoring=strict): the correct option (index 0) must score strictly higher than every other, so a tie "
+    "is wrong; scores as given (fp32)"
+)
+
+
+def check_scoring(mode: str) -> None:
+    if mode not in SCORING_MODES:
+        raise ValueError(f"scoring={mode!r}: expected one of {', '.join(SCORING_MODES)}")
+
+
+def pick(scores: Sequence[float], scoring: str) -> int:
+    """The option an image picks: official = numpy argmax (a tie goes to the first, the correct one); released and
+    strict = option 0 only when strictly above every other, else the first of the best others (a tie is wrong)."""
+    if scoring == "official":
+        return first_argmax(scores)
+    check_scoring(scoring)
+    rest = first_argmax(scores[1:]) + 1 if len(scores) > 1 else 0
+    return 0 if len(scores) == 1 or scores[0] > scores[rest] else rest
 
 
 class Scorer(Protocol):
@@ -117,13 +144,20 @@ def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def make_table(scorer: Scorer, images: Sequence[str], texts: Sequence[str], *, fp16_logits: bool = False):
+    """The score of every (image, text) pair a benchmark reads: a ScoreTable of the scorer's features, or the
+    scorer's own table when it scores pairs itself (`score_table(images, texts)`, e.g. an MLLM's VQAScore)."""
+    own = getattr(scorer, "score_table", None)
+    return own(images, texts) if own is not None else ScoreTable(scorer, images, texts, fp16_logits=fp16_logits)
+
+
 class ScoreTable:
     """Cosine similarity of every (image, text) pair a benchmark needs, each feature computed once.
 
     Scores are returned as Python floats (exact float32 values), the numbers written to scores.jsonl.
     """
 
-    def __init__(self, scorer: Scorer, images: Sequence[str], texts: Sequence[str]):
+    def __init__(self, scorer: Scorer, images: Sequence[str], texts: Sequence[str], *, fp16_logits: bool = False):
         self.images = list(dict.fromkeys(images))
         self.texts = list(dict.fromkeys(texts))
         self._image_row = {p: i for i, p in enumerate(self.images)}
@@ -133,7 +167,11 @@ class ScoreTable:
         # Normalised again here so the score is a cosine whatever the scorer returned (a no-op up to rounding).
         self.image_features = F.normalize(image_features, dim=-1)
         text_features = F.normalize(text_features, dim=-1)
-        self._cosine = (self.image_features @ text_features.T).numpy()
+        if fp16_logits:  # as `100.0 * image_features @ text_features.T` under fp16 autocast (fp32 accumulation)
+            logits = (100.0 * self.image_features.half()).float() @ text_features.half().float().T
+            self._cosine = (logits.half().double() / 100.0).numpy()
+        else:
+            self._cosine = (self.image_features @ text_features.T).numpy()
 
     def __call__(self, image: str, text: str) -> float:
         return float(self._cosine[self._image_row[image], self._text_row[text]])

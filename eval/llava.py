@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,9 @@ from eval.llava_protocols import (
     PROMPT_TEMPLATE,
     PROTOCOL_RULES,
     PROTOCOLS,
+    VQASCORE_ANSWER,
+    VQASCORE_QUESTION,
+    VQASCORE_SYSTEM,
     Item,
     m3id_logits,
     normalised_perplexity,
@@ -58,8 +63,12 @@ from eval.report import SummaryRow, read_result, scores_path, write_result, writ
 from models.tiny_llava import TINY_LLAVA, tiny_llava_folder
 
 # The benchmarks CLIP eval scores, in its order, then MMVP for MLLMs (Tables 3, 6, 7), which CLIP cannot answer.
-BENCHMARKS = (*CLIP_BENCHMARKS, "mmvp")
+# mmvp_clip is CLIP's way into MMVP's images (one statement per image); an MLLM answers MMVP's own questions.
+BENCHMARKS = (*(name for name in CLIP_BENCHMARKS if name != "mmvp_clip"), "mmvp")
 LLAVA_SCORING_VERSION = 2  # 2: MMVP published answer fixes under label_fixes=paper
+# How an image reaches the vision tower: pad = LLaVA-1.5's `image_aspect_ratio: pad` (a square in the processor's
+# mean colour, as the official code and the authors' release score LLaVA); crop = the llava-hf processor alone.
+IMAGE_ASPECT_RATIOS = ("pad", "crop")
 
 # ---------------------------------------------------------------- questions (paper, Table 8)
 
@@ -225,13 +234,33 @@ def _swap_stem(stem: str, answers: tuple[str, str]) -> str:
     return swapped
 
 
+# The authors' conversion of MMVP-VLM for MLLMs (lst627/CLIP-Embeds additional_questions/Questions-llava.csv), which
+# users place beside Questions.csv: one question per image; its header spells the first column "lndex".
+MMVP_VLM_LLAVA_FILE = "Questions-llava.csv"
+MMVP_VLM_LLAVA_COLUMNS = ("lndex", "Question", "Options", "Correct Answer")
+
+
 def mmvp_vlm_items(data_root: Path, *, limit: int, label_fixes: str = "paper") -> tuple[list[Item], dict]:
-    """MMVP-VLM converted for an MLLM (the paper's own conversion is not public): each image of a pair is asked
-    which of the pair's two statements is true of it, options in the pair's order for both images."""
+    """MMVP-VLM for an MLLM: the authors' questions (`MMVP_VLM/Questions-llava.csv`) when the file is there; else
+    our conversion, each image of a pair asked which of the pair's two statements is true of it, options in the
+    pair's order for both images."""
     rows, questions = mmvp_vlm.load_rows(data_root)
     rows = mmvp_vlm.first_pairs(rows, limit)
     images, folder = mmvp_vlm.image_paths(data_root, rows)
     require_images(images, "MMVP-VLM images")
+    details = {
+        "label_fixes": {"mode": label_fixes, "applied": []},  # no published fixes for this file
+        "files": [file_record(questions, data_root)],
+        "images_folder": folder.relative_to(data_root).as_posix(),
+        "counts": {"rows": len(rows), "pairs": len(rows) // 2},
+    }
+    converted = data_root / "MMVP_VLM" / MMVP_VLM_LLAVA_FILE
+    if converted.is_file():
+        items = _authors_mmvp_vlm_items(converted, rows, images)
+        details["files"].append(file_record(converted, data_root))
+        details["questions"] = f"the authors' {MMVP_VLM_LLAVA_FILE}"
+        return items, details
+    details["questions"] = "ours: which of the pair's two statements is true of the image"
     items = []
     for k in range(0, len(rows), 2):
         pair = f"{rows[k]['Question ID'].strip()}-{rows[k + 1]['Question ID'].strip()}"
@@ -250,13 +279,64 @@ def mmvp_vlm_items(data_root: Path, *, limit: int, label_fixes: str = "paper") -
                     meta={"pair": pair, "type": rows[k]["Type"], "image_in_pair": j + 1},
                 )
             )
-    details = {
-        "label_fixes": {"mode": label_fixes, "applied": []},  # no published fixes for this file
-        "files": [file_record(questions, data_root)],
-        "images_folder": folder.relative_to(data_root).as_posix(),
-        "counts": {"rows": len(rows), "pairs": len(rows) // 2},
-    }
     return items, details
+
+
+def _authors_mmvp_vlm_items(path: Path, rows: list[dict], images: list[Path]) -> list[Item]:
+    """One item per MMVP-VLM image from the authors' Questions-llava.csv, matched to Questions.csv by id."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in reader.fieldnames or []]
+        index = "lndex" if "lndex" in header else "Index"
+        if not {index, "Question", "Options", "Correct Answer"} <= set(header):
+            raise ValueError(f"{path}: expected columns {', '.join(MMVP_VLM_LLAVA_COLUMNS)} (or Index), found {header}")
+        by_id = {}
+        for line, row in enumerate(reader, 2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            if not row[index].isdigit():
+                raise ValueError(f"{path} line {line}: {index} {row[index]!r} is not a whole number")
+            by_id[int(row[index])] = (line, row)
+    items = []
+    for k, (row, image) in enumerate(zip(rows, images, strict=True)):
+        qid = int(row["Question ID"])
+        if qid not in by_id:
+            raise ValueError(f"{path}: no question for MMVP-VLM Question ID {qid} (Questions.csv row {k + 1})")
+        line, question = by_id[qid]
+        first = rows[k - k % 2]["Question ID"].strip()
+        pair = f"{first}-{rows[k - k % 2 + 1]['Question ID'].strip()}"
+        meta = {"pair": pair, "type": rows[k - k % 2]["Type"], "image_in_pair": k % 2 + 1}
+        items.append(lettered_item(f"{pair}/{k % 2 + 1}", image, question, f"{path} line {line}", meta))
+    return items
+
+
+def lettered_item(item_id: str, image: Path, row: dict[str, str], where: str, meta: dict) -> Item:
+    """A question with lettered options from a row of MMVP's columns (Question, Options, Correct Answer)."""
+    texts, answer = _lettered_options(row["Options"], row["Correct Answer"], where)
+    return Item(
+        id=item_id,
+        image=image,
+        stem=row["Question"],
+        command="",
+        options=texts,
+        keywords=tuple((t,) for t in texts),
+        answer=answer,
+        parse="letter",
+        meta=meta,
+    )
+
+
+def _lettered_options(options: str, correct: str, where: str) -> tuple[tuple[str, ...], int]:
+    """'(a) Left (b) Right' and '(a)' -> (('Left', 'Right'), 0); ValueError naming `where` otherwise."""
+    found = [(m[1].lower(), m[2].strip()) for m in _MMVP_OPTION.finditer(options)]
+    letters = [letter for letter, _ in found]
+    if len(found) < 2 or letters != list("abcd"[: len(found)]):
+        raise ValueError(f"{where}: options {options!r} are not (a) .. (b) ..")
+    match = re.search(r"\(?([a-d])\)?", correct, re.IGNORECASE)
+    if not match or match[1].lower() not in letters:
+        raise ValueError(f"{where}: correct answer {correct!r}")
+    return tuple(text for _, text in found), letters.index(match[1].lower())
 
 
 MMVP_COLUMNS = ("Index", "Question", "Options", "Correct Answer")
@@ -300,28 +380,10 @@ def mmvp_items(data_root: Path, *, limit: int, label_fixes: str = "paper") -> tu
     require_images(images, "MMVP images")
     items = []
     for n, (row, image) in enumerate(zip(rows, images, strict=True)):
-        options = [(m[1].lower(), m[2].strip()) for m in _MMVP_OPTION.finditer(row["Options"])]
-        letters = [letter for letter, _ in options]
-        if len(options) < 2 or letters != list("abcd"[: len(options)]):
-            raise ValueError(f"{questions} Index {row['Index']}: options {row['Options']!r} are not (a) .. (b) ..")
-        correct = re.search(r"\(?([a-d])\)?", row["Correct Answer"], re.IGNORECASE)
-        if not correct or correct[1].lower() not in letters:
-            raise ValueError(f"{questions} Index {row['Index']}: correct answer {row['Correct Answer']!r}")
-        texts = tuple(text for _, text in options)
+        where = f"{questions} Index {row['Index']}"
         first = rows[n - n % 2]["Index"]
-        items.append(
-            Item(
-                id=row["Index"],
-                image=image,
-                stem=row["Question"],
-                command="",
-                options=texts,
-                keywords=tuple((t,) for t in texts),
-                answer=letters.index(correct[1].lower()),
-                parse="letter",
-                meta={"pair": f"{first}-{rows[n - n % 2 + 1]['Index']}", "image_in_pair": n % 2 + 1, "type": "all"},
-            )
-        )
+        meta = {"pair": f"{first}-{rows[n - n % 2 + 1]['Index']}", "image_in_pair": n % 2 + 1, "type": "all"}
+        items.append(lettered_item(row["Index"], image, row, where, meta))
     details = {
         "label_fixes": {"mode": label_fixes, "applied": applied},
         "files": [file_record(questions, data_root)],
@@ -330,9 +392,85 @@ def mmvp_items(data_root: Path, *, limit: int, label_fixes: str = "paper") -> tu
     return items, details
 
 
+class _PairRecorder:
+    """A scorer that only notes which (image, text) pairs a CLIP benchmark compares (every score 0)."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[tuple[str, str], None] = {}
+
+    def score_table(self, images, texts):
+        return self
+
+    def __call__(self, image: str, text: str) -> float:
+        self.pairs[(image, text)] = None
+        return 0.0
+
+    def image_cosine(self, first: str, second: str) -> float:
+        return 0.0
+
+
+class PairScores:
+    """A scorer whose table holds an MLLM's score of each (image, text) pair (VQAScore), for the CLIP benchmarks."""
+
+    def __init__(self, scores: dict[tuple[str, str], float]):
+        self.scores = scores
+
+    def score_table(self, images, texts):
+        return self
+
+    def __call__(self, image: str, text: str) -> float:
+        return self.scores[(image, text)]
+
+    def image_cosine(self, first: str, second: str) -> float:
+        return 0.0  # no image embedding: the cosine metrics are dropped from the result
+
+
+def vqascore_items(name: str, data_root: Path, *, limit: int, label_fixes: str) -> tuple[list[Item], dict]:
+    """One item per (image, caption) pair the CLIP benchmark `name` compares, in its order (found by running the
+    benchmark's own code on a recording scorer), so an MLLM and CLIP are scored on the same captions."""
+    from eval.benchmarks import get_spec
+
+    spec = get_spec(name)
+    recorder = _PairRecorder()
+    spec.run(recorder, data_root, label_fixes=label_fixes, limit=limit, scoring="strict")
+    items = []
+    for image, caption in recorder.pairs:
+        path = Path(image)
+        shown = path.relative_to(data_root).as_posix() if path.is_relative_to(data_root) else image
+        items.append(
+            Item(
+                id=f"{shown}\t{caption}",
+                image=path,
+                stem=caption,
+                command="",
+                options=(VQASCORE_ANSWER,),
+                keywords=(),
+                answer=0,
+                parse="vqascore",
+                meta={"caption": caption},
+            )
+        )
+    inputs = spec.inputs(data_root, limit=limit)
+    details = {"files": [file_record(f, data_root) for f in inputs.files], "counts": {"pairs": len(items)}}
+    return items, details
+
+
 def benchmark_items(
-    name: str, data_root: Path, *, limit: int = 0, seed: int = 0, label_fixes: str = "paper"
+    name: str,
+    data_root: Path,
+    *,
+    limit: int = 0,
+    seed: int = 0,
+    label_fixes: str = "paper",
+    protocol: str = "generative",
 ) -> tuple[list[Item], dict]:
+    if protocol == "vqascore":
+        if name not in CLIP_BENCHMARKS:
+            raise ValueError(
+                f"{name}: vqascore scores the captions of CLIP-format benchmarks ({', '.join(CLIP_BENCHMARKS)}); "
+                "MMVP's own questions for MLLMs are answered by the other protocols"
+            )
+        return vqascore_items(name, data_root, limit=limit, label_fixes=label_fixes)
     if name in ("whatsup_a", "whatsup_b"):
         return whatsup_items(data_root, name[-1].upper(), label_fixes=label_fixes, limit=limit)
     if name == "mmvp":
@@ -351,9 +489,25 @@ def benchmark_items(
 class LlavaRunner:
     """A llava-hf folder loaded with transformers' Llava classes; batched, left-padded scoring and generation."""
 
-    def __init__(self, model_dir: Path | str, *, device: str | None = None, dtype: str | None = None):
+    def __init__(
+        self,
+        model_dir: Path | str | None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        image_aspect_ratio: str = "pad",
+        parts: tuple[Any, Any, Any] | None = None,
+    ):
+        """`model_dir`: a llava-hf folder; or None with `parts` = (model, tokenizer, image processor) already built
+        (make gpu-check's LLaVA-1.5-7B-sized random model, which is never written to disk)."""
         import torch
         from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+            raise ValueError(
+                f"image_aspect_ratio {image_aspect_ratio!r}: expected one of {', '.join(IMAGE_ASPECT_RATIOS)}"
+            )
+        self.image_aspect_ratio = image_aspect_ratio
 
         self.torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -361,10 +515,21 @@ class LlavaRunner:
             dtype = "bfloat16" if self.device.type == "cuda" else "float32"
         self.dtype_name = dtype
         self.dtype = getattr(torch, dtype)
-        processor = AutoProcessor.from_pretrained(model_dir)
-        self.tokenizer = processor.tokenizer
-        self.image_processor = processor.image_processor
-        self.model = LlavaForConditionalGeneration.from_pretrained(model_dir, torch_dtype=self.dtype)
+        if parts is not None:
+            self.model, self.tokenizer, self.image_processor = parts
+            self.model.to(self.device, self.dtype)
+        else:
+            processor = AutoProcessor.from_pretrained(model_dir)
+            self.tokenizer = processor.tokenizer
+            self.image_processor = processor.image_processor
+            try:
+                self.model = LlavaForConditionalGeneration.from_pretrained(model_dir, torch_dtype=self.dtype)
+            except ValueError as err:  # a language model transformers runs without SDPA (Phi-3 at transformers 4.44)
+                if "scaled_dot_product_attention" not in str(err):
+                    raise
+                self.model = LlavaForConditionalGeneration.from_pretrained(
+                    model_dir, torch_dtype=self.dtype, attn_implementation="eager"
+                )
         self.model.to(self.device).eval()
         config = self.model.config
         self.image_token_id = config.image_token_index
@@ -372,6 +537,29 @@ class LlavaRunner:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (config.pad_token_id if config.pad_token_id is not None else 0)
         self.embed = self.model.get_input_embeddings()
+        # A folder written by models.convert_llava: tokens added in conversion are never produced, and the authors'
+        # CLS-only token ablation (select_feature cls).
+        converted = getattr(config, "clipablate", None) or {}
+        self.suppressed = list(converted.get("suppressed_tokens", []))
+        self.select_feature = converted.get("select_feature", "")
+        self.template = "checkpoint chat template" if self.tokenizer.chat_template else PROMPT_TEMPLATE
+
+    def chat(self, question: str, system: str | None = None) -> str:
+        """The prompt of one user turn holding the image and `question`: the model's own chat template (with
+        `system` as its system message, when given), else LLaVA-1.5's `USER: <image>\\n{question} ASSISTANT:`."""
+        if not self.tokenizer.chat_template:
+            return (f"{system} " if system else "") + PROMPT_TEMPLATE.format(question=question)
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": f"<image>\n{question}"}
+        ]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        bos = self.tokenizer.bos_token
+        return text[len(bos) :] if bos and text.startswith(bos) else text  # the tokenizer adds its BOS itself
+
+    def prompt_for(self, item: Item, protocol: str) -> str:
+        if protocol == "vqascore":
+            return self.chat(VQASCORE_QUESTION.format(caption=item.stem), system=VQASCORE_SYSTEM)
+        return self.chat(item.question(protocol))
 
     # -- inputs
 
@@ -381,8 +569,8 @@ class LlavaRunner:
             raise ValueError(f"prompt {text!r}: expected one <image> token, found {ids.count(self.image_token_id)}")
         return ids
 
-    def continuation_ids(self, prompt: str, continuation: str) -> tuple[list[int], int]:
-        """Ids of prompt + ' ' + continuation + EOS, and how many trailing ids are the continuation's."""
+    def continuation_ids(self, prompt: str, continuation: str, *, eos: bool = True) -> tuple[list[int], int]:
+        """Ids of prompt + ' ' + continuation (+ EOS), and how many trailing ids are the continuation's."""
         prompt_ids = self.prompt_ids(prompt)
         full = self.prompt_ids(f"{prompt} {continuation}")
         shared = 0
@@ -390,23 +578,37 @@ class LlavaRunner:
             shared += 1
         if shared == len(full):
             raise ValueError(f"continuation {continuation!r} adds no token to the prompt")
+        if not eos:
+            return full, len(full) - shared
         return full + [self.eos_id], len(full) - shared + 1
 
-    def image_features(self, images: Sequence[Path]):
+    def pixel_values(self, images: Sequence[Path]):
+        """The vision tower's input: `pad` (LLaVA-1.5's image_aspect_ratio: pad) squares each image in the
+        processor's mean colour first, so the processor's resize and centre crop keep the whole image; `crop` hands
+        the image to the processor as it is (resize the short side, crop the centre: a 4:3 image loses its left and
+        right eighths)."""
         from PIL import Image
 
-        torch = self.torch
-        config = self.model.config
         pictures = []
         for path in images:
             with Image.open(path) as im:
-                pictures.append(im.convert("RGB"))
-        pixels = self.image_processor(pictures, return_tensors="pt")["pixel_values"].to(self.device, self.dtype)
+                picture = im.convert("RGB")
+            if self.image_aspect_ratio == "pad":
+                picture = expand_to_square(picture, mean_colour(self.image_processor))
+            pictures.append(picture)
+        return self.image_processor(pictures, return_tensors="pt")["pixel_values"].to(self.device, self.dtype)
+
+    def image_features(self, images: Sequence[Path]):
+        torch = self.torch
+        config = self.model.config
+        pixels = self.pixel_values(images)
         with torch.no_grad():
             hidden = self.model.vision_tower(pixels, output_hidden_states=True).hidden_states[
                 config.vision_feature_layer
             ]
-            if config.vision_feature_select_strategy == "default":
+            if self.select_feature == "cls":  # the authors' ablation: the CLS token alone
+                hidden = hidden[:, :1]
+            elif config.vision_feature_select_strategy == "default":
                 hidden = hidden[:, 1:]
             elif config.vision_feature_select_strategy != "full":
                 raise ValueError(f"vision_feature_select_strategy {config.vision_feature_select_strategy!r}")
@@ -441,7 +643,7 @@ class LlavaRunner:
 
             cache = DynamicCache()
         with self.torch.no_grad():
-            return self.model.language_model(
+            out = self.model.language_model(
                 inputs_embeds=embeds,
                 attention_mask=mask,
                 position_ids=positions,
@@ -449,6 +651,9 @@ class LlavaRunner:
                 use_cache=True,
                 return_dict=True,
             )
+            if self.suppressed:  # tokens added in conversion: never produced, out of every normalisation
+                out.logits[..., self.suppressed] = float("-inf")
+            return out
 
     # -- protocols
 
@@ -476,7 +681,8 @@ class LlavaRunner:
             l_c = torch.log_softmax(states[0][0], dim=-1)
             if m3id:
                 l_u = torch.log_softmax(states[1][0], dim=-1)
-                scores = m3id_logits(l_c, l_u, M3ID_FIRST_STEP + step, alpha=m3id["alpha"], lam=m3id["lam"])
+                first = int(m3id.get("first_step", M3ID_FIRST_STEP))
+                scores = m3id_logits(l_c, l_u, first + step, alpha=m3id["alpha"], lam=m3id["lam"])
             else:
                 scores = l_c
             token = scores.argmax(-1)
@@ -518,6 +724,24 @@ class LlavaRunner:
         return result
 
 
+def mean_colour(image_processor) -> tuple[int, int, int]:
+    """The processor's normalisation mean as an RGB colour (LLaVA: tuple(int(x * 255) for x in image_mean))."""
+    return tuple(int(x * 255) for x in image_processor.image_mean)
+
+
+def expand_to_square(image, colour: tuple[int, int, int]):
+    """LLaVA-1.5's expand2square: the image centred on a square canvas of `colour`, its longer side long."""
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), colour)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
 # ---------------------------------------------------------------- scoring one batch of questions
 
 
@@ -532,15 +756,26 @@ def score_items(
             if item.image.is_relative_to(data_root)
             else str(item.image),
             "protocol": protocol,
-            "prompt": item.prompt(protocol),
+            "prompt": runner.prompt_for(item, protocol),
             "options": list(item.options),
             "answer": item.answer,
             **item.meta,
         }
         for item in items
     ]
+    if protocol == "vqascore":
+        sequences = [runner.continuation_ids(r["prompt"], VQASCORE_ANSWER, eos=False) for r in base]
+        logprobs = runner.option_logprobs(sequences, [item.image for item in items])
+        for record, lp in zip(base, logprobs, strict=True):
+            record.update(token_logprobs=lp, p_yes=math.exp(sum(lp) / len(lp)))
+            records.append(record)
+        return records
     if protocol in ("generative", "m3id"):
-        m3id = {"alpha": settings["m3id_alpha"], "lam": settings["m3id_lambda"]} if protocol == "m3id" else None
+        m3id = (
+            {"alpha": settings["m3id_alpha"], "lam": settings["m3id_lambda"], "first_step": settings["m3id_first_step"]}
+            if protocol == "m3id"
+            else None
+        )
         outputs = runner.generate(
             [r["prompt"] for r in base],
             [i.image for i in items],
@@ -761,7 +996,12 @@ def evaluate_benchmark(
     error: Exception | None = None
     try:
         items, details = benchmark_items(
-            name, data_root, limit=limit, seed=settings["seed"], label_fixes=settings["label_fixes"]
+            name,
+            data_root,
+            limit=limit,
+            seed=settings["seed"],
+            label_fixes=settings["label_fixes"],
+            protocol=protocol,
         )
     except Exception as err:  # every rank learns of it below
         error = err
@@ -840,6 +1080,13 @@ def evaluate_benchmark(
         if missing:
             raise RuntimeError(f"{name}: {len(missing)} questions have no scores record, e.g. {missing[0]!r}")
         records = [done[item.id] for item in items]
+        if protocol == "vqascore":
+            result = vqascore_result(name, records, items, data_root, settings["label_fixes"], limit)
+            extra = {"llava_settings": key, "limit": limit, "partial": bool(limit), "scoring_version": SCORING_VERSION}
+            write_result(result, out, extra)  # CLIP eval's files: its examples, with P(yes) as the scores
+            for path in _rank_files(out, name):
+                path.unlink()
+            return read_result(out, name) or {}
         metrics, chance, denominators = benchmark_metrics(name, records, protocol)
         unparseable = [r["id"] for r in records if r.get("unparseable")]
         result = BenchmarkResult(
@@ -852,7 +1099,7 @@ def evaluate_benchmark(
                 "model_kind": "llava",
                 "protocol": protocol,
                 "protocol_rule": PROTOCOL_RULES[protocol],
-                "prompt_template": PROMPT_TEMPLATE,
+                "prompt_template": settings.get("chat_template") or PROMPT_TEMPLATE,
                 "tie_rule": PROTOCOL_RULES[protocol],
                 "denominators": denominators,
                 "unparseable": {"count": len(unparseable), "ids": unparseable}
@@ -870,6 +1117,30 @@ def evaluate_benchmark(
     return decided_on_rank0(finish)
 
 
+def vqascore_result(
+    name: str, records: list[dict], items: Sequence[Item], data_root: Path, label_fixes: str, limit: int
+) -> BenchmarkResult:
+    """The CLIP benchmark `name` decided on the MLLM's P(yes) of each pair (strict '>'), as CLIP eval's result;
+    cosine metrics (no image embedding here) are left out."""
+    from eval.benchmarks import get_spec
+
+    scores = {(str(item.image), item.stem): record["p_yes"] for item, record in zip(items, records, strict=True)}
+    result = get_spec(name).run(PairScores(scores), data_root, label_fixes=label_fixes, limit=limit, scoring="strict")
+    result.metrics = {k: v for k, v in result.metrics.items() if not k.endswith("cosine")}
+    result.chance = {k: v for k, v in result.chance.items() if k in result.metrics}
+    for example in result.examples:
+        example.pop("image_cosine", None)
+        if isinstance(example.get("pair"), dict):
+            example["pair"].pop("image_cosine", None)
+    result.details.update(
+        model_kind="llava",
+        protocol="vqascore",
+        protocol_rule=PROTOCOL_RULES["vqascore"],
+        units="percent; the scores are P(yes)",
+    )
+    return result
+
+
 def model_record(model_dir: Path) -> dict:
     config = model_dir / "config.json"
     weights = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin"))
@@ -880,13 +1151,86 @@ def model_record(model_dir: Path) -> dict:
     }
 
 
+class ModelUnavailable(FileNotFoundError):
+    """The model named is not on this machine, or its folder cannot be loaded; the message says what to do."""
+
+
+# What a llava-hf folder must hold to load: the config, the weights, the image processor and the tokenizer.
+MODEL_FILES = {
+    "config": ("config.json",),
+    "image processor": ("preprocessor_config.json",),
+    "tokenizer": ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"),
+}
+
+
+def check_model_folder(folder: Path, label: str) -> None:
+    """Every problem of a llava-hf folder at once, before any result file is written (ModelUnavailable)."""
+    from models.convert_llava import is_original_layout
+
+    if is_original_layout(folder):
+        raise ModelUnavailable(
+            f"{label}: {folder} is an original-layout LLaVA checkpoint (mm_vision_tower, mm_projector): convert it "
+            f"once with `python -m models.convert_llava {folder} DST` and pass --model DST. Nothing was scored."
+        )
+    problems = []
+    for what, names in MODEL_FILES.items():
+        if not any((folder / name).is_file() for name in names):
+            problems.append(f"no {what} file ({' or '.join(names)})")
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            json.loads(config.read_text())
+        except ValueError as err:
+            problems.append(f"config.json does not parse: {err}")
+    weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")] if folder.is_dir() else []
+    if not weights:
+        problems.append("no weights (*.safetensors or *.bin)")
+    problems += [f"weights file {p.name} is empty" for p in weights if p.stat().st_size == 0]
+    if problems:
+        raise ModelUnavailable(
+            f"{label}: {folder} cannot be loaded as a llava-hf model: {'; '.join(problems)}. Nothing was scored."
+        )
+
+
+def checkpoint_chat_template(folder: Path) -> str | None:
+    """The chat template the folder's tokenizer carries (tokenizer_config.json), which the runner's prompts use."""
+    config = folder / "tokenizer_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text()).get("chat_template") or None
+
+
 def resolve_model(model: Path | str) -> Path:
-    """A llava-hf folder; the name `tiny-llava` is this project's tiny random stand-in, built in the model cache."""
+    """A llava-hf folder: a path; a Hugging Face name (`llava-hf/llava-1.5-7b-hf`) found in the local hub cache,
+    offline; or `tiny-llava`, this project's tiny random stand-in, built in the model cache. A name not in the
+    cache, or a folder that cannot load, raises ModelUnavailable saying what to download and where."""
     if str(model) == TINY_LLAVA:
         from models.cache import resolve_cache_dir
 
         return tiny_llava_folder(resolve_cache_dir())
-    return Path(model)
+    label, path = str(model), Path(model)
+    if path.exists():
+        if not path.is_dir():
+            raise ModelUnavailable(f"{label}: a file; --model takes a llava-hf folder or a Hugging Face name")
+        check_model_folder(path, label)
+        return path
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", label):
+        raise ModelUnavailable(f"{label}: no such folder (--model takes a llava-hf folder or a Hugging Face name)")
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        folder = Path(snapshot_download(label, local_files_only=True))
+    except Exception:  # huggingface_hub's LocalEntryNotFoundError and kin: not in the local cache
+        raise ModelUnavailable(
+            f"{label} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}), and models are not "
+            f"downloaded here. On a machine with hub access run `huggingface-cli download {label}` (with HF_HOME "
+            "pointing at the cache this machine reads, or copy the cache folder models--"
+            f"{label.replace('/', '--')} into it), or pass --model with a local llava-hf folder. Original-layout "
+            "checkpoints (liuhaotian/llava-v1.5-7b, the LLaVA++ Phi-3-V and LLaMA-3-V) are converted once with "
+            "`python -m models.convert_llava SRC DST`. Nothing was scored."
+        ) from None
+    check_model_folder(folder, label)
+    return folder
 
 
 def run(
@@ -894,7 +1238,7 @@ def run(
     data_root: Path | str,
     out: Path | str,
     *,
-    benchmarks: Sequence[str] = BENCHMARKS,
+    benchmarks: Sequence[str] | None = None,
     protocol: str = "generative",
     limit: int = 0,
     batch_size: int = 8,
@@ -908,9 +1252,13 @@ def run(
     progress: bool = True,
     stop_after: int | None = None,
     runner: LlavaRunner | None = None,
+    image_aspect_ratio: str = "pad",
+    m3id_first_step: int = M3ID_FIRST_STEP,
 ) -> dict[str, dict]:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    if benchmarks is None:  # vqascore scores CLIP's benchmarks (mmvp_clip included); the others answer questions
+        benchmarks = tuple(CLIP_BENCHMARKS) if protocol == "vqascore" else BENCHMARKS
     model, data_root, out = resolve_model(model), Path(data_root), Path(out)
     holder: dict[str, LlavaRunner] = {}
     if runner is not None:
@@ -918,7 +1266,7 @@ def run(
 
     def get_runner() -> LlavaRunner:
         if "runner" not in holder:
-            holder["runner"] = LlavaRunner(model, device=device, dtype=dtype)
+            holder["runner"] = LlavaRunner(model, device=device, dtype=dtype, image_aspect_ratio=image_aspect_ratio)
         return holder["runner"]
 
     import torch
@@ -936,7 +1284,9 @@ def run(
         "max_new_tokens": max_new_tokens,
         "m3id_alpha": m3id_alpha,
         "m3id_lambda": m3id_lambda,
-        "m3id_first_step": M3ID_FIRST_STEP,
+        "m3id_first_step": m3id_first_step,
+        "image_aspect_ratio": image_aspect_ratio if runner is None else runner.image_aspect_ratio,
+        "chat_template": checkpoint_chat_template(model),  # None: LLaVA-1.5's USER/ASSISTANT template
         "device": torch.device(resolved_device).type,
         "dtype": dtype
         if dtype not in (None, "auto")
@@ -967,57 +1317,95 @@ def run(
 # ---------------------------------------------------------------- CLIP and LLaVA rows in one table
 
 
-# The paper's layouts: (table title, [(column header, benchmark, metric)]).
-PAPER_TABLES = {
-    "table1": (
-        "Table 1: What'sUp two-way subsets (individual / pairs)",
-        [
-            ("A Left/Right indiv", "whatsup_a", "left_right/indiv"),
-            ("A Left/Right pairs", "whatsup_a", "left_right/pairs"),
-            ("A On/Under indiv", "whatsup_a", "on_under/indiv"),
-            ("A On/Under pairs", "whatsup_a", "on_under/pairs"),
-            ("B Left/Right indiv", "whatsup_b", "left_right/indiv"),
-            ("B Left/Right pairs", "whatsup_b", "left_right/pairs"),
-            ("B Front/Behind indiv", "whatsup_b", "front_behind/indiv"),
-            ("B Front/Behind pairs", "whatsup_b", "front_behind/pairs"),
-        ],
-    ),
+@dataclass(frozen=True)
+class Column:
+    header: str
+    benchmarks: tuple[str, ...]  # the first the row has supplies the cell (MMVP: an MLLM's mmvp, CLIP's mmvp_clip)
+    metric: str
+    # MLLM protocols whose result fits the column (None: any); a CLIP result (no protocol) always fits
+    protocols: tuple[str, ...] | None = None
+
+
+def _two_way(subset: str, axis: str, label: str) -> list[Column]:
+    name = f"whatsup_{subset.lower()}"
+    return [Column(f"{subset} {label} {kind}", (name,), f"{axis}/{kind}") for kind in ("indiv", "pairs")]
+
+
+TABLE1 = [
+    *_two_way("A", "left_right", "Left/Right"),
+    *_two_way("A", "on_under", "On/Under"),
+    *_two_way("B", "left_right", "Left/Right"),
+    *_two_way("B", "front_behind", "Front/Behind"),
+]
+MMVP = ("mmvp", "mmvp_clip")
+# The paper's layouts: (title, columns). Tables 12 and 13 are Tables 1 and 2 with a row per MLLM.
+PAPER_TABLES: dict[str, tuple[str, list[Column]]] = {
+    "table1": ("Table 1 / 12: What'sUp two-way subsets (individual / pairs)", TABLE1),
     "table2": (
-        "Table 2: four-way What'sUp, COCO-spatial and GQA-spatial",
+        "Table 2 / 13: four-way What'sUp, COCO-spatial and GQA-spatial",
         [
-            ("A indiv", "whatsup_a", "indiv"),
-            ("A pairs", "whatsup_a", "pairs"),
-            ("A set of 4", "whatsup_a", "set_of_4"),
-            ("B indiv", "whatsup_b", "indiv"),
-            ("B pairs", "whatsup_b", "pairs"),
-            ("B set of 4", "whatsup_b", "set_of_4"),
-            ("COCO one-obj", "coco_spatial_one", "indiv"),
-            ("COCO two-obj", "coco_spatial_two", "indiv"),
-            ("GQA one-obj", "gqa_spatial_one", "indiv"),
-            ("GQA two-obj", "gqa_spatial_two", "indiv"),
+            Column("A indiv", ("whatsup_a",), "indiv"),
+            Column("A pairs", ("whatsup_a",), "pairs"),
+            Column("A set of 4", ("whatsup_a",), "set_of_4"),
+            Column("B indiv", ("whatsup_b",), "indiv"),
+            Column("B pairs", ("whatsup_b",), "pairs"),
+            Column("B set of 4", ("whatsup_b",), "set_of_4"),
+            Column("COCO one-obj", ("coco_spatial_one",), "indiv"),
+            Column("COCO two-obj", ("coco_spatial_two",), "indiv"),
+            Column("GQA one-obj", ("gqa_spatial_one",), "indiv"),
+            Column("GQA two-obj", ("gqa_spatial_two",), "indiv"),
         ],
     ),
     "table3": (
-        "Table 3: MMVP and MMVP-VLM pair accuracy (MMVP-VLM: mean over patterns)",
-        [("MMVP", "mmvp", "pairs/mean"), ("MMVP-VLM", "mmvp_vlm", "pairs/mean")],
+        "Table 3: MMVP and MMVP-VLM pair accuracy (MMVP-VLM: mean over patterns; CLIP's MMVP: mmvp_clip)",
+        [Column("MMVP", MMVP, "pairs/mean"), Column("MMVP-VLM", ("mmvp_vlm",), "pairs/mean")],
+    ),
+    "table6": (
+        "Table 6: MMVP individual and pair accuracy of MLLMs, greedy and M3ID decoding",
+        [
+            Column("MMVP indiv", ("mmvp",), "indiv", ("generative", "m3id")),
+            Column("MMVP pairs", ("mmvp",), "pairs/mean", ("generative", "m3id")),
+        ],
     ),
     "table7": (
-        "Table 7: pair accuracy, original vs relaxed constraints",
+        "Table 7: MMVP pair accuracy, original vs relaxed constraints (MLLMs: generative vs relaxed results)",
         [
-            ("MMVP pairs", "mmvp", "pairs/mean"),
-            ("MMVP relaxed", "mmvp", "relaxed_pairs/mean"),
-            ("MMVP-VLM pairs", "mmvp_vlm", "pairs/mean"),
-            ("MMVP-VLM relaxed", "mmvp_vlm", "relaxed_pairs/mean"),
+            Column("original", MMVP, "pairs/mean", ("generative",)),
+            Column("relaxed", MMVP, "relaxed_pairs/mean", ("relaxed",)),
         ],
     ),
 }
+# Table 1's last row: CLIP's average image-pair cosine per subset, under the Indiv. column of each.
+TABLE1_COSINES = {
+    "A Left/Right indiv": ("whatsup_a", "left_right/image_pair_cosine"),
+    "A On/Under indiv": ("whatsup_a", "on_under/image_pair_cosine"),
+    "B Left/Right indiv": ("whatsup_b", "left_right/image_pair_cosine"),
+    "B Front/Behind indiv": ("whatsup_b", "front_behind/image_pair_cosine"),
+}
+# Every result a table row can hold: CLIP eval's benchmarks and MMVP for MLLMs.
+RESULT_NAMES = (*CLIP_BENCHMARKS, "mmvp")
+
+
+def table_cell(row: SummaryRow, column: Column) -> tuple[float | None, str | None]:
+    """(value, why there is none): the column's first benchmark the row has, if its protocol fits the column."""
+    name = next((b for b in column.benchmarks if b in row.results), None)
+    if name is None:
+        return None, None
+    record = row.results[name]
+    protocol = record.get("protocol")
+    if protocol is not None and column.protocols is not None and protocol not in column.protocols:
+        return None, (
+            f"{row.checkpoint} / {column.header}: a {protocol} result; this column takes "
+            f"{' or '.join(column.protocols)} results of MLLMs (or CLIP's)"
+        )
+    return record.get("metrics", {}).get(column.metric), None
 
 
 def load_rows(labelled: Sequence[tuple[str, Path]]) -> list[SummaryRow]:
     """One summary row per result folder (CLIP eval's checkpoint folder or an eval.llava --out folder)."""
     rows = []
     for label, folder in labelled:
-        results = {name: r for name in BENCHMARKS if (r := read_result(Path(folder), name)) is not None}
+        results = {name: r for name in RESULT_NAMES if (r := read_result(Path(folder), name)) is not None}
         if not results:
             raise FileNotFoundError(f"{folder}: no <benchmark>.json result files")
         rows.append(SummaryRow(label, 0, results))
@@ -1028,7 +1416,7 @@ def comparability_notes(rows: Sequence[SummaryRow]) -> list[str]:
     """What makes rows of one table not comparable: a benchmark scored on different files (their sha256 differ)
     or only on its first examples (`--limit`, "partial")."""
     notes = []
-    for name in BENCHMARKS:
+    for name in RESULT_NAMES:
         by_files: dict[tuple, list[str]] = {}
         for row in rows:
             record = row.results.get(name)
@@ -1045,24 +1433,35 @@ def comparability_notes(rows: Sequence[SummaryRow]) -> list[str]:
 
 
 def paper_tables(rows: Sequence[SummaryRow]) -> str:
-    """Markdown in the paper's Table 1/2/3/7 layouts; '–' where a row lacks the result; last row: chance."""
+    """Markdown in the paper's layouts (Tables 1/12, 2/13, 3, 6, 7); '–' where a row lacks the result or holds one
+    of a protocol the column does not take (listed under the table); last row: chance."""
     from eval.report import _shown
 
     lines: list[str] = []
-    for title, columns in PAPER_TABLES.values():
-        lines += [f"## {title}", "", "| model | " + " | ".join(c for c, _, _ in columns) + " |"]
+    for key, (title, columns) in PAPER_TABLES.items():
+        lines += [f"## {title}", "", "| model | " + " | ".join(c.header for c in columns) + " |"]
         lines.append("|---" * (len(columns) + 1) + "|")
         chance: list[float | None] = [None] * len(columns)
+        why: list[str] = []
         for row in rows:
             cells = []
-            for k, (_, benchmark, metric) in enumerate(columns):
-                record = row.results.get(benchmark, {})
-                cells.append(_shown(record.get("metrics", {}).get(metric), metric))
-                if chance[k] is None:
-                    chance[k] = record.get("chance", {}).get(metric)
+            for k, column in enumerate(columns):
+                value, reason = table_cell(row, column)
+                cells.append(_shown(value, column.metric))
+                why += [reason] if reason else []
+                name = next((b for b in column.benchmarks if b in row.results), None)
+                if chance[k] is None and name is not None:
+                    chance[k] = row.results[name].get("chance", {}).get(column.metric)
             lines.append(f"| {row.checkpoint} | " + " | ".join(cells) + " |")
-        shown = [_shown(c, m) for c, (_, _, m) in zip(chance, columns, strict=True)]
+        if key == "table1":
+            for row in rows:
+                cosines = {h: row.results.get(b, {}).get("metrics", {}).get(m) for h, (b, m) in TABLE1_COSINES.items()}
+                if any(v is not None for v in cosines.values()):
+                    cells = [f"{cosines[c.header]:.3f}" if cosines.get(c.header) is not None else "" for c in columns]
+                    lines.append(f"| avg. image-pair cosine ({row.checkpoint}) | " + " | ".join(cells) + " |")
+        shown = [_shown(c, col.metric) for c, col in zip(chance, columns, strict=True)]
         lines += ["| random chance | " + " | ".join(shown) + " |", ""]
+        lines += [f"- – {reason}" for reason in why] + ([""] if why else [])
     return "\n".join(lines)
 
 
@@ -1090,6 +1489,20 @@ def table_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def log_llava_to_wandb(args: argparse.Namespace, results: dict[str, dict]) -> None:
+    """One W&B eval run: the flattened settings of the results as its config, each benchmark's metrics, a table."""
+    from types import SimpleNamespace
+
+    from eval.report import log_to_wandb
+    from train.typed_config import flatten
+
+    label = f"{Path(str(args.model)).name}-{args.protocol}"
+    settings = next((r.get("llava_settings", {}) for r in results.values()), {})
+    wandb_cfg = SimpleNamespace(mode=args.wandb_mode, project=args.wandb_project, entity="", group=args.wandb_group)
+    row = SummaryRow(label, 0, results)
+    log_to_wandb(wandb_cfg, label, Path(args.out), [row], list(results), config=flatten(settings))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["table"]:
@@ -1100,7 +1513,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--data-root", required=True, type=Path, help="the benchmarks' root (the world's bench/)")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
+    parser.add_argument(
+        "--benchmarks",
+        nargs="+",
+        choices=(*BENCHMARKS, "mmvp_clip"),
+        help=f"default: {' '.join(BENCHMARKS)}; with --protocol vqascore: {' '.join(CLIP_BENCHMARKS)}",
+    )
     parser.add_argument("--protocol", default="generative", choices=PROTOCOLS)
     parser.add_argument("--limit", type=int, default=0, help="first N examples per benchmark (0: all)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -1109,9 +1527,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--label-fixes", default="paper", choices=("paper", "none"))
     parser.add_argument("--m3id-alpha", type=float, default=M3ID_ALPHA)
     parser.add_argument("--m3id-lambda", type=float, default=M3ID_LAMBDA)
+    parser.add_argument(
+        "--m3id-first-step",
+        type=int,
+        default=M3ID_FIRST_STEP,
+        choices=(0, 1),
+        help="t of the first generated token in M3ID's weight (the paper does not say; 0 = no correction there)",
+    )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"))
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--image-aspect-ratio",
+        default="pad",
+        choices=IMAGE_ASPECT_RATIOS,
+        help="pad (default): square each image in the processor's mean colour first, as LLaVA-1.5 and the authors' "
+        "release do; crop: the llava-hf processor alone (resize, centre crop: a 4:3 image loses its side eighths)",
+    )
+    parser.add_argument(
+        "--wandb-mode",
+        default="disabled",
+        choices=("disabled", "offline", "online"),
+        help="log the settings, every benchmark's metrics and a summary table to W&B, as eval.run does for a run "
+        "(offline: into <out>/wandb, for `wandb sync`)",
+    )
+    parser.add_argument("--wandb-project", default="clipablate")
+    parser.add_argument("--wandb-group", default="", help="default: the label model:protocol")
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: an interruption
     args = parser.parse_args(argv)
     try:
@@ -1132,8 +1573,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             dtype=args.dtype,
             progress=not args.no_progress,
             stop_after=args.stop_after,
+            image_aspect_ratio=args.image_aspect_ratio,
+            m3id_first_step=args.m3id_first_step,
         )
         rank = rank_and_world()[0]
+    except ModelUnavailable as err:  # the user's input: one paragraph, no traceback
+        print(f"eval.llava: {err}", file=sys.stderr)
+        return 2
     finally:
         import torch.distributed as dist
 
@@ -1141,6 +1587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             dist.destroy_process_group()
     if rank != 0:
         return 0
+    if args.wandb_mode != "disabled":
+        log_llava_to_wandb(args, results)
     for name, record in results.items():
         shown = ", ".join(f"{k} {v:.1f}" for k, v in record.get("metrics", {}).items())
         print(f"{name}: {shown}")

@@ -16,10 +16,20 @@ from typing import Any
 PROMPT_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"  # LLaVA-1.5 (Appendix A.1)
 LETTER_INSTRUCTION = "Answer with the option's letter from the given choices directly."  # Appendix A.2, Figure 4
 LETTERS = "abcd"
-PROTOCOLS = ("generative", "choice", "relaxed", "m3id")
+PROTOCOLS = ("generative", "choice", "relaxed", "m3id", "vqascore")
+# VQAScore (Lin et al. 2024, t2v_metrics), as the authors' eval_vqa_score.py scores LLaVA-1.5: P("Yes") after this
+# question, in the model's conversation with its system message (LLaVA-1.5's vicuna_v1).
+VQASCORE_QUESTION = 'Does this figure show "{caption}"? Please answer yes or no.'
+VQASCORE_ANSWER = "Yes"
+VQASCORE_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the human's questions."
+)
 M3ID_ALPHA = 0.6  # Table 6
 M3ID_LAMBDA = 0.15
-M3ID_FIRST_STEP = 1  # t of the first generated token (t = 0 would give weight 0: no correction at all)
+# t of the first generated token; the paper does not say. 1 (default): the correction applies from the first token;
+# 0: w_0 = 0, no correction at the first token. `eval.llava --m3id-first-step`, recorded in every result.
+M3ID_FIRST_STEP = 1
 
 PROTOCOL_RULES = {
     "generative": (
@@ -30,12 +40,22 @@ PROTOCOL_RULES = {
     "m3id": (
         "as generative, but each greedy step takes argmax of l = l_c + w_t (l_c - l_u) where l_c, l_u are the "
         "next-token log-probabilities with and without the image, w_t = (1 - exp(-lambda t)) / exp(-lambda t), "
-        "t = 1 for the first generated token, applied only when max_k l_c < log(alpha) (else l = l_c)"
+        "t = m3id_first_step (1 by default, recorded) for the first generated token, applied only when "
+        "max_k l_c < log(alpha) (else l = l_c)"
     ),
     "choice": (
         "multiple choice: the question with lettered options and 'Answer with the option's letter from the given "
         "choices directly.'; the answer is the option whose letter continuation ('A</s>', 'B</s>', ...) has the "
         "lowest perplexity; an exact tie has no answer and counts as wrong"
+    ),
+    "vqascore": (
+        "VQAScore (the authors' eval_vqa_score.py, t2v_metrics): for every (image, caption) pair a CLIP-format "
+        "benchmark compares, P('Yes') = exp(mean log p of the answer's tokens) after '"
+        + VQASCORE_SYSTEM
+        + " USER: <image>\\n"
+        + VQASCORE_QUESTION
+        + " ASSISTANT:'; the benchmark then decides exactly as for CLIP on these scores (the same metrics, the caption "
+        "options it compares, a strict '>': a tie is wrong; MMVP-VLM and mmvp_clip with their official rule)"
     ),
     "relaxed": (
         "relaxed constraints (Section 5.2): the perplexity of each full option '(a) Option</s>' normalised by its "
@@ -69,6 +89,9 @@ class Item:
         return f"{self.stem} {self.options_text()}\n{LETTER_INSTRUCTION}"
 
     def prompt(self, protocol: str) -> str:
+        if protocol == "vqascore":  # the stem is the caption
+            question = VQASCORE_QUESTION.format(caption=self.stem)
+            return f"{VQASCORE_SYSTEM} {PROMPT_TEMPLATE.format(question=question)}"
         return PROMPT_TEMPLATE.format(question=self.question(protocol))
 
     def continuations(self, protocol: str) -> list[str]:
@@ -91,10 +114,15 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
+# "on the left of", "on its right": a side, not the relation "on" ("on top of" stays "on").
+_ON_A_SIDE = re.compile(r" on (?=(?:the |its |his |her |their )?(?:left|right) )")
+
+
 def match_keywords(output: str, keywords: tuple[tuple[str, ...], ...]) -> int | None:
     """The index of the one option whose keywords (each a whole word or word sequence) occur in `output`;
-    None when no option or more than one option is named."""
-    words = " " + " ".join(_words(output)) + " "
+    None when no option or more than one option is named. The "on" of "on the left / right" names a side, so
+    "The cup is on the left of the box." reads as left, not as both on and left."""
+    words = _ON_A_SIDE.sub(" ", " " + " ".join(_words(output)) + " ")
     named = [k for k, option in enumerate(keywords) if any(f" {' '.join(_words(w))} " in words for w in option)]
     return named[0] if len(named) == 1 else None
 

@@ -10,12 +10,22 @@ patterns. Also: the paper's relaxed pair rule (Section 5.2), cos(i1,t1) - cos(i1
 and the mean image-pair cosine similarity.
 
 Images: `MMVP_VLM/MMVP_VLM_Images/<Type>/<qid>.jpg` (the dataset's README), `MMVP_VLM/MLLM_VLM Images/<Type>/`
-(the folder the official script reads) or `MMVP_VLM/<Type>/` (the generated world); the first found is used and
-recorded. As the official script, both images of a pair are read from the folder of the pair's first row's Type.
+(the folder the official script reads), `MMVP_VLM/MLLM_VLM_Images/<Type>/` (the authors' eval_clip.py) or
+`MMVP_VLM/<Type>/` (the generated world); the first found is used and recorded. As the official script, both images
+of a pair are read from the folder of the pair's first row's Type.
+
+`mmvp_clip` (layout "mmvp_clip"): MMVP's 300 images scored the same way, with the statements of the authors'
+`Questions-clip.csv` (GitHub lst627/CLIP-Embeds, additional_questions/; one statement per image, Type "Unknown"),
+placed by the user beside MMVP's own files: `MMVP/Questions-clip.csv` with images `MMVP/MMVP_Images/<qid>.jpg`
+(the authors' folder name) or `MMVP/MMVP Images/<qid>.jpg` (the dataset's).
+
+Both score under scoring=official and released alike: the authors' eval_clip.py scores them with the official
+script's rule, in fp32 (its MMVP code runs without autocast); the mode is recorded.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +33,10 @@ from eval.common import (
     BenchmarkResult,
     Inputs,
     Scorer,
-    ScoreTable,
     check_label_fixes,
+    check_scoring,
     file_record,
+    make_table,
     mean,
     percent,
     read_csv_rows,
@@ -39,23 +50,58 @@ COLUMNS = ("Question ID", "Type", "Statement")
 IMAGE_FOLDERS = (
     ("MMVP_VLM_Images", "the dataset's README"),
     ("MLLM_VLM Images", "the official scripts/evaluate_vlm.py"),
+    ("MLLM_VLM_Images", "the authors' eval_clip.py"),
     ("", "the generated world"),
 )
+
+
+@dataclass(frozen=True)
+class Layout:
+    benchmark: str
+    folder: str  # under the data root
+    questions: str  # the statements file in it
+    image_folders: tuple[tuple[str, str], ...]  # (folder under `folder`, where that layout comes from)
+    by_type: bool  # images in <Type>/ subfolders (MMVP-VLM) or flat (MMVP)
+
+
+LAYOUTS = {
+    "mmvp_vlm": Layout("mmvp_vlm", "MMVP_VLM", "Questions.csv", IMAGE_FOLDERS, by_type=True),
+    "mmvp_clip": Layout(
+        "mmvp_clip",
+        "MMVP",
+        "Questions-clip.csv",
+        (("MMVP_Images", "the authors' eval_clip.py"), ("MMVP Images", "the MMVP dataset")),
+        by_type=False,
+    ),
+}
+FP16_WHEN_RELEASED = False  # eval_clip.py's eval_MMVP runs without autocast
 TIE_RULE = (
     "official evaluate_vlm.py: each statement picks image 1 iff p(image 1) > 0.5 (softmax over the pair's two "
     "images, compared here as s(i1,t) > s(i2,t) on the cosines), else image 2, so a tie goes to image 2: a tie on "
     "the first statement (truth: image 1) is wrong, a tie on the second (truth: image 2) is correct; a pair is "
     "correct iff s(i1,t1) > s(i2,t1) and s(i2,t2) >= s(i1,t2); relaxed pairs need a strict '>' (a tie is wrong)"
 )
+TIE_RULES = {
+    "official": TIE_RULE,
+    "released": TIE_RULE + " (the authors' eval_clip.py applies the same rule, in fp32)",
+    "strict": TIE_RULE + " (the authors' eval_vqa_score.py applies the same rule to VQAScores)",
+}
 
 
 def metric_key(pattern: str) -> str:
     return pattern.strip().lower().replace(" ", "_")
 
 
-def load_rows(data_root: Path) -> tuple[list[dict[str, str]], Path]:
-    """Questions.csv's rows in file order, checked: (odd, even) Question IDs pair up, each pair of one Type."""
-    questions = require_file(data_root / "MMVP_VLM" / "Questions.csv", "MMVP-VLM questions (MMVP_VLM/Questions.csv)")
+def load_rows(data_root: Path, layout: str = "mmvp_vlm") -> tuple[list[dict[str, str]], Path]:
+    """The statements file's rows in file order, checked: (odd, even) Question IDs pair up, each pair of one Type."""
+    spec = LAYOUTS[layout]
+    where = f"{spec.folder}/{spec.questions}"
+    what = (
+        "MMVP-VLM questions"
+        if layout == "mmvp_vlm"
+        else "the authors' MMVP statements for CLIP (from lst627/CLIP-Embeds additional_questions/)"
+    )
+    questions = require_file(data_root / spec.folder / spec.questions, f"{what} ({where})")
     # Values as the official script reads them (unstripped): the statement is the text, the Type the folder.
     rows = read_csv_rows(questions, COLUMNS)
     if not rows:
@@ -91,52 +137,68 @@ def _id(row: dict[str, str]) -> str:
     return row["Question ID"].strip()
 
 
-def image_folder(data_root: Path, rows: list[dict[str, str]]) -> Path:
-    """The first of IMAGE_FOLDERS that has a folder for one of the rows' Types."""
-    base = data_root / "MMVP_VLM"
+def image_folder(data_root: Path, rows: list[dict[str, str]], layout: str = "mmvp_vlm") -> Path:
+    """The first of the layout's image folders that has a folder for one of the rows' Types (flat: any image)."""
+    spec = LAYOUTS[layout]
+    base = data_root / spec.folder
     types = list(dict.fromkeys(row["Type"] for row in rows))
-    for name, _ in IMAGE_FOLDERS:
+    for name, _ in spec.image_folders:
         folder = base / name if name else base
-        if any((folder / kind).is_dir() for kind in types):
+        if spec.by_type and any((folder / kind).is_dir() for kind in types):
             return folder
-    looked = "; ".join(f"{base / name if name else base}/<Type>/<qid>.jpg ({where})" for name, where in IMAGE_FOLDERS)
-    raise FileNotFoundError(
-        f"MMVP-VLM images not found: looked for {looked}, with <Type> one of {', '.join(map(repr, types[:9]))}"
-    )
+        if not spec.by_type and folder.is_dir():
+            return folder
+    inner = "<Type>/<qid>.jpg" if spec.by_type else "<qid>.jpg"
+    looked = "; ".join(f"{base / name if name else base}/{inner} ({where})" for name, where in spec.image_folders)
+    kinds = f", with <Type> one of {', '.join(map(repr, types[:9]))}" if spec.by_type else ""
+    what = "MMVP-VLM" if layout == "mmvp_vlm" else "MMVP (for mmvp_clip)"
+    raise FileNotFoundError(f"{what} images not found: looked for {looked}{kinds}")
 
 
-def image_paths(data_root: Path, rows: list[dict[str, str]]) -> tuple[list[Path], Path]:
-    folder = image_folder(data_root, rows)
+def image_paths(data_root: Path, rows: list[dict[str, str]], layout: str = "mmvp_vlm") -> tuple[list[Path], Path]:
+    folder = image_folder(data_root, rows, layout)
+    if not LAYOUTS[layout].by_type:
+        return [folder / f"{int(row['Question ID'])}.jpg" for row in rows], folder
     # Both images of a pair come from the folder of the pair's first row's Type, as in the official script.
     kinds = [rows[k - k % 2]["Type"] for k in range(len(rows))]
     return [folder / kind / f"{int(row['Question ID'])}.jpg" for kind, row in zip(kinds, rows, strict=True)], folder
 
 
-def inputs(data_root: Path | str, *, limit: int = 0) -> Inputs:
-    """Questions.csv and the images its rows read; `limit` as `run`."""
+def inputs(data_root: Path | str, *, limit: int = 0, layout: str = "mmvp_vlm") -> Inputs:
+    """The statements file and the images its rows read; `limit` as `run`."""
     data_root = Path(data_root)
-    rows, questions = load_rows(data_root)
+    rows, questions = load_rows(data_root, layout)
     rows = first_pairs(rows, limit)
-    images, folder = image_paths(data_root, rows)
+    images, folder = image_paths(data_root, rows, layout)
     return Inputs((questions,), tuple(images), folder)
 
 
-def label_fix_rules(mode: str) -> list[list[str]]:
+def label_fix_rules(mode: str, *, layout: str = "mmvp_vlm") -> list[list[str]]:
     check_label_fixes(mode)
     return []  # no published fixes exist for this file
 
 
-def run(scorer: Scorer, data_root: Path | str, *, label_fixes: str = "paper", limit: int = 0) -> BenchmarkResult:
-    """`limit` > 0: only the first `limit` pairs (`first_pairs`), a partial result; 0: all."""
+def run(
+    scorer: Scorer,
+    data_root: Path | str,
+    *,
+    label_fixes: str = "paper",
+    limit: int = 0,
+    scoring: str = "official",
+    layout: str = "mmvp_vlm",
+) -> BenchmarkResult:
+    """`limit` > 0: only the first `limit` pairs (`first_pairs`), a partial result; 0: all. `scoring` is recorded:
+    both modes apply the official rule in fp32 here (module docstring)."""
     check_label_fixes(label_fixes)  # recorded; no published fixes exist for this file
+    check_scoring(scoring)
     data_root = Path(data_root)
-    rows, questions = load_rows(data_root)
+    rows, questions = load_rows(data_root, layout)
     rows = first_pairs(rows, limit)
-    images, folder = image_paths(data_root, rows)
+    images, folder = image_paths(data_root, rows, layout)
     texts = [PROMPT + row["Statement"] for row in rows]
-    require_images(images, "MMVP-VLM images")
+    require_images(images, "MMVP-VLM images" if layout == "mmvp_vlm" else "MMVP images (mmvp_clip)")
 
-    table = ScoreTable(scorer, [str(p) for p in images], texts)
+    table = make_table(scorer, [str(p) for p in images], texts)
     examples: list[dict[str, Any]] = []
     for k in range(0, len(rows), 2):
         i1, i2, t1, t2 = str(images[k]), str(images[k + 1]), texts[k], texts[k + 1]
@@ -177,7 +239,8 @@ def run(scorer: Scorer, data_root: Path | str, *, label_fixes: str = "paper", li
     chance["image_pair_cosine"] = None
 
     details: dict[str, Any] = {
-        "tie_rule": TIE_RULE,
+        "tie_rule": TIE_RULES[scoring],
+        "scoring": {"mode": scoring, "precision": "fp32"},
         "label_fixes": {"mode": label_fixes, "applied": []},
         "files": [file_record(questions, data_root)],
         "images_folder": folder.relative_to(data_root).as_posix(),
@@ -186,4 +249,4 @@ def run(scorer: Scorer, data_root: Path | str, *, label_fixes: str = "paper", li
         "denominators": {f"pairs/{metric_key(p)}": sum(e["type"] == p for e in examples) for p in patterns},
         "units": "percent; image_pair_cosine is a cosine similarity",
     }
-    return BenchmarkResult("mmvp_vlm", metrics, chance, examples, details)
+    return BenchmarkResult(layout, metrics, chance, examples, details)

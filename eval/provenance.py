@@ -6,7 +6,8 @@ A result is reused only when every part of its provenance matches what the same 
 - data: the data root, the sha256 of each benchmark file, and the benchmark's images listed by path, size and
   modification time (hashing the images themselves would cost as much as scoring them); with a limit (a partial
   result, `eval.run --limit`), only the images of the examples scored;
-- label fixes: the mode and the fixes it applies; scoring: the tie rule and SCORING_VERSION;
+- label fixes: the mode and the fixes it applies; scoring: the mode (official or released), its tie rule and
+  precision, and SCORING_VERSION;
 - scorer: device type, chunk size and CPU thread count (each can change the last bits of a feature).
 The process count and image-feature reuse are left out: by construction they do not change a single bit.
 """
@@ -93,13 +94,19 @@ def result_provenance(
     data: dict[str, Any],
     label_fixes: str,
     scorer: dict[str, Any],
+    scoring: str = "official",
 ) -> dict[str, Any]:
     return _plain(
         {
             "weights": weights,
             "data": data,
             "label_fixes": {"mode": label_fixes, "fixes": spec.label_fix_rules(label_fixes)},
-            "scoring": {"tie_rule": spec.tie_rule, "version": SCORING_VERSION},
+            "scoring": {
+                "tie_rule": spec.tie_rule(scoring),
+                "version": SCORING_VERSION,
+                "mode": scoring,
+                "precision": spec.precision(scoring),
+            },
             "scorer": scorer,
         }
     )
@@ -167,8 +174,12 @@ def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
     scoring, old_scoring = new["scoring"], old.get("scoring", {})
     if old_scoring.get("version") != scoring["version"]:
         out.append(f"scoring version changed: {old_scoring.get('version')} -> {scoring['version']}")
+    elif old_scoring.get("mode", "official") != scoring["mode"]:  # results from before the switch were official
+        out.append(f"scoring changed: {old_scoring.get('mode', 'official')} -> {scoring['mode']}")
     elif old_scoring.get("tie_rule") != scoring["tie_rule"]:
         out.append("tie rule changed")
+    elif old_scoring.get("precision", "fp32") != scoring["precision"]:
+        out.append(f"scoring precision changed: {old_scoring.get('precision', 'fp32')} -> {scoring['precision']}")
 
     scorer, old_scorer = new["scorer"], old.get("scorer", {})
     keys = [k for k in dict.fromkeys([*old_scorer, *scorer]) if old_scorer.get(k) != scorer.get(k)]

@@ -134,8 +134,16 @@ def write_summary(folder: Path, rows: Sequence[SummaryRow], benchmarks: Sequence
     _write_atomic(folder / SUMMARY_MD, summary_markdown(rows, benchmarks, title))
 
 
-def log_to_wandb(wandb_cfg: Any, run_name: str, run_dir: Path, rows: Sequence[SummaryRow], benchmarks: Sequence[str]):
-    """One W&B run per eval invocation (offline by default): metrics per checkpoint and the summary table."""
+def log_to_wandb(
+    wandb_cfg: Any,
+    run_name: str,
+    run_dir: Path,
+    rows: Sequence[SummaryRow],
+    benchmarks: Sequence[str],
+    config: dict[str, Any] | None = None,
+):
+    """One W&B run per eval invocation (offline by default): metrics per checkpoint and the summary table;
+    `config` (flattened settings) is the run's W&B config."""
     import wandb  # lazily: importing eval must not import wandb
 
     run = wandb.init(
@@ -146,6 +154,7 @@ def log_to_wandb(wandb_cfg: Any, run_name: str, run_dir: Path, rows: Sequence[Su
         name=f"{run_name}-eval",
         job_type="eval",
         dir=str(run_dir),
+        config=config,
     )
     # Checkpoints are logged against their optimizer step, not W&B's own counter.
     run.define_metric("checkpoint_step")

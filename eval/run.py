@@ -2,6 +2,7 @@
 
     python -m eval.run --run runs/<name> [--benchmarks whatsup_a mmvp_vlm] [--data-root DIR] [--force]
                        [--label-fixes paper|none] [--checkpoints step_0 epoch_1 ...] [--limit N]
+                       [--scoring official|released]
     python -m eval.run --model tiny-clip [--pretrained TAG|FILE] --out DIR --data-root DIR [--benchmarks ...]
     accelerate launch --multi_gpu --num_processes 2 -m eval.run --run runs/<name>   # same numbers, bit for bit
 
@@ -37,7 +38,7 @@ import torch
 import torch.distributed as dist
 
 from eval.benchmarks import BENCHMARKS, get_benchmark, get_spec
-from eval.common import LABEL_FIX_MODES
+from eval.common import LABEL_FIX_MODES, SCORING_MODES
 from eval.distributed import barrier, decided_on_rank0, exit_process, init_distributed, rank_and_world
 from eval.provenance import (
     CannotRescore,
@@ -72,13 +73,14 @@ def parse_benchmarks(names: Sequence[str] | None) -> list[str] | None:
     return parsed
 
 
-def is_scored(folder: Path, benchmark: str, label_fixes: str) -> bool:
-    """A result exists for this label-fix mode. A cheap presence check (for sweep status); whether the result is
-    still current is `plan_results`' business, which eval.run itself uses."""
+def is_scored(folder: Path, benchmark: str, label_fixes: str, scoring: str = "official") -> bool:
+    """A result exists for this label-fix mode and scoring mode. A cheap presence check (for sweep status); whether
+    the result is still current is `plan_results`' business, which eval.run itself uses."""
     record = read_result(folder, benchmark)
     if record is None or record.get("limit"):  # a partial result (--limit) is no result of the benchmark
         return False
-    return record.get("label_fixes", {}).get("mode") == label_fixes
+    mode = (record.get("scoring") or {}).get("mode", "official")
+    return record.get("label_fixes", {}).get("mode") == label_fixes and mode == scoring
 
 
 def scorer_settings(device: torch.device, chunk_size: int, limit: int = 0) -> dict[str, Any]:
@@ -128,6 +130,7 @@ def plan_results(
     scorer: dict[str, Any] | None,
     force: bool = False,
     limit: int = 0,
+    scoring: str = "official",
 ) -> Plan:
     """Which results to (re)compute, and why: a result is kept only when its whole provenance matches.
 
@@ -169,7 +172,12 @@ def plan_results(
             old_scorer = {k: v for k, v in (old or {}).get("scorer", {}).items() if k != "limit"}
             settings = scorer if scorer is not None else old_scorer
             new = result_provenance(
-                get_spec(name), weights=weights, data=data[name], label_fixes=label_fixes, scorer=settings
+                get_spec(name),
+                weights=weights,
+                data=data[name],
+                label_fixes=label_fixes,
+                scorer=settings,
+                scoring=scoring,
             )
             gone = vanished_sources(old, new)
             if gone:
@@ -249,6 +257,7 @@ def score_checkpoints(
     reuse_image_features: bool = True,
     provenance: dict[str, dict[str, dict[str, Any]]] | None = None,
     limit: int = 0,
+    scoring: str = "official",
 ) -> None:
     """Scores `plan[checkpoint]` benchmarks for each checkpoint, loading its weights into one built model.
 
@@ -271,10 +280,16 @@ def score_checkpoints(
             continue
         if checkpoint.path is not None:
             load_weights(checkpoint.path, bundle.model)
-        scorer = ModelScorer(bundle, device=device, chunk_size=chunk_size, image_cache=cache, identity=identity)
+        scorers = {
+            precision: ModelScorer(
+                bundle, device=device, chunk_size=chunk_size, image_cache=cache, identity=identity, precision=precision
+            )
+            for precision in ("fp32", "fp16")
+        }
         for name in plan[checkpoint.name]:
             started = time.time()
-            result = get_benchmark(name)(scorer, data_root, label_fixes=label_fixes, limit=limit)
+            scorer = scorers[get_spec(name).precision(scoring)]
+            result = get_benchmark(name)(scorer, data_root, label_fixes=label_fixes, limit=limit, scoring=scoring)
             if rank == 0:
                 meta = {
                     "checkpoint": checkpoint.name,
@@ -308,7 +323,8 @@ def _build_model(model_cfg: Any) -> Any:
 def _run_setup(
     run_dir: Path, benchmarks: Sequence[str] | None, data_root: Path | None, label_fixes: str | None
 ) -> tuple[Any, list[str], Path, str]:
-    """The run's config, the benchmarks to score, the data root and the label-fix mode (arguments over config)."""
+    """The run's config, the benchmarks to score, the data root and the label-fix mode (arguments over config);
+    the scoring mode is `scoring or cfg.eval.scoring` at the callers."""
     from train.config import load_recipe
 
     cfg = load_recipe(run_dir / "config.yaml")
@@ -333,6 +349,7 @@ def _plan_run(
     force: bool,
     limit: int = 0,
     every_checkpoint: Sequence[Checkpoint] | None = None,
+    scoring: str = "official",
 ) -> Plan:
     """`checkpoints`: those to plan; `every_checkpoint` (default: the same): the run's, against orphaned results."""
     from train.typed_config import flatten, to_plain
@@ -356,6 +373,7 @@ def _plan_run(
         scorer=scorer,
         force=force,
         limit=limit,  # the provenance lists the images actually scored
+        scoring=scoring,
     )
 
 
@@ -379,13 +397,22 @@ def pending_results(
     benchmarks: Sequence[str] | None = None,
     data_root: Path | None = None,
     label_fixes: str | None = None,
+    scoring: str | None = None,
 ) -> dict[str, dict[str, str]]:
     """checkpoint -> benchmark -> why, for every result `eval.run --run` would compute now (missing, or computed
     from other weights, data, label fixes or tie rule). Scorer settings are taken from each result, since a status
     check runs on another machine than the eval. Raises as eval.run would (CannotRescore, missing data)."""
     cfg, names, root, fixes = _run_setup(run_dir, benchmarks, data_root, label_fixes)
     plan = _plan_run(
-        run_dir, cfg, run_checkpoints(run_dir), names, data_root=root, label_fixes=fixes, scorer=None, force=False
+        run_dir,
+        cfg,
+        run_checkpoints(run_dir),
+        names,
+        data_root=root,
+        label_fixes=fixes,
+        scorer=None,
+        force=False,
+        scoring=scoring or cfg.eval.scoring,
     )
     return {checkpoint: reasons for checkpoint, reasons in plan.reasons.items() if reasons}
 
@@ -403,11 +430,14 @@ def score_run(
     reuse_image_features: bool = True,
     checkpoint_names: Sequence[str] | None = None,
     limit: int = 0,
+    scoring: str | None = None,
 ) -> list[SummaryRow]:
-    """Scores the run's checkpoints (`checkpoint_names`: only those); `limit`: partial results (module docstring)."""
+    """Scores the run's checkpoints (`checkpoint_names`: only those); `limit`: partial results (module docstring);
+    `scoring`: official or released (default: the run's eval.scoring)."""
     from train.typed_config import flatten, to_plain
 
     cfg, names, root, fixes = _run_setup(run_dir, benchmarks, data_root, label_fixes)
+    scoring = scoring or cfg.eval.scoring
     every_checkpoint = run_checkpoints(run_dir)
     checkpoints = select_checkpoints(every_checkpoint, checkpoint_names)
     device = device or init_distributed()
@@ -427,6 +457,7 @@ def score_run(
             force=force,
             limit=limit,
             every_checkpoint=every_checkpoint,
+            scoring=scoring,
         )
         report_plan(decided)
         return decided
@@ -455,6 +486,7 @@ def score_run(
             reuse_image_features=reuse_image_features,
             provenance=decided.provenance,
             limit=limit,
+            scoring=scoring,
         )
 
     # The summary covers the run's benchmarks and any asked for now, whatever this invocation scored, for every
@@ -482,6 +514,7 @@ def score_model(
     device: torch.device | None = None,
     chunk_size: int = CHUNK_SIZE,
     limit: int = 0,
+    scoring: str = "official",
 ) -> list[SummaryRow]:
     """A bare model (a preset such as tiny-clip, or an open_clip name) scored into `out`; `limit` as score_run."""
     from models.config import ModelConfig
@@ -508,6 +541,7 @@ def score_model(
             scorer=scorer_settings(device, chunk_size, limit),
             force=force,
             limit=limit,  # the provenance lists the images actually scored
+            scoring=scoring,
         )
         report_plan(decided)
         return decided
@@ -531,6 +565,7 @@ def score_model(
             chunk_size=chunk_size,
             provenance=decided.provenance,
             limit=limit,
+            scoring=scoring,
         )
     rows = [SummaryRow(name, 0, _records(out, names))]
     if rank_and_world()[0] == 0:
@@ -592,6 +627,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--label-fixes", choices=LABEL_FIX_MODES, help="default: the run's eval.label_fixes, else paper"
     )
+    parser.add_argument(
+        "--scoring",
+        choices=SCORING_MODES,
+        help="official (the benchmarks' rules, fp32) or released (the authors' eval_clip.py: strict '>' so a tie is "
+        "wrong, fp16 autocast); default: the run's eval.scoring, else official",
+    )
     args = parser.parse_args(argv)
     if args.model and (args.out is None or args.data_root is None):
         parser.error("--model needs --out and --data-root")
@@ -627,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 chunk_size=args.chunk_size,
                 checkpoint_names=args.checkpoints,
                 limit=args.limit,
+                scoring=args.scoring,
             )
         else:
             score_model(
@@ -639,6 +681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 label_fixes=args.label_fixes or "paper",
                 chunk_size=args.chunk_size,
                 limit=args.limit,
+                scoring=args.scoring or "official",
             )
     except (ConfigError, FileNotFoundError, ValueError, CannotRescore) as err:  # the user's inputs: say what, not where
         print(f"eval.run: {err}", file=sys.stderr)

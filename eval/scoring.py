@@ -104,6 +104,7 @@ class ModelScorer:
         chunk_size: int = CHUNK_SIZE,
         image_cache: ImageFeatureCache | None = None,
         identity: str = "",
+        precision: str = "fp32",
     ):
         self.model = bundle.model
         self.preprocess = bundle.preprocess_eval
@@ -112,6 +113,8 @@ class ModelScorer:
         self.chunk_size = chunk_size
         self.image_cache = image_cache
         self.identity = identity
+        # fp16: the towers run under fp16 autocast, as the authors' eval_clip.py (eval.scoring=released)
+        self.precision = precision
         self._tower_key: str | None = None
 
     def tower_key(self) -> str | None:
@@ -120,7 +123,8 @@ class ModelScorer:
         if not isinstance(visual, torch.nn.Module):
             return None
         if self._tower_key is None:
-            parts = [self.identity, repr(self.preprocess), str(self.device.type), tower_fingerprint(visual)]
+            parts = [self.identity, repr(self.preprocess), str(self.device.type), self.precision]
+            parts.append(tower_fingerprint(visual))
             self._tower_key = hashlib.sha256("\n".join(parts).encode()).hexdigest()
         return self._tower_key
 
@@ -137,13 +141,18 @@ class ModelScorer:
     def text_features(self, texts: list[str]) -> torch.Tensor:
         return chunked_features(texts, self._encode_texts, chunk_size=self.chunk_size, desc="texts")
 
+    def _autocast(self):
+        enabled = self.precision == "fp16"
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=enabled)
+
     @torch.no_grad()
     def _encode_images(self, paths: list[str]) -> torch.Tensor:
         pixels = []
         for path in paths:
             with Image.open(path) as image:
                 pixels.append(self.preprocess(image.convert("RGB")))
-        features = self.model.encode_image(torch.stack(pixels).to(self.device), normalize=True)
+        with self._autocast():
+            features = self.model.encode_image(torch.stack(pixels).to(self.device), normalize=True)
         return F.normalize(features.float(), dim=-1)
 
     @torch.no_grad()
@@ -153,5 +162,6 @@ class ModelScorer:
             tokens = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in tokens.items()}
         else:  # a bare token tensor (open_clip's own tokenizers)
             tokens = tokens.to(self.device)
-        features = self.model.encode_text(tokens, normalize=True)
+        with self._autocast():
+            features = self.model.encode_text(tokens, normalize=True)
         return F.normalize(features.float(), dim=-1)

@@ -14,14 +14,17 @@ from typing import Any
 
 from eval.common import (
     ARGMAX_TIE_RULE,
+    STRICT_FP32_TIE_RULE,
+    STRICT_TIE_RULE,
     BenchmarkResult,
     Inputs,
     Scorer,
-    ScoreTable,
     check_label_fixes,
+    check_scoring,
     file_record,
-    first_argmax,
+    make_table,
     percent,
+    pick,
     require_file,
     require_images,
 )
@@ -46,7 +49,9 @@ def image_name(image_id: int | str, zero_pad: int) -> str:
     return f"{str(image_id).zfill(zero_pad)}.jpg"
 
 
-TIE_RULE = ARGMAX_TIE_RULE
+TIE_RULES = {"official": ARGMAX_TIE_RULE, "released": STRICT_TIE_RULE, "strict": STRICT_FP32_TIE_RULE}
+FP16_WHEN_RELEASED = True
+TIE_RULE = TIE_RULES["official"]
 
 
 def load_rows(data_root: Path, source: str, objects: str) -> tuple[list[list[Any]], list[Path], Path]:
@@ -94,20 +99,24 @@ def run(
     objects: str = "one",
     label_fixes: str = "paper",
     limit: int = 0,
+    scoring: str = "official",
 ) -> BenchmarkResult:
-    """`limit` > 0: only the first `limit` rows (`first_rows`), a partial result; 0: all."""
+    """`limit` > 0: only the first `limit` rows (`first_rows`), a partial result; 0: all. `scoring`: official
+    (argmax, a tie is correct) or released (the authors' strict '>' on fp16 scores)."""
     check_label_fixes(label_fixes)  # recorded; no published fixes exist for these files
+    check_scoring(scoring)
     data_root = Path(data_root)
     rows, images, qa_path = load_rows(data_root, source, objects)
     rows, images = first_rows(rows, images, limit)
     require_images(images, f"{SOURCES[source].what} images")
 
-    table = ScoreTable(scorer, [str(p) for p in images], [c for row in rows for c in row[1:]])
+    texts = [c for row in rows for c in row[1:]]
+    table = make_table(scorer, [str(p) for p in images], texts, fp16_logits=scoring == "released")
     examples: list[dict[str, Any]] = []
     for n, (row, image) in enumerate(zip(rows, images, strict=True)):
         options = [row[1], row[2]]
         scores = [table(str(image), c) for c in options]
-        prediction = first_argmax(scores)
+        prediction = pick(scores, scoring)
         examples.append(
             {
                 "id": n,  # row index: image ids repeat across rows
@@ -121,7 +130,8 @@ def run(
         )
     correct = sum(e["correct"] for e in examples)
     details: dict[str, Any] = {
-        "tie_rule": TIE_RULE,
+        "tie_rule": TIE_RULES[scoring],
+        "scoring": {"mode": scoring, "precision": "fp16" if scoring == "released" else "fp32"},
         "label_fixes": {"mode": label_fixes, "applied": []},
         "files": [file_record(qa_path, data_root)],
         "counts": {"rows": len(rows), "images": len(set(images))},

@@ -26,15 +26,18 @@ from typing import Any
 
 from eval.common import (
     ARGMAX_TIE_RULE,
+    STRICT_FP32_TIE_RULE,
+    STRICT_TIE_RULE,
     BenchmarkResult,
     Inputs,
     Scorer,
-    ScoreTable,
     check_label_fixes,
+    check_scoring,
     file_record,
-    first_argmax,
+    make_table,
     mean,
     percent,
+    pick,
     require_file,
     require_images,
 )
@@ -80,7 +83,13 @@ RELATION_WORDS = {
     "under": "under",
 }
 
-TIE_RULE = ARGMAX_TIE_RULE + "; relaxed pairs need a strict '>' (a tie is wrong)"
+TIE_RULES = {
+    "official": ARGMAX_TIE_RULE + "; relaxed pairs need a strict '>' (a tie is wrong)",
+    "released": STRICT_TIE_RULE + "; relaxed pairs need a strict '>' (a tie is wrong)",
+    "strict": STRICT_FP32_TIE_RULE + "; relaxed pairs need a strict '>' (a tie is wrong)",
+}
+FP16_WHEN_RELEASED = True
+TIE_RULE = TIE_RULES["official"]
 
 CHANCE_FOUR_WAY = {"indiv": 25.0, "pairs": 100.0 / 16, "set_of_4": 100.0 / 256}
 CHANCE_TWO_WAY = {"indiv": 50.0, "pairs": 25.0, "relaxed_pairs": 50.0, "image_pair_cosine": None}
@@ -219,10 +228,18 @@ def apply_label_fixes(rows: list[Row], subset_key: str, mode: str) -> tuple[list
 
 
 def run(
-    scorer: Scorer, data_root: Path | str, *, subset: str = "A", label_fixes: str = "paper", limit: int = 0
+    scorer: Scorer,
+    data_root: Path | str,
+    *,
+    subset: str = "A",
+    label_fixes: str = "paper",
+    limit: int = 0,
+    scoring: str = "official",
 ) -> BenchmarkResult:
-    """`limit` > 0: only the object pairs of the first `limit` rows (`first_rows`), a partial result; 0: all."""
+    """`limit` > 0: only the object pairs of the first `limit` rows (`first_rows`), a partial result; 0: all.
+    `scoring`: official (argmax, a tie is correct) or released (the authors' strict '>' on fp16 scores)."""
     check_label_fixes(label_fixes)
+    check_scoring(scoring)
     spec = SUBSETS[subset]
     data_root = Path(data_root)
     rows, captions_path = load_rows(data_root, spec)
@@ -231,11 +248,12 @@ def run(
     rows, fixes = apply_label_fixes(rows, subset, label_fixes)
     require_images([row.image for row in rows], f"{spec.what} images")
 
-    table = ScoreTable(scorer, [str(r.image) for r in rows], [c for r in rows for c in r.options])
+    texts = [c for r in rows for c in r.options]
+    table = make_table(scorer, [str(r.image) for r in rows], texts, fp16_logits=scoring == "released")
     examples = []
     for row in rows:
         scores = [table(str(row.image), c) for c in row.options]
-        prediction = first_argmax(scores)
+        prediction = pick(scores, scoring)
         examples.append(
             {
                 "id": row.label,
@@ -266,14 +284,15 @@ def run(
     denominators = {"indiv": n, "pairs": n // 2, "set_of_4": n // 4}
 
     for axis, first, second in spec.axes:
-        axis_metrics = _two_way(examples, rows, groups, axis, first, second, table)
+        axis_metrics = _two_way(examples, rows, groups, axis, first, second, table, scoring)
         for key, value in axis_metrics.items():
             metrics[f"{axis}/{key}"] = value
             chance[f"{axis}/{key}"] = CHANCE_TWO_WAY[key]
         denominators.update({f"{axis}/indiv": n // 2, f"{axis}/pairs": n // 4, f"{axis}/relaxed_pairs": n // 4})
 
     details: dict[str, Any] = {
-        "tie_rule": TIE_RULE,
+        "tie_rule": TIE_RULES[scoring],
+        "scoring": {"mode": scoring, "precision": "fp16" if scoring == "released" else "fp32"},
         "label_fixes": {"mode": label_fixes, "applied": fixes},
         "files": [file_record(captions_path, data_root)],
         "counts": {"rows": n, "object_pairs": len(groups), "images": len({r.image for r in rows})},
@@ -290,7 +309,8 @@ def _two_way(
     axis: str,
     first: str,
     second: str,
-    table: ScoreTable,
+    table: Any,  # a ScoreTable or a scorer's own pair table
+    scoring: str = "official",
 ) -> dict[str, float]:
     """Adds each axis image's two-way record and pair record to `examples`; returns the axis' metrics."""
     opposite = {first: second, second: first}
@@ -299,7 +319,7 @@ def _two_way(
             continue
         other = example["option_relations"].index(opposite[example["relation"]])
         scores = [example["scores"][0], example["scores"][other]]
-        prediction = first_argmax(scores)
+        prediction = pick(scores, scoring)
         example["two_way"] = {
             "subset": axis,
             "options": [0, other],

@@ -14,7 +14,8 @@ never zero. Runs that differ only by seed are one row (and one bar, one curve): 
 seeds; each seed's row follows under "Per seed". Each run's GPU-hours used (its metrics.jsonl windows' seconds x its
 processes / 3600) stands next to train.cost's estimate for its config (--gpu, --utilisation; --devices where the
 sweep's resources do not tell the process count). With --mllm LABEL=FOLDER (an `eval.llava --out` folder), report.md
-gains the paper's Table 1/2/3/7 layouts with each run's last checkpoint beside the MLLM rows (beside_mllms/).
+gains the paper's Table 1/12, 2/13, 3, 6 and 7 layouts with each run's last checkpoint beside the MLLM rows
+(beside_mllms/).
 Runs come from the sweep folder's manifest.json when there is one, else from the sweep file itself.
 
 Nothing is skipped silently: a recipe that does not load, a run whose config.yaml or result files cannot be read,
@@ -688,7 +689,7 @@ MLLM_FOLDER = "beside_mllms"
 
 def parse_mllms(specs: Sequence[str]) -> list[tuple[str, Path]]:
     """`LABEL=FOLDER` of each --mllm (an `eval.llava --out` folder); every problem is reported at once."""
-    from eval.llava import BENCHMARKS as MLLM_BENCHMARKS
+    from eval.llava import RESULT_NAMES as MLLM_BENCHMARKS  # vqascore results are CLIP-format (mmvp_clip too)
 
     labelled, problems = [], []
     for spec in specs:
@@ -708,7 +709,7 @@ def write_mllm_tables(out: Path, rows: Sequence[Row], mllms: Sequence[tuple[str,
     """Each run's last evaluated checkpoint (and the starting weights) beside the MLLM result folders, in the
     paper's Table 1/2/3/7 layouts: `<out>/beside_mllms/` gets summary.csv/.md and paper_tables.md; the tables'
     Markdown is returned for report.md."""
-    from eval.llava import BENCHMARKS as MLLM_BENCHMARKS
+    from eval.llava import RESULT_NAMES as MLLM_BENCHMARKS
     from eval.llava import comparability_notes, load_rows, paper_tables
     from eval.report import write_summary
 

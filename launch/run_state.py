@@ -88,24 +88,24 @@ def newest_step(run_dir: Path) -> int:
     return int(json.loads((found[-1] / STATE).read_text())["step"]) if found else 0
 
 
-def has_result(folder: Path, benchmark: str, label_fixes: str) -> bool:
-    """A result scored with these label fixes that holds metrics (an empty or missing `metrics` is no result)."""
+def has_result(folder: Path, benchmark: str, label_fixes: str, scoring: str = "official") -> bool:
+    """A result scored with these label fixes and scoring mode that holds metrics (empty `metrics` is no result)."""
     from eval.report import read_result
     from eval.run import is_scored
 
-    if not is_scored(folder, benchmark, label_fixes):
+    if not is_scored(folder, benchmark, label_fixes, scoring):
         return False
     metrics = (read_result(folder, benchmark) or {}).get("metrics")
     return isinstance(metrics, dict) and bool(metrics)
 
 
-def missing_results(run_dir: Path, benchmarks: Sequence[str], label_fixes: str) -> int:
+def missing_results(run_dir: Path, benchmarks: Sequence[str], label_fixes: str, scoring: str = "official") -> int:
     """(checkpoint, benchmark) pairs without a result, counting the starting weights (step_0)."""
     from eval.run import run_checkpoints
 
     eval_dir = run_dir / "eval"
     return sum(
-        not has_result(eval_dir / checkpoint.name, benchmark, label_fixes)
+        not has_result(eval_dir / checkpoint.name, benchmark, label_fixes, scoring)
         for checkpoint in run_checkpoints(run_dir)
         for benchmark in benchmarks
     )
@@ -120,5 +120,6 @@ def run_status(cfg: RecipeConfig, benchmarks: Sequence[str] | None, evaluate: bo
         return RunStatus(RunState.NEW, 0, total, 0)
     if total is None or step < total:
         return RunStatus(RunState.PARTIAL, step, total, 0)
-    missing = missing_results(run_dir, benchmarks or cfg.eval.benchmarks, cfg.eval.label_fixes) if evaluate else 0
+    benchmarks = benchmarks or cfg.eval.benchmarks
+    missing = missing_results(run_dir, benchmarks, cfg.eval.label_fixes, cfg.eval.scoring) if evaluate else 0
     return RunStatus(RunState.TRAINED if missing else RunState.DONE, step, total, missing)

@@ -96,12 +96,32 @@ class ModelConfig:
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)  # image encoder freezing
     text: TextTowerConfig = field(default_factory=TextTowerConfig)  # text encoder choice and freezing
     grad_checkpointing: bool = False  # recompute activations in backward to save memory on unlocked towers
+    # Build a QuickGELU architecture (CLIP ViT-L/14-336 with the openai weights) with nn.GELU, as the authors' run did:
+    # their open_clip 2.32 built `ViT-L-14-336` + `openai` with GELU and only warned. false = QuickGELU, as trained.
+    # No effect on models without QuickGELU (SigLIP).
+    released_gelu: bool = False
 
     def problems(self) -> list[Problem]:
         image_frozen = self.image.locked and self.image.unlocked_last_blocks == 0
         if image_frozen and self.text.tower == "native" and self.text.locked:
             return [Problem(("image.locked", "text.locked"), "both towers are frozen: nothing would train")]
         return []
+
+    def has_logit_bias(self) -> bool | None:
+        """Whether the model has a logit bias (SigLIP's), as its preset or open_clip config says; None: cannot tell
+        without building it (hf-hub:/local-dir: sources, unknown names)."""
+        from models.open_clip_models import PAPER_MODELS, SCHEMAS
+        from models.tiny_open_clip import TINY_OPEN_CLIP
+
+        if self.name in TINY_OPEN_CLIP:
+            return TINY_OPEN_CLIP[self.name].model_cfg.get("init_logit_bias") is not None
+        if self.name.startswith(SCHEMAS):
+            return None
+        import open_clip
+
+        architecture = PAPER_MODELS[self.name].open_clip_name if self.name in PAPER_MODELS else self.name
+        config = open_clip.get_model_config(architecture.replace("/", "-"))
+        return None if config is None else config.get("init_logit_bias") is not None
 
     def name_problems(self) -> list[Problem]:
         """`name` is a preset, a tiny stand-in, an hf-hub:/local-dir: source or an open_clip architecture (then with

@@ -39,22 +39,28 @@ class ModelBundle:
     notes: list[str] = field(default_factory=list)  # lines for the run log: random weights, stand-ins, ...
 
 
-def build_paper_model(preset: str, pretrained: str, cache_dir: Path) -> OpenClipParts:
+def build_paper_model(preset: str, pretrained: str, cache_dir: Path, **model_kwargs: Any) -> OpenClipParts:
     """A PAPER_MODELS preset through open_clip; `pretrained` overrides its tag (a tag, a local file or folder, or
-    "random"); a file, folder or "random" gets the preprocessing of the preset's own tag."""
+    "random"); a file, folder or "random" gets the preprocessing of the preset's own tag. `model_kwargs` override the
+    architecture's config (open_clip's highest-priority model arguments)."""
     entry = PAPER_MODELS[preset]
     parts = load_open_clip(
-        entry.open_clip_name, pretrained or entry.pretrained, label=preset, tag=entry.pretrained, cache_dir=cache_dir
+        entry.open_clip_name,
+        pretrained or entry.pretrained,
+        label=preset,
+        tag=entry.pretrained,
+        cache_dir=cache_dir,
+        model_kwargs=model_kwargs,
     )
     parts.info = {"open_clip_model": entry.open_clip_name, "pretrained": pretrained or entry.pretrained, **parts.info}
     return parts
 
 
-def build_tiny_model(preset: str, pretrained: str, cache_dir: Path) -> OpenClipParts:
+def build_tiny_model(preset: str, pretrained: str, cache_dir: Path, **model_kwargs: Any) -> OpenClipParts:
     """A tiny stand-in from its cache folder; `pretrained` = an open_clip checkpoint file loaded over it ("random":
     the folder's own weights, which are a seeded random init)."""
     spec = TINY_OPEN_CLIP[preset]
-    parts = load_tiny_open_clip(spec, "" if pretrained == RANDOM else pretrained, cache_dir)
+    parts = load_tiny_open_clip(spec, "" if pretrained == RANDOM else pretrained, cache_dir, model_kwargs)
     folder = tiny_open_clip_folder(spec, cache_dir)
     parts.info = {
         "open_clip_model": f"local-dir:{folder}",
@@ -64,8 +70,8 @@ def build_tiny_model(preset: str, pretrained: str, cache_dir: Path) -> OpenClipP
     return parts
 
 
-# preset name -> builder(pretrained, cache_dir) -> OpenClipParts
-MODELS: dict[str, Callable[[str, Path], OpenClipParts]] = {
+# preset name -> builder(pretrained, cache_dir, **open_clip model kwargs) -> OpenClipParts
+MODELS: dict[str, Callable[..., OpenClipParts]] = {
     **{name: partial(build_paper_model, name) for name in PAPER_MODELS},
     **{name: partial(build_tiny_model, name) for name in TINY_OPEN_CLIP},
 }
@@ -83,6 +89,7 @@ def build_model(cfg: ModelConfig, *, cache_dir: Path | None = None) -> ModelBund
     cache = resolve_cache_dir(cache_dir)
     parts = _open_clip_parts(cfg, cache)
     clip = parts.model
+    activation = _activation(clip)
     if type(clip).__name__ not in ("CLIP", "CustomTextCLIP"):
         raise ValueError(
             f"model.name={cfg.name} is an open_clip {type(clip).__name__}: only CLIP-style models are supported"
@@ -97,11 +104,17 @@ def build_model(cfg: ModelConfig, *, cache_dir: Path | None = None) -> ModelBund
         "image_size": list(clip.visual.image_size),
         "preprocess": _plain(clip.visual.preprocess_cfg),
         "max_logit_scale": None,  # set below, from the built model
+        "activation": activation,  # of the image and native text transformers: QuickGELU, GELU, ...
         "image_locked": cfg.image.locked,
         "unlocked_last_blocks": cfg.image.unlocked_last_blocks,
         "text_tower": cfg.text.tower,
     }
     notes = list(parts.notes)
+    if cfg.released_gelu:
+        notes.append(
+            f"model.released_gelu: built with {activation}, as the authors' run built ViT-L-14-336 + openai"
+            + (" (no QuickGELU to replace in this architecture)" if activation != "GELU" else "")
+        )
     if cfg.text.tower == "native":
         text_tower, tokenizer = native_text_tower(clip), NativeTokenizer(parts.tokenizer)
         info.update(text_locked=cfg.text.locked, context_length=int(clip.context_length))
@@ -123,15 +136,25 @@ def check_config(cfg: ModelConfig) -> None:
         raise ValueError("model config: " + "; ".join(problems))
 
 
+def _activation(clip: nn.Module) -> str:
+    """The activation class of the model's transformer MLPs (QuickGELU, GELU, ...), or "" when there are none."""
+    for module in clip.modules():
+        if type(module).__name__ in ("QuickGELU", "GELU", "GELUTanh"):
+            return type(module).__name__
+    return ""
+
+
 def _open_clip_parts(cfg: ModelConfig, cache: Path) -> OpenClipParts:
+    # released_gelu: open_clip's model kwargs outrank the architecture's config, so quick_gelu=False builds nn.GELU.
+    model_kwargs = {"quick_gelu": False} if cfg.released_gelu else {}
     if cfg.name in MODELS:
-        return MODELS[cfg.name](cfg.pretrained, cache)
+        return MODELS[cfg.name](cfg.pretrained, cache, **model_kwargs)
     if not is_open_clip_name(cfg.name):
         raise ValueError(
             f"unknown model.name={cfg.name!r}: use a preset ({', '.join(MODELS)}) or any open_clip model name "
             "(open_clip.list_models(), e.g. ViT-B-32, or hf-hub:/local-dir: sources) with model.pretrained"
         )
-    parts = load_open_clip(cfg.name, cfg.pretrained, cache_dir=cache)
+    parts = load_open_clip(cfg.name, cfg.pretrained, cache_dir=cache, model_kwargs=model_kwargs)
     parts.info = {"open_clip_model": cfg.name, "pretrained": cfg.pretrained, **parts.info}
     return parts
 

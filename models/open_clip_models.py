@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -97,7 +98,13 @@ def implied_tag(open_clip_name: str) -> str:
 
 
 def load_open_clip(
-    open_clip_name: str, pretrained: str, *, label: str = "", tag: str | None = None, cache_dir: Path | None = None
+    open_clip_name: str,
+    pretrained: str,
+    *,
+    label: str = "",
+    tag: str | None = None,
+    cache_dir: Path | None = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> OpenClipParts:
     """open_clip's model, transforms and tokenizer for `open_clip_name` with `pretrained`.
 
@@ -125,6 +132,9 @@ def load_open_clip(
         elif not open_clip_name.startswith(SCHEMAS):
             notes.append(f"preprocess: open_clip's defaults (no single tag of {open_clip_name} to take them from)")
     tokenizer = _tokenizer(open_clip_name, pretrained, label, cache_dir, notes)
+    model_kwargs = dict(model_kwargs or {})
+    if pretrained == RANDOM:
+        model_kwargs = {**random_init_kwargs(open_clip_name), **model_kwargs}
     try:
         with _seeded(pretrained == RANDOM):
             model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
@@ -134,6 +144,7 @@ def load_open_clip(
                 image_std=force.get("std"),
                 image_interpolation=force.get("interpolation"),
                 image_resize_mode=force.get("resize_mode"),
+                **model_kwargs,
             )
     except (RuntimeError, OSError) as err:
         if not _is_download_failure(err):
@@ -146,6 +157,17 @@ def load_open_clip(
     if weights and weights != pretrained:
         parts.info["weights_file"] = weights
     return parts
+
+
+def random_init_kwargs(open_clip_name: str) -> dict[str, Any]:
+    """A random SigLIP starts where open_clip's training script starts one (logit scale ln 10, bias -10); its model
+    config alone leaves the scale at CLIP's ln(1/0.07)."""
+    import open_clip
+
+    config = open_clip.get_model_config(open_clip_name) or {}
+    if config.get("init_logit_bias") is None:
+        return {}
+    return {"init_logit_scale": math.log(10), "init_logit_bias": config["init_logit_bias"]}
 
 
 @contextlib.contextmanager

@@ -105,15 +105,18 @@ def tiny_open_clip_folder(spec: TinyOpenClipSpec, cache_dir: Path) -> Path:
     return build_once(cache_dir / spec.name, lambda folder: _write_folder(spec, folder), stamp)
 
 
-def load_tiny_open_clip(spec: TinyOpenClipSpec, pretrained: str, cache_dir: Path) -> OpenClipParts:
-    """open_clip's model, transforms and tokenizer from the spec's folder; `pretrained` = a checkpoint to load over it."""
+def load_tiny_open_clip(
+    spec: TinyOpenClipSpec, pretrained: str, cache_dir: Path, model_kwargs: dict[str, Any] | None = None
+) -> OpenClipParts:
+    """open_clip's model, transforms and tokenizer from the spec's folder; `pretrained` = a checkpoint to load over it;
+    `model_kwargs` override the folder's model config (e.g. quick_gelu=False)."""
     import open_clip
 
     from models.tiny_timm import register_tiny_siglip_vit
 
     register_tiny_siglip_vit()
     source = f"local-dir:{tiny_open_clip_folder(spec, cache_dir)}"
-    model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(source)
+    model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(source, **(model_kwargs or {}))
     if pretrained:
         if not Path(pretrained).is_file():
             raise FileNotFoundError(f"model.pretrained={pretrained}: no such file (a tiny preset takes a local file)")

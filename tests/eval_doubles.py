@@ -121,7 +121,7 @@ class OracleScorer(VectorScorer):
         statements: list[str] = []
         for line in (Path(world) / "scenes.jsonl").read_text().splitlines():
             scene = json.loads(line)
-            if "/MMVP_VLM/" in "/" + scene["path"]:
+            if "/MMVP_VLM/" in "/" + scene["path"] or "/MMVP/" in "/" + scene["path"]:
                 self.truth[last_parts(scene["path"])] = "statement:" + scene["note"]
                 statements.append(scene["note"])
             elif scene.get("relation") in SCENE_RELATIONS:

@@ -85,10 +85,10 @@ def test_metrics_recomputed_from_scores_files(world: Path, tmp_path: Path, label
         result = run_benchmark(name, scorer, world / "bench", label_fixes=label_fixes)
         record = json.loads(write_result(result, tmp_path).read_text())
         lines = read_scores(tmp_path, name)
-        assert len(lines) == (record["counts"]["pairs"] if name == "mmvp_vlm" else record["counts"]["rows"])
+        assert len(lines) == (record["counts"]["pairs"] if name.startswith("mmvp") else record["counts"]["rows"])
         if name.startswith("whatsup"):
             recomputed = recompute_whatsup(lines, AXES[name])
-        elif name == "mmvp_vlm":
+        elif name.startswith("mmvp"):  # mmvp_vlm, mmvp_clip
             recomputed = recompute_mmvp(lines)
         else:
             recomputed = recompute_two_way(lines)

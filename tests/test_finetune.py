@@ -202,21 +202,8 @@ def test_non_finite_gradients_are_never_applied(world_shards, tmp_path, monkeypa
     """A finite loss with NaN gradients (step 3): the step is not applied, the run stops naming step and samples."""
     from train import finetune
 
-    real_build_model = finetune.build_model
-    backward_calls = {"n": 0}
-
-    def poisoned_gradients(cfg):
-        bundle = real_build_model(cfg)
-        param = next(p for p in bundle.model.text_tower.parameters() if p.requires_grad)
-
-        def hook(grad):
-            backward_calls["n"] += 1  # 2 backward passes per step (2 micro-batches): calls 5 and 6 are step 3
-            return grad * float("nan") if backward_calls["n"] >= 5 else grad
-
-        param.register_hook(hook)
-        return bundle
-
-    monkeypatch.setattr(finetune, "build_model", poisoned_gradients)
+    # 2 backward passes per step (2 micro-batches): calls 5 and 6 are step 3
+    poison_text_gradients(monkeypatch, finetune, float("nan"), lambda call: call >= 5)
     args = finetune_cmd("tiny_clip_neg", world_shards, tmp_path, "train.max_steps=6", "optim.warmup_steps=1",
                         "train.checkpoint_every_steps=1", "train.log_every_steps=1")[1:]  # fmt: skip
     assert finetune.cli(args) == 1
@@ -230,6 +217,26 @@ def test_non_finite_gradients_are_never_applied(world_shards, tmp_path, monkeypa
     assert (checkpoints / "latest").read_text() == "step_2"
     weights = load_file(str(checkpoints / "step_2" / "trainable.safetensors"))
     assert all(w.isfinite().all() for w in weights.values())
+
+
+def poison_text_gradients(monkeypatch, finetune, factor: float, on_call) -> None:
+    """Multiplies one trainable text-tower parameter's gradient by `factor` in the backward calls (counted from 1)
+    that `on_call` picks, in the models finetune builds."""
+    real_build_model = finetune.build_model
+    calls = {"n": 0}
+
+    def poisoned(cfg):
+        bundle = real_build_model(cfg)
+        param = next(p for p in bundle.model.text_tower.parameters() if p.requires_grad)
+
+        def hook(grad):
+            calls["n"] += 1
+            return grad * factor if on_call(calls["n"]) else grad
+
+        param.register_hook(hook)
+        return bundle
+
+    monkeypatch.setattr(finetune, "build_model", poisoned)
 
 
 def test_a_checkpoint_is_never_written_with_non_finite_weights(world_shards, tmp_path, monkeypatch, capsys):

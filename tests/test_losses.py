@@ -360,3 +360,37 @@ def test_two_ranks_match_single_process_global_batch(two_rank_results, name, spl
         assert grads.keys() == single_grads.keys()
         for parameter_name, grad in grads.items():
             torch.testing.assert_close(grad, single_grads[parameter_name], atol=1e-12, rtol=1e-10)
+
+
+def released_formula_loss(name: str, image: Tensor, text: Tensor, negatives: Tensor, scale: Tensor, bias: Tensor):
+    """The authors' released loss.py (lst627/CLIP-Embeds), re-derived: CLIP: image->text over captions and hard
+    negatives, text->image over the same rows with the negatives labelled -100 (ignored); SigLIP: the negatives as
+    extra columns labelled -1 for every image, the sum divided by the number of images."""
+    n = image.shape[0]
+    candidates = torch.cat([text, negatives]) if name in ("negclip", "siglip_neg") else text
+    if name in ("clip", "negclip"):
+        labels = torch.arange(n)
+        text_labels = torch.cat([labels, torch.full((candidates.shape[0] - n,), -100)])
+        per_image = F.cross_entropy(scale * image @ candidates.T, labels)
+        per_text = F.cross_entropy(scale * candidates @ image.T, text_labels, ignore_index=-100)
+        return (per_image + per_text) / 2
+    signs = -torch.ones(n, candidates.shape[0], dtype=image.dtype)
+    signs[:, :n] += 2 * torch.eye(n, dtype=image.dtype)
+    return -F.logsigmoid(signs * (scale * image @ candidates.T + bias)).sum() / n
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_two_ranks_with_unequal_negative_counts_equal_the_released_formulas(two_rank_results, name, split):
+    """Under 2 gloo ranks holding different numbers of hard negatives, the loss equals the released code's formulas
+    on the whole batch (what the released profile trains with; their bidirectional exchange aborts there)."""
+    model = ToyEncoder()
+    batch = toy_global_batch()
+    with torch.no_grad():
+        image, text, negatives = model(batch["images"], batch["captions"], batch["negative_captions"])
+        expected = released_formula_loss(
+            name, image, text, negatives[batch["negative_mask"]], model.log_logit_scale.exp(), model.logit_bias
+        )
+    for rank_results in two_rank_results:
+        loss, _ = rank_results[f"{split}/{name}"]
+        torch.testing.assert_close(loss, expected, atol=1e-12, rtol=1e-12)

@@ -580,7 +580,10 @@ def test_shards_record_the_rule_and_inspect_samples_per_source_and_rule(tmp_path
 
     stats = inspect_shards.inspect(out, show=0, sample=2, seed=1)
     rules = stats["negative_rules"]["lcs558k"]
-    assert set(rules) == {"prep-noun", "credit-comma", "symmetric", "not-spatial"}  # nothing for no left/right
+    ours = {"prep-noun", "credit-comma", "symmetric", "not-spatial"}  # nothing for no left/right
+    assert set(rules) - {inspect_shards.RELEASED_GROUP} == ours
+    released = rules[inspect_shards.RELEASED_GROUP]  # the authors' rule on the same captions, beside ours
+    assert released["captions"] == manifest["hard_negatives"]["released"]["captions_with_negative"] > 0
     assert rules["prep-noun"]["captions"] == 2 and len(rules["prep-noun"]["sample"]) == 2
     pair = rules["credit-comma"]["sample"][0]
     assert (pair["caption"], pair["negative"]) == (answers[0], "jane doe, right, and john roe attend the opening")
@@ -595,11 +598,10 @@ def test_shards_record_the_rule_and_inspect_samples_per_source_and_rule(tmp_path
 def test_inspect_sample_reads_shards_without_recorded_rules():
     sampler = inspect_shards.RuleSampler(size=1)
     sampler.add("mix665k", "k", {"captions": ["a cat on the left"], "hard_negatives": ["a cat on the right"]})
+    pair = [{"key": "k", "caption": "a cat on the left", "negative": "a cat on the right"}]
     assert sampler.result() == {
         "mix665k": {
-            "not-recorded": {
-                "captions": 1,
-                "sample": [{"key": "k", "caption": "a cat on the left", "negative": "a cat on the right"}],
-            }
+            "not-recorded": {"captions": 1, "sample": pair},
+            inspect_shards.RELEASED_GROUP: {"captions": 1, "sample": pair},  # the released rule agrees here
         }
     }

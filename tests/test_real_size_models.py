@@ -110,6 +110,9 @@ def test_siglip_vit_l16_384_random_full_size_and_from_a_weights_file(cache, imag
 
     bundle = build_model(ModelConfig(name="siglip-vit-l16-384", pretrained="random"), cache_dir=cache)
     check_random_build(bundle, "siglip-vit-l16-384", image, monkeypatch)
+    # A random SigLIP starts as open_clip's training script starts one: logit scale ln 10, bias -10.
+    assert bundle.model.logit_scale.item() == pytest.approx(math.log(10))
+    assert bundle.model.logit_bias.item() == pytest.approx(-10.0)
     assert bundle.info["preprocess"]["resize_mode"] == "squash" and bundle.info["preprocess"]["mean"] == [0.5] * 3
     # The real tokenizer (timm/ViT-B-16-SigLIP, an HF repo) is not here: a stand-in with its interface, said so.
     note = [n for n in bundle.notes if n.startswith("tokenizer:")]

@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from data_prep.released_negatives import rule_negatives
 from models import ModelBundle
 from models.cache import resolve_cache_dir
 from models.config import ModelConfig
@@ -45,15 +46,18 @@ from train.data import (
     ShardIndex,
     ShardSamples,
     caption_pick,
-    choose_caption,
+    draw_caption,
+    identical_token_rows,
     sample_seed,
     texts_with_negatives,
 )
 
-FORMAT_VERSION = 1  # bump when what a cache holds changes meaning
+FORMAT_VERSION = 2  # bump when what a cache holds changes meaning
 FEATURES = "features.npy"  # float32 (rows, dim)
 OFFSETS = "offsets.npy"  # text: int64 (samples + 1); sample i's captions are rows offsets[i]:offsets[i+1]
-NEGATIVE_ROWS = "negative_rows.npy"  # text: int64 per caption row, the row of its hard negative or -1
+NEGATIVE_ROWS = "negative_rows.npy"  # text: int64 per caption row, the row of its hard negative, NO_NEGATIVE or
+# IDENTICAL_NEGATIVE (a negative whose tokens equal its caption's: none to the model, counted in the metrics)
+NO_NEGATIVE, IDENTICAL_NEGATIVE = -1, -2
 META = "meta.json"
 
 
@@ -321,7 +325,10 @@ def build_image_cache(
     key = {
         "kind": "image",
         "version": FORMAT_VERSION,
-        "model": {k: bundle.info.get(k) for k in ("name", "open_clip_model", "pretrained", "image_tower")},
+        # activation: the same weights built with GELU or QuickGELU (model.released_gelu) give other features
+        "model": {
+            k: bundle.info.get(k) for k in ("name", "open_clip_model", "pretrained", "image_tower", "activation")
+        },
         "weights": module_fingerprint(model.image_tower),
         "transform": repr(bundle.preprocess_eval),
         "precision": precision,
@@ -344,28 +351,47 @@ def build_image_cache(
     return FeatureStore(folder)
 
 
-def caption_texts(samples: ShardSamples, view: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Every text a text cache holds: (texts, offsets, negative rows); captions first, then the hard negatives."""
+def caption_texts(
+    samples: ShardSamples, view: str, tokenizer: Callable | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every text a text cache holds: (texts, offsets, negative rows); captions first, then the hard negatives
+    (under `samples.negative_rule`). With `tokenizer`, a negative whose tokens equal its caption's is marked
+    IDENTICAL_NEGATIVE instead of stored, as training's collate drops it."""
     captions: list[str] = []
     negatives: list[str | None] = []
     offsets = [0]
     for i in tqdm(range(len(samples)), desc="reading captions", mininterval=5, disable=len(samples) < 50_000):
         meta = samples.meta(i)
         if view == "concat":
-            caption, negative = choose_caption(meta["captions"], meta["hard_negatives"], "concat", 0)
+            caption, negative = draw_caption(meta, "concat", 0, samples.negative_rule)
             captions.append(caption)
             negatives.append(negative)
         else:
             captions.extend(meta["captions"])
-            negatives.extend(meta["hard_negatives"])
+            negatives.extend(rule_negatives(samples.negative_rule, meta["captions"], meta["hard_negatives"]))
         offsets.append(len(captions))
-    negative_rows = np.full(len(captions), -1, dtype=np.int64)
+    negative_rows = np.full(len(captions), NO_NEGATIVE, dtype=np.int64)
+    with_negative = [row for row, negative in enumerate(negatives) if negative is not None]
+    identical = _identical_after_tokenization(tokenizer, captions, negatives, with_negative) if tokenizer else set()
     texts = list(captions)
-    for row, negative in enumerate(negatives):
-        if negative is not None:
+    for row in with_negative:
+        if row in identical:
+            negative_rows[row] = IDENTICAL_NEGATIVE
+        else:
             negative_rows[row] = len(texts)
-            texts.append(negative)
+            texts.append(negatives[row])
     return texts, np.asarray(offsets, dtype=np.int64), negative_rows
+
+
+def _identical_after_tokenization(tokenizer: Callable, captions, negatives, rows: list[int], slice_size: int = 256):
+    """The rows whose caption and negative tokenize alike (each pair tokenized in one call, so padded alike)."""
+    found = set()
+    for start in range(0, len(rows), slice_size):
+        part = rows[start : start + slice_size]
+        tokens = tokenizer([captions[r] for r in part] + [negatives[r] for r in part])
+        same = identical_token_rows(tokens, len(part))
+        found.update(r for r, equal in zip(part, same.tolist(), strict=True) if equal)
+    return found
 
 
 def build_text_cache(
@@ -380,6 +406,7 @@ def build_text_cache(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
     processes: Processes = Processes(),
+    negative_rule: str = "token_rules",
 ) -> TextStore:
     """The text tower's frozen outputs (LLM2Vec's pooled embeddings, or a locked tower's) for every text."""
     model = bundle.model
@@ -400,12 +427,13 @@ def build_text_cache(
         "weights": module_fingerprint(frozen_part),
         "precision": precision,
         "shards": shards_fingerprint(index, shard_folders),
+        "negative_rule": negative_rule,
     }
     folder = cache_folder(root, key)
     if folder.exists():
         return TextStore(folder)
-    samples = ShardSamples(index, bundle.preprocess_eval, "first", seed=0)
-    texts, offsets, negative_rows = caption_texts(samples, view)
+    samples = ShardSamples(index, bundle.preprocess_eval, "first", seed=0, negative_rule=negative_rule)
+    texts, offsets, negative_rows = caption_texts(samples, view, bundle.tokenizer)
     # Longest first, in batches of similar token counts: little padding for the LLM (each pass pads to its longest
     # text), and an early out-of-memory. build_cache stores every row at its original index.
     order = length_order(bundle.tokenizer, texts)
@@ -532,8 +560,18 @@ def padding_tokens(
 class CachedShardSamples(ShardSamples):
     """ShardSamples whose cached parts come as row numbers (gathered per batch by CachedCollate)."""
 
-    def __init__(self, index, transform, caption_policy, seed, caches: FrozenCaches, epoch: int = 0):
-        super().__init__(index, transform, caption_policy, seed, epoch)
+    def __init__(
+        self,
+        index,
+        transform,
+        caption_policy,
+        seed,
+        caches: FrozenCaches,
+        epoch: int = 0,
+        *,
+        negative_rule="token_rules",
+    ):
+        super().__init__(index, transform, caption_policy, seed, epoch, negative_rule=negative_rule)
         self.caches = caches
 
     def __getitem__(self, i: int):
@@ -546,7 +584,7 @@ class CachedShardSamples(ShardSamples):
             first, end = int(text.offsets[i]), int(text.offsets[i + 1])
             caption = first + (caption_pick(end - first, self.caption_policy, seed) or 0)  # concat: one row
             negative_row = int(text.negative_rows[caption])
-            negative = negative_row if negative_row >= 0 else None
+            negative = negative_row if negative_row >= 0 or negative_row == IDENTICAL_NEGATIVE else None
         return image, caption, negative, self.index.keys[i]
 
 
@@ -558,15 +596,24 @@ class CachedCollate:
 
     def __call__(self, items) -> Batch:
         images, captions, negatives, keys = zip(*items, strict=True)
-        texts, mask = texts_with_negatives(captions, negatives, self.with_negatives)  # rows, where text is cached
         image, text = self.caches.image, self.caches.text
+        identical = 0
+        if text is not None:  # rows; a negative marked identical at the build is no negative, but is counted
+            identical = sum(n == IDENTICAL_NEGATIVE for n in negatives) if self.with_negatives else 0
+            negatives = [None if n == IDENTICAL_NEGATIVE else n for n in negatives]
+        texts, mask = texts_with_negatives(captions, negatives, self.with_negatives)  # rows, where text is cached
+        tokens = self.tokenizer(texts) if text is None else None
+        if tokens is not None and mask is not None:
+            same = identical_token_rows(tokens, len(captions)) & mask
+            identical, mask = int(same.sum()), mask & ~same
         return Batch(
             pixels=torch.stack(images) if image is None else None,
-            text=self.tokenizer(texts) if text is None else None,
+            text=tokens,
             negative_mask=mask,
             keys=list(keys),
             image_frozen=image.rows(images) if image is not None else None,
             text_frozen=text.rows(texts) if text is not None else None,
+            negatives_identical=identical,
         )
 
 
@@ -578,6 +625,7 @@ def prepare_caches(
     augment: bool,
     caption_policy: str,
     precision: str,
+    negative_rule: str = "token_rules",
     bundle: ModelBundle,
     index: ShardIndex,
     shard_folders: Sequence[str],
@@ -607,7 +655,7 @@ def prepare_caches(
     if blocker is None:
         text = build_text_cache(
             root, bundle, index, shard_folders, caption_policy=caption_policy, precision=precision,
-            batch_size=batch_size, device=device, autocast=autocast, processes=processes,
+            batch_size=batch_size, device=device, autocast=autocast, processes=processes, negative_rule=negative_rule,
         )  # fmt: skip
         notes.append(f"text features ({bundle.info['text_tower']} frozen part): cached in {text.folder}")
     else:
@@ -625,6 +673,7 @@ def prepare_recipe_caches(cfg, bundle: ModelBundle, index: ShardIndex, accelerat
         augment=cfg.data.augment,
         caption_policy=cfg.data.caption_policy,
         precision=cfg.train.precision,
+        negative_rule=cfg.data.negative_rule,
         bundle=bundle,
         index=index,
         shard_folders=cfg.data.shards,
@@ -640,10 +689,11 @@ def recipe_training_data(cfg, bundle: ModelBundle, index: ShardIndex, caches: Fr
     """(samples, collate) a recipe trains from: the caches' outputs where a frozen part is cached, else the towers'
     raw inputs; the transform is the eval one when `data.augment` is false."""
     transform = bundle.preprocess_train if cfg.data.augment else bundle.preprocess_eval
+    rule = cfg.data.negative_rule
     if caches.any:
-        samples = CachedShardSamples(index, transform, cfg.data.caption_policy, cfg.seed, caches)
+        samples = CachedShardSamples(index, transform, cfg.data.caption_policy, cfg.seed, caches, negative_rule=rule)
         return samples, CachedCollate(bundle.tokenizer, cfg.loss.uses_hard_negatives, caches)
-    samples = ShardSamples(index, transform, cfg.data.caption_policy, cfg.seed)
+    samples = ShardSamples(index, transform, cfg.data.caption_policy, cfg.seed, negative_rule=rule)
     return samples, Collate(bundle.tokenizer, with_negatives=cfg.loss.uses_hard_negatives)
 
 

@@ -4,6 +4,7 @@ Load a recipe with `load_recipe("recipes/x.yaml", ["optim.lr=1e-5", "data.batch_
 Check one from the shell (prints the resolved YAML, or every problem and exit status 2):
 
     python -m train.config recipes/tiny_clip_neg.yaml optim.lr=1e-5 [--check-paths]
+    python -m train.config recipes/clip_neg.yaml --fidelity    # released code vs ours, point by point
 
 The folders and files a recipe names (shards, a weights file, eval.data_root) are checked when asked:
 `load_recipe(..., paths="error")` adds missing shards to the other problems (train/finetune.py, before it writes
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from models.config import ModelConfig, Problem, names_a_file
+from train.profiles import with_profile
 from train.typed_config import ConfigError, build_partial, failed_under, merge, parse_overrides, to_yaml
 from train.yaml_loading import load_yaml_file
 
@@ -32,6 +34,7 @@ BENCHMARK_NAMES = (
     "gqa_spatial_one",
     "gqa_spatial_two",
     "mmvp_vlm",
+    "mmvp_clip",
 )
 Benchmark = Literal[
     "whatsup_a",
@@ -41,6 +44,7 @@ Benchmark = Literal[
     "gqa_spatial_one",
     "gqa_spatial_two",
     "mmvp_vlm",
+    "mmvp_clip",
 ]
 
 
@@ -49,10 +53,15 @@ class DataConfig:
     shards: tuple[str, ...] = ()  # folders written by data_prep.build_shards (each with sizes.json)
     caption_policy: Literal["random", "concat", "first"] = "random"  # paper: random (CLIP), concat (LLM2Vec)
     batch_size: int = 32  # samples per device per forward pass (micro-batch)
-    # open_clip's train transform (random resized crop, scale 0.9-1). false trains on the eval transform, which is
-    # deterministic, so a locked image tower's features can be cached (see `cache`); the paper does not say.
+    # open_clip's train transform (random resized crop, scale 0.9-1), as the authors' release even with the image
+    # tower locked. false trains on the eval transform, which is deterministic, so a locked image tower's features
+    # can be cached (see `cache`); the paper does not say.
     augment: bool = True
     workers: int = 2  # data loader processes per device
+    # How the negative of the caption drawn for a step is made (loss negclip / siglip_neg): released = the authors'
+    # 6-phrase table, case-sensitive, first phrase found replaced everywhere (data_prep.released_negatives);
+    # token_rules = ours, data_prep.negatives as build_shards wrote it into the shards. Either works on any shards.
+    negative_rule: Literal["released", "token_rules"] = "token_rules"
 
     def problems(self) -> list[Problem]:
         out = []
@@ -107,7 +116,12 @@ class TrainConfig:
     epochs: int = 5  # passes over the shards (paper: 5)
     max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs)
     global_batch_size: int = 512  # per-device batch x processes x accumulation (paper: 512)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # mixed precision through accelerate
+    # Mixed precision through accelerate. fp16 = autocast + a gradient scaler (the authors' `--precision amp`): a step
+    # the scaler skips for inf/NaN gradients is normal and counted in metrics.jsonl (skipped_steps).
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # Clamp of the logit scale after every step: log100 = ln 100 for every model (open_clip and the authors' release,
+    # which lowers a SigLIP's pretrained ~ln 112 at the first step); pretrained = max(ln 100, the pretrained value).
+    logit_scale_clamp: Literal["log100", "pretrained"] = "pretrained"
     log_every_steps: int = 10  # metrics.jsonl and tracker cadence, in optimizer steps
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0 = at epoch ends only)
     resume: str = ""  # "" = start fresh, "latest" = newest checkpoint of this run, or a checkpoint folder
@@ -142,10 +156,19 @@ class EvalConfig:
     benchmarks: tuple[Benchmark, ...] = BENCHMARK_NAMES  # scored for every checkpoint
     data_root: str = ""  # folder holding What'sUp's data/ and MMVP_VLM/, read by eval.run ("" = pass --data-root)
     label_fixes: Literal["paper", "none"] = "paper"  # paper: apply the published What'sUp A label corrections
+    # official: the benchmarks' own rules in fp32 (What'sUp/COCO/GQA argmax, a tie picks the correct first option);
+    # released: as the authors' eval_clip.py, strict '>' (a tie is wrong) on fp16-autocast features for What'sUp,
+    # COCO and GQA (MMVP-VLM and mmvp_clip in fp32 with the official rule, as that script scores them).
+    scoring: Literal["official", "released"] = "official"
 
 
 @dataclass(frozen=True, kw_only=True)
 class RecipeConfig:
+    # A named set of values laid under the recipe's own (train/profiles.py): released = the authors' released code
+    # (weight decay 0, fp16 + scaler, random crops on the locked tower, their negatives, clamp ln 100, GELU build of
+    # ViT-L/14-336, their eval rule); clipablate = our choices. "" = the schema defaults. A key the recipe file or
+    # the command line sets wins over the profile.
+    profile: Literal["", "released", "clipablate"] = ""
     run_name: str = ""  # run folder name under output_dir ("" = the recipe file's name)
     output_dir: str = "runs"  # parent of every run folder
     seed: int = 0  # model init, data order and caption draws all derive from it
@@ -164,6 +187,22 @@ class RecipeConfig:
 
     def problems(self) -> list[Problem]:
         out = [Problem(tuple(f"model.{k}" for k in p.keys), p.message) for p in self.model.name_problems()]
+        if self.run_name and not is_plain_folder_name(self.run_name):
+            out.append(
+                Problem(
+                    ("run_name",),
+                    f"{self.run_name!r} is not a plain folder name (no '/', '\\', '..', leading '.' or '~', no "
+                    "control characters): the run folder must lie inside output_dir",
+                )
+            )
+        if self.loss.name in ("siglip", "siglip_neg") and self.model.has_logit_bias() is False:
+            out.append(
+                Problem(
+                    ("loss.name", "model.name"),
+                    f"the sigmoid loss {self.loss.name} needs a model with a logit bias (SigLIP); {self.model.name} "
+                    "has none: use clip or negclip, or a SigLIP model",
+                )
+            )
         if self.train.max_steps and self.optim.warmup_steps >= self.train.max_steps:
             out.append(
                 Problem(
@@ -183,6 +222,18 @@ class RecipeConfig:
         return out
 
 
+def is_plain_folder_name(name: str) -> bool:
+    """One path component that stays where it is put: no separators, not '.', '..', hidden or '~', printable."""
+    return (
+        bool(name)
+        and "/" not in name
+        and "\\" not in name
+        and not name.startswith((".", "~"))
+        and name.isprintable()
+        and len(name.encode()) <= 255
+    )
+
+
 def load_recipe(
     path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, paths: PathChecks = "ignore"
 ) -> RecipeConfig:
@@ -198,6 +249,8 @@ def load_recipe(
     override_tree = parse_overrides(overrides, problems)
     if data is None:
         data = {}
+    if isinstance(data, dict):
+        data = with_profile(data, override_tree)
     cfg, build_problems, failed = build_partial(
         RecipeConfig, merge(data, override_tree) if isinstance(data, dict) else data
     )
@@ -255,18 +308,33 @@ def _problem_text(problem: Problem) -> str:
 
 
 def main(argv: list[str]) -> int:
-    args = [a for a in argv if a != "--check-paths"]
+    args = [a for a in argv if a not in ("--check-paths", "--fidelity")]
     if not args or args[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if args else 2
-    check = len(args) < len(argv)
+    check = "--check-paths" in argv
     try:
         cfg = load_recipe(args[0], args[1:], paths="error" if check else "warn")
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
+    if "--fidelity" in argv:
+        print(format_fidelity(cfg))
+        return 0
     print(to_yaml(cfg), end="")
     return 0
+
+
+def format_fidelity(cfg: RecipeConfig) -> str:
+    """Where the resolved recipe stands on each point the authors' released code and ours differ (train/profiles.py)."""
+    from train.profiles import fidelity
+    from train.typed_config import flatten, to_plain
+
+    lines = [f"{cfg.run_name}: profile {cfg.profile or '(none)'}", "| key | value | side | the released code |"]
+    lines.append("|---|---|---|---|")
+    for row in fidelity(flatten(to_plain(cfg))):
+        lines.append(f"| {row['key']} | {row['value']} | {row['side']} | {row['released']}: {row['what']} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

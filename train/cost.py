@@ -442,7 +442,8 @@ def cache_keys(cfg: RecipeConfig, flops: ModelFlops) -> dict[str, str]:
     common = {"precision": cfg.train.precision, "shards": shards}
     keys = {}
     if image_cache_blocker(model, cfg.data.augment) is None:
-        keys["image"] = json.dumps({"kind": "image", "model": [model.name, model.pretrained], **common})
+        image_model = [model.name, model.pretrained, model.released_gelu]
+        keys["image"] = json.dumps({"kind": "image", "model": image_model, **common})
     if text_cache_blocker(model) is None:
         if model.text.tower == "llm2vec":
             llm = model.text.llm2vec
@@ -458,7 +459,10 @@ def cache_keys(cfg: RecipeConfig, flops: ModelFlops) -> dict[str, str]:
         else:
             tower = {"model": [model.name, model.pretrained]}
         view = text_view(cfg.data.caption_policy)
-        keys["text"] = json.dumps({"kind": "text", "view": view, "tower": model.text.tower, **tower, **common})
+        # the cache holds each caption's negative under the rule, whatever the loss (train/cache.py's key)
+        negatives = cfg.data.negative_rule
+        text = {"kind": "text", "view": view, "tower": model.text.tower, "negatives": negatives, **tower, **common}
+        keys["text"] = json.dumps(text)
     return keys
 
 

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data_prep.image_bytes import DECODE_ERRORS
 from data_prep.provenance import sha256_file
+from data_prep.released_negatives import NEGATIVE_RULES, released_negative
 
 CAPTION_POLICIES = ("random", "concat", "first")
 
@@ -389,6 +390,18 @@ def choose_caption(captions: Sequence[str], negatives: Sequence[str | None], pol
     raise ValueError(f"unknown caption policy {policy!r}; choose one of {', '.join(CAPTION_POLICIES)}")
 
 
+def draw_caption(meta: dict, policy: str, seed: int, negative_rule: str) -> tuple[str, str | None]:
+    """(caption, hard negative or None) of a sample's json member under the caption policy and the negative rule:
+    `token_rules` takes the negative build_shards wrote for the drawn caption, `released` derives it from the text
+    trained on (for `concat`, the joined captions), as the authors' release does for the caption it draws."""
+    caption, negative = choose_caption(meta["captions"], meta["hard_negatives"], policy, seed)
+    if negative_rule == "released":
+        return caption, released_negative(caption)
+    if negative_rule != "token_rules":
+        raise ValueError(f"unknown negative rule {negative_rule!r}; choose one of {', '.join(NEGATIVE_RULES)}")
+    return caption, negative
+
+
 def parse_meta(data: bytes) -> dict:
     """A sample's json member, checked for what training reads; ValueError naming the field otherwise."""
     meta = json.loads(data.decode("utf-8"))  # decoded first: a bad byte is reported with its position
@@ -445,9 +458,14 @@ class ShardSamples(Dataset):
         caption_policy: str,
         seed: int,
         epoch: int = 0,
+        *,
+        negative_rule: str = "token_rules",
     ):
         if caption_policy not in CAPTION_POLICIES:
             raise ValueError(f"unknown caption policy {caption_policy!r}; choose one of {', '.join(CAPTION_POLICIES)}")
+        if negative_rule not in NEGATIVE_RULES:
+            raise ValueError(f"unknown negative rule {negative_rule!r}; choose one of {', '.join(NEGATIVE_RULES)}")
+        self.negative_rule = negative_rule
         self.index, self.transform, self.caption_policy, self.seed, self.epoch = (
             index,
             transform,
@@ -494,8 +512,7 @@ class ShardSamples(Dataset):
             raise ShardReadError(f"{self._where(i, 'json')} (byte {int(self.index.meta[i][0])}): {err}") from None
 
     def caption(self, i: int, seed: int) -> tuple[str, str | None]:
-        meta = self.meta(i)
-        return choose_caption(meta["captions"], meta["hard_negatives"], self.caption_policy, seed)
+        return draw_caption(self.meta(i), self.caption_policy, seed, self.negative_rule)
 
     def pixels(self, i: int, seed: int) -> torch.Tensor:
         data = self._read(i, "jpg")
@@ -523,6 +540,8 @@ class Batch:
     keys: list[str]
     image_frozen: torch.Tensor | None = None  # (B, D) cached image tower outputs, in place of pixels
     text_frozen: torch.Tensor | None = None  # (2B or B, D) cached frozen-text outputs, in place of text
+    # Hard negatives dropped because their tokens equal their caption's (the swap lies past the context length).
+    negatives_identical: int = 0
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -538,6 +557,7 @@ class Batch:
             self.keys,
             move(self.image_frozen),
             move(self.text_frozen),
+            self.negatives_identical,
         )
 
 
@@ -550,7 +570,24 @@ class Collate:
     def __call__(self, items) -> Batch:
         pixels, captions, negatives, keys = zip(*items, strict=True)
         texts, mask = texts_with_negatives(captions, negatives, self.with_negatives)
-        return Batch(torch.stack(pixels), self.tokenizer(texts), mask, list(keys))
+        tokens = self.tokenizer(texts)
+        identical = 0
+        if mask is not None:
+            same = identical_token_rows(tokens, len(captions)) & mask
+            identical = int(same.sum())
+            mask = mask & ~same
+        return Batch(torch.stack(pixels), tokens, mask, list(keys), negatives_identical=identical)
+
+
+def identical_token_rows(tokens: dict[str, torch.Tensor] | torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) bool: row i of a tokenized batch equals row n + i in every field (a caption and its hard negative, cut
+    to the tokenizer's context length, are the same text to the model: no negative at all)."""
+    fields = tokens.values() if isinstance(tokens, dict) else [tokens]
+    rows = [v for v in fields if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == 2 * n]
+    same = torch.ones(n, dtype=torch.bool) if rows else torch.zeros(n, dtype=torch.bool)  # nothing to compare: keep
+    for value in rows:
+        same &= (value[:n] == value[n:]).reshape(n, -1).all(dim=1).cpu()
+    return same
 
 
 def texts_with_negatives(captions: Sequence, negatives: Sequence, with_negatives: bool):

@@ -29,6 +29,7 @@ from accelerate.utils import DistributedType
 from tqdm import tqdm
 
 from models import build_model, format_parameter_table, parameter_table
+from models.contrastive import LOG_100
 from models.memory import check_fits, device_total_bytes, estimate_for_config, format_memory_estimate
 from train.cache import prepare_recipe_caches, recipe_training_data
 from train.checkpoints import (
@@ -51,6 +52,7 @@ from train.tracking import Tracker
 from train.typed_config import ConfigError, flatten, to_plain, to_yaml
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; rerun with train.resume=latest
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
 class NonFinite(RuntimeError):
@@ -65,17 +67,28 @@ class Preempted(RuntimeError):
 
 
 class StopRequest:
-    """SIGTERM or SIGUSR1 (a scheduler's warning before its time limit) asks for a checkpoint and an exit.
+    """SIGTERM, SIGUSR1 (a scheduler's warning before its time limit) or a first Ctrl-C (SIGINT) asks for a
+    checkpoint and an exit; a second Ctrl-C stops at once (KeyboardInterrupt, reported in one line by `cli`).
 
     The handler only sets a flag; the loop checks it between optimizer steps, agreed across processes, so
     every process saves together (saving is collective under DeepSpeed) and none from inside a handler.
     """
 
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
     def __init__(self) -> None:
         self.requested = False
-        self._previous = {sig: signal.signal(sig, self._request) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+        self._previous = {sig: signal.signal(sig, self._request) for sig in self.SIGNALS}
 
     def _request(self, signum, frame) -> None:
+        if signum == signal.SIGINT:
+            if self.requested:
+                raise KeyboardInterrupt  # the second Ctrl-C: stop now, without a checkpoint
+            print(
+                "\nfinetune: Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again stops at once)",
+                file=sys.stderr,
+                flush=True,
+            )
         self.requested = True
 
     def restore(self) -> None:
@@ -103,10 +116,26 @@ class StepResult:
     wait: float  # seconds spent waiting for data
     grad_norm: float  # of all trainable parameters, before clipping
     connector_grad_norm: float | None  # of the LLM2Vec connector, None without one
+    skipped: bool = False  # fp16: the gradient scaler skipped the step (inf/NaN gradients); the weights are unchanged
+    negatives: int = 0  # hard negatives in the global batch's loss
+    negatives_identical: int = 0  # dropped: their tokens equal their caption's after truncation
+
+
+def enable_cpu_fp16(accelerator: Accelerator) -> None:
+    """precision fp16 on a CPU process: accelerate would silently run fp32 there (it keeps no gradient scaler on
+    CPU); turn on its own fp16 path, autocast and loss scaling, with torch's CPU GradScaler, so a CPU run trains as
+    a GPU run under `--precision amp` does (the path the tests exercise)."""
+    if accelerator.mixed_precision != "fp16" or accelerator.device.type != "cpu" or accelerator.native_amp:
+        return
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return  # DeepSpeed scales fp16 losses itself
+    accelerator.native_amp = True
+    accelerator.scaler = torch.amp.GradScaler("cpu")
 
 
 def main(cfg: RecipeConfig, argv: list[str]) -> None:
     accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=use_cpu_group())
+    enable_cpu_fp16(accelerator)
     is_main = accelerator.is_main_process
     run_dir = check_run_dir(cfg)
     index = index_shards(cfg.data.shards)  # a damaged shard stops the run here, before anything is written
@@ -193,6 +222,8 @@ class Trainer:
         self.is_main = accelerator.is_main_process
         self.deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
         self.loss_fn = build_loss(cfg.loss.name)
+        # train.logit_scale_clamp: ln 100 for every model (the release), or no lower than the pretrained value
+        self.logit_scale_ceiling = LOG_100 if cfg.train.logit_scale_clamp == "log100" else model.max_logit_scale
         optimizer = build_optimizer(model, cfg.optim)
         # The scheduler stays unprepared: accelerate's wrapper would step it once per process per optimizer step.
         self.scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
@@ -264,7 +295,12 @@ class Trainer:
                 window.add(result, lr, plan.global_batch)
                 bar.update(1)
                 if position.step % cfg.train.log_every_steps == 0 or position.step == self.total_steps:
-                    record = window.record(position, self.raw)
+                    record = window.record(
+                        position,
+                        self.raw,
+                        fp16=cfg.train.precision == "fp16",
+                        negatives=cfg.loss.uses_hard_negatives,
+                    )
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", sps=record["samples_per_s"])
                     if self.is_main:
                         self.metrics.write(record)
@@ -306,14 +342,27 @@ class Trainer:
         if self.cfg.optim.grad_clip_norm and not self.deepspeed:  # DeepSpeed clips in its step, by its config
             # The gradients are already all-reduced (and unscaled under fp16), so the local norm is the global one.
             torch.nn.utils.clip_grads_with_norm_(self.trainable, self.cfg.optim.grad_clip_norm, torch.tensor(grad_norm))
+        skipped = False
         if self.deepspeed:
             self.model.step()  # the engine: clipping, optimizer step, zero_grad
         else:
-            self.optimizer.step()
+            self.optimizer.step()  # under fp16 the scaler's step: skipped when the gradients hold inf/NaN
+            skipped = bool(getattr(self.optimizer, "step_was_skipped", False))
             self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        clamp_logit_scale(self.raw.logit_scale, self.raw.max_logit_scale, self.deepspeed)
-        return StepResult(loss, wait, grad_norm, connector_norm)
+        self.scheduler.step()  # a skipped step still advances the schedule, as open_clip's per-step schedule does
+        clamp_logit_scale(self.raw.logit_scale, self.logit_scale_ceiling, self.deepspeed)
+        negatives, identical = self._negative_counts(batches)
+        return StepResult(loss, wait, grad_norm, connector_norm, skipped, negatives, identical)
+
+    def _negative_counts(self, batches: list[Batch]) -> tuple[int, int]:
+        """Hard negatives in the global batch's loss, and those dropped as identical to their caption (all processes)."""
+        if batches[0].negative_mask is None:
+            return 0, 0
+        local = [sum(int(b.negative_mask.sum()) for b in batches), sum(b.negatives_identical for b in batches)]
+        if self.accelerator.num_processes == 1:
+            return local[0], local[1]
+        total = self.accelerator.reduce(torch.tensor(local, device=self.accelerator.device), reduction="sum")
+        return int(total[0]), int(total[1])
 
     def accumulate_gradients(self, batches: list[Batch]) -> float:
         """The global batch's loss; its gradients are in the parameters' `.grad` (all-reduced), not yet applied."""
@@ -580,8 +629,9 @@ def grad_norm(grads: list[torch.Tensor | None]) -> torch.Tensor:
 
 
 def clamp_logit_scale(param: torch.nn.Parameter, ceiling: float, deepspeed: bool) -> None:
-    """As open_clip: keep the temperature in [1, e^ceiling], where the ceiling is log 100 or the pretrained value
-    if that is higher (models.contrastive). Under DeepSpeed the fp32 master copy is what steps on."""
+    """As open_clip: keep the temperature in [1, e^ceiling], where the ceiling is log 100 or, by
+    train.logit_scale_clamp, the pretrained value if that is higher (models.contrastive). Under DeepSpeed the fp32
+    master copy is what steps on."""
     with torch.no_grad():
         if deepspeed:
             from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
@@ -609,7 +659,7 @@ class LogWindow:
 
     def reset(self) -> None:
         self.loss = self.wait = self.grad_norm = self.connector_grad_norm = 0.0
-        self.steps = self.samples = 0
+        self.steps = self.samples = self.skipped = self.negatives = self.negatives_identical = 0
         self.lr = 0.0
         self.has_connector = False
         self.start = time.perf_counter()
@@ -624,8 +674,11 @@ class LogWindow:
         self.steps += 1
         self.samples += samples
         self.lr = lr
+        self.skipped += result.skipped
+        self.negatives += result.negatives
+        self.negatives_identical += result.negatives_identical
 
-    def record(self, position: Position, model) -> dict:
+    def record(self, position: Position, model, *, fp16: bool = False, negatives: bool = False) -> dict:
         elapsed = time.perf_counter() - self.start
         record = {
             "step": position.step,
@@ -639,6 +692,11 @@ class LogWindow:
         }
         if self.has_connector:
             record["connector_grad_norm"] = self.connector_grad_norm / self.steps
+        if negatives:  # per step: real negatives in the loss, and those dropped as equal to their caption's tokens
+            record["negatives_per_step"] = self.negatives / self.steps
+            record["negatives_identical"] = self.negatives_identical
+        if fp16:  # steps in this window the gradient scaler skipped (inf/NaN gradients): normal under fp16
+            record["skipped_steps"] = self.skipped
         self.reset()
         return record
 
@@ -684,6 +742,11 @@ def cli(argv: list[str]) -> int:
     except Preempted as err:
         print(f"finetune: {err}; continue with train.resume=latest", file=sys.stderr)
         return PREEMPTED_EXIT_CODE
+    except KeyboardInterrupt:  # Ctrl-C twice, or once before training started: no traceback
+        print(
+            "finetune: interrupted; the last checkpoint written stays (train.resume=latest continues)", file=sys.stderr
+        )
+        return INTERRUPTED_EXIT_CODE
     return 0
 
 

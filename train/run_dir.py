@@ -36,6 +36,9 @@ def check_run_dir(cfg: RecipeConfig) -> Path:
             )
         before = flatten(load_yaml_file(config_file, "run config") or {})
         now = flatten(to_plain(cfg))
+        # A key the schema gained after the run started holds its default there: it changes nothing.
+        defaults = flatten(to_plain(type(cfg)()))
+        before = {**{k: v for k, v in defaults.items() if k not in before}, **before}
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
         changed = [k for k in changed if k not in _RESUMABLE_DIFFERENCES]
         if changed:
@@ -81,11 +84,25 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
     def keep_until(self, step: int) -> int:
-        """On resume from `step`: drops the lines logged after it (those steps run again); returns how many."""
+        """On resume from `step`: drops the lines logged after it (those steps run again) and a last line torn by a
+        kill mid-write (with a note); returns how many lines were dropped. A damaged line before the last one is a
+        RunDirError naming the file and line."""
         if not self.path.exists():
             return 0
         lines = self.path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        kept = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if number == len(lines):  # the write a kill interrupted: that step runs again anyway
+                    print(f"note: {self.path} line {number} was cut short by an interrupted write; dropped")
+                    continue
+                raise RunDirError(f"{self.path} line {number}: not a JSON record ({line[:60]!r}...)") from None
+            if record["step"] <= step:
+                kept.append(line)
         if len(kept) != len(lines):
             tmp = self.path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))

@@ -241,6 +241,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         number = _as_number(value)
         if number is None:
             raise _ConversionError(f"{path}: expected a number, got {_describe(value)}")
+        if not math.isfinite(number):  # every number of the schema is a rate, a weight or a bound: nan/inf are errors
+            raise _ConversionError(f"{path}: expected a finite number, got {_describe(value)}")
         return float(number)
     raise TypeError(f"unsupported field type at {path}: {tp}")
 

@@ -33,6 +33,9 @@ MMVP_TYPES = (
 CSV_FILE = "bench/MMVP_VLM/Questions.csv"
 MLLM_CSV_FILE = "bench/MMVP/Questions.csv"
 MLLM_IMAGES = "bench/MMVP/MMVP Images"
+# The authors' statements for scoring CLIP on MMVP (lst627/CLIP-Embeds additional_questions/Questions-clip.csv), which
+# users place beside MMVP's own files: one statement per image, Type "Unknown".
+CLIP_CSV_FILE = "bench/MMVP/Questions-clip.csv"
 MLLM_QUESTION = "Which of these describes the image?"
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 
@@ -223,10 +226,12 @@ def write_mmvp(writer: WorldWriter, seed: int, scale: Scale) -> None:
 
 def write_mmvp_mllm(writer: WorldWriter, seed: int, scale: Scale) -> None:
     """MMVP for MLLMs in the official layout: `Index,Question,Options,Correct Answer`, e.g.
-    `1,Which of these describes the image?,(a) The cone is pointing up (b) The cone is pointing down,(a)`;
-    pairs are consecutive rows (1, 2), (3, 4), ...; images `MMVP Images/<Index>.jpg`. Its own scenes (seeded apart
-    from MMVP-VLM's), so the two benchmarks share no image."""
+        `1,Which of these describes the image?,(a) The cone is pointing up (b) The cone is pointing down,(a)`;
+        pairs are consecutive rows (1, 2), (3, 4), ...; images `MMVP Images/<Index>.jpg`. Its own scenes (seeded apart
+        from MMVP-VLM's), so the two benchmarks share no image. Beside it, `Questions-clip.csv` in the authors' layout
+    (`Question ID,Type,Statement`, Type "Unknown", each image's own statement) for benchmark mmvp_clip."""
     rows: list[list[Any]] = []
+    clip_rows: list[list[Any]] = []
     tally: dict[str, int] = {}
     index = 0
     for mmvp_type, rng, pair in _pairs(seed, scale, "mmvp-mllm"):
@@ -238,7 +243,12 @@ def write_mmvp_mllm(writer: WorldWriter, seed: int, scale: Scale) -> None:
             scene.note = statement
             writer.save_image(f"{MLLM_IMAGES}/{index}.jpg", scene)
             rows.append([index, MLLM_QUESTION, options, f"({'ab'[order.index(k)]})"])
+            clip_rows.append([index, "Unknown", statement])
         tally[mmvp_type] = tally.get(mmvp_type, 0) + 2
     stats = {"format": "mmvp", "rows": len(rows), "pairs": len(rows) // 2, "types": len(MMVP_TYPES)}
     stats["images"] = len(rows)
     writer.write_csv(MLLM_CSV_FILE, ["Index", "Question", "Options", "Correct Answer"], rows, stats, tally)
+    clip_stats = {"format": "mmvp-clip", "rows": len(clip_rows), "pairs": len(clip_rows) // 2, "images": len(clip_rows)}
+    writer.write_csv(
+        CLIP_CSV_FILE, ["Question ID", "Type", "Statement"], clip_rows, clip_stats, {"Unknown": len(clip_rows)}
+    )
