@@ -332,7 +332,7 @@ def worker(spec_path: Path) -> int:
         if cuda:
             torch.cuda.synchronize(device)
 
-    index = index_shards(cfg.data.shards)
+    index = index_shards(cfg.data.shards, unrecorded=cfg.data.unrecorded_shards)
     plan, total_steps = plan_steps(cfg, len(index), accelerator.num_processes)
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     plugin = accelerator.state.deepspeed_plugin

@@ -42,6 +42,7 @@ from typing import Any
 from tqdm import tqdm
 from webdataset import TarWriter
 
+from data_prep.folder_lock import FolderBusy, FolderLock
 from data_prep.image_bytes import (
     DEFAULT_MAX_PIXELS,
     TooManyPixels,
@@ -137,12 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     inputs = [Input(d, j, r) for d, j, r in zip(args.dataset, args.json, args.image_root, strict=True)]
+    lock = FolderLock(args.out, "build_shards")  # one writer per --out: a second build stops before writing
     try:
+        lock.acquire()
         samples, skips, stats, digests = read_inputs(inputs, args.strict)
         jobs = plan_shards(samples, inputs, args)
         fingerprint = plan_fingerprint(digests, inputs, args)
         prepare_output(args.out, fingerprint, args.overwrite)
         records = write_shards(jobs, args.out, args.workers)
+        manifest = write_outputs(args, inputs, digests, stats, skips, records, time.perf_counter() - started)
+    except FolderBusy as err:
+        print(f"build_shards: {err}", file=sys.stderr)
+        return 2
     except StrictSkip as err:
         print(f"build_shards: --strict: {err}", file=sys.stderr)
         return 1
@@ -152,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     except OutputMismatch as err:
         print(f"build_shards: {err}", file=sys.stderr)
         return 2
-    manifest = write_outputs(args, inputs, digests, stats, skips, records, time.perf_counter() - started)
+    finally:
+        lock.release()
     print_summary(manifest, args.out)
     return 0
 

@@ -46,8 +46,9 @@ UNAUDITED_RULES = ("no-left-right", "none", "off")
 
 
 def scan_folder(folder: Path) -> tuple[list[ShardScan], dict[str, list[str]]]:
-    """Every shard's scan (headers only) and the damage found, by file."""
-    plan = plan_folder(folder)
+    """Every shard's scan (headers only) and the damage found, by file (statistics: another tool's folder without
+    sizes.json is read as it is)."""
+    plan = plan_folder(folder, "index")
     damage = dict(plan.damage)
     scans = []
     for tar in plan.tars:
@@ -265,8 +266,10 @@ def _verify_job(job: tuple[Path, ShardExpectation | None]) -> tuple[int, list[st
     return verify_shard(*job)
 
 
-def verify(folder: Path, workers: int = 1) -> dict:
-    plan = plan_folder(folder)
+def verify(folder: Path, workers: int = 1, reindex: bool = False) -> dict:
+    """Checks every shard; a folder without sizes.json is damage unless `reindex`, which verifies what is there and,
+    when all of it is intact, writes sizes.json with the counts found (so training reads the folder as it is)."""
+    plan = plan_folder(folder, "index" if reindex else "refuse")
     damage = dict(plan.damage)
     jobs = [(tar, plan.expected.get(tar.name) if plan.expected is not None else None) for tar in plan.tars]
     if workers > 1 and len(jobs) > 1:
@@ -283,9 +286,15 @@ def verify(folder: Path, workers: int = 1) -> dict:
         hashed += compared
         if problems:
             damage.setdefault(str(tar), []).extend(problems)
+    reindexed = None
+    if reindex and plan.expected is None and not damage:
+        counts = {tar.name: found for (tar, _), (found, _, _) in zip(jobs, results, strict=True)}
+        (Path(folder) / "sizes.json").write_text(json.dumps(counts, indent=1))
+        reindexed = {"samples": samples, "shards": len(counts)}
     return {
         "folder": str(folder),
         "shards": len(plan.tars),
+        "reindexed": reindexed,
         "listed_in_sizes_json": None if plan.expected is None else len(plan.expected),
         "samples": samples,
         "sha256_compared": hashed,
@@ -296,7 +305,9 @@ def verify(folder: Path, workers: int = 1) -> dict:
 def verify_report(result: dict) -> str:
     folder = result["folder"]
     if not result["damage"]:
-        if result["listed_in_sizes_json"] is None:
+        if result.get("reindexed"):
+            checked = f"no sizes.json: reindexed, {result['reindexed']['samples']} samples found, sizes.json written"
+        elif result["listed_in_sizes_json"] is None:
             checked = "no sizes.json: tar structure and decoding only"
         else:
             checked = f"counts match sizes.json, sha256 of {result['sha256_compared']} matches manifest.json"
@@ -329,10 +340,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the statistics (or the --verify result) here")
     parser.add_argument("--verify", action="store_true", help="check counts, sha256 and that every member decodes")
     parser.add_argument("--workers", type=int, default=1, help="--verify: shards checked in parallel")
+    parser.add_argument(
+        "--reindex",
+        action="store_true",
+        help="--verify of a folder without sizes.json: verify what is there and, if intact, write sizes.json",
+    )
     args = parser.parse_args(argv)
     try:
         if args.verify:
-            stats = verify(args.folder, args.workers)
+            stats = verify(args.folder, args.workers, reindex=args.reindex)
         else:
             stats = inspect(args.folder, args.show, args.sample, args.seed)
     except ShardError as err:  # no shards at all

@@ -79,7 +79,15 @@ def read_csv_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
         header = [h.strip() for h in reader.fieldnames or []]
         if not set(columns) <= set(header):
             raise ValueError(f"{path}: expected columns {', '.join(columns)}, found {header}")
-        return [{k.strip(): v or "" for k, v in row.items() if k is not None} for row in reader]
+        rows = []
+        for row in reader:
+            if None in row:  # DictReader's key for fields beyond the header: an unquoted comma, most likely
+                raise ValueError(
+                    f"{path} line {reader.line_num}: {len(header) + len(row[None])} fields, the header has "
+                    f"{len(header)} (an unquoted comma in a value?)"
+                )
+            rows.append({k.strip(): v or "" for k, v in row.items()})
+        return rows
 
 
 def require_images(paths: Sequence[Path], what: str) -> None:

@@ -111,6 +111,8 @@ def load_rows(data_root: Path, layout: str = "mmvp_vlm") -> tuple[list[dict[str,
     for n, row in enumerate(rows):
         if not row["Question ID"].strip().isdigit():
             raise ValueError(f"{questions} data row {n + 1}: Question ID {row['Question ID']!r} is not a whole number")
+        if not row["Statement"].strip():
+            raise ValueError(f"{questions} data row {n + 1} (Question ID {row['Question ID'].strip()}): no Statement")
     for k in range(0, len(rows), 2):
         first, second = rows[k], rows[k + 1]
         ids = f"Question IDs {first['Question ID'].strip()}, {second['Question ID'].strip()}"

@@ -51,13 +51,54 @@ def path_digest(path: Path) -> dict[str, Any]:
 
 
 def model_source(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The starting weights: the flattened model config and a digest of every local path it names."""
+    """The starting weights: the flattened model config and a digest of every local path it names, and of the files
+    the build reads without the config naming them (a tiny preset's or tiny LLM's folder, a pretrained tag's file
+    in the Hugging Face cache), so changing any weights file the model is built from recomputes."""
     files = {
         key: path_digest(Path(value))
         for key, value in sorted(model.items())
         if isinstance(value, str) and value and os.path.exists(value)
     }
+    files.update({key: path_digest(path) for key, path in built_from(model).items() if path.exists()})
     return _plain({"model": dict(model), "files": files, "checkpoint": None})
+
+
+def built_from(model: Mapping[str, Any]) -> dict[str, Path]:
+    """Weights files or folders a model config is built from that it does not name as paths."""
+    from models.cache import resolve_cache_dir
+    from models.open_clip_models import PAPER_MODELS
+    from models.tiny_llm2vec import TINY_LLM2VEC, tiny_llm2vec_folder
+    from models.tiny_open_clip import TINY_OPEN_CLIP, WEIGHTS_FILE, tiny_open_clip_folder
+
+    out: dict[str, Path] = {}
+    name, pretrained = model.get("name", ""), model.get("pretrained", "")
+    # The tiny stand-ins are built here if this machine has none yet (the eval builds them anyway, seconds), so the
+    # provenance always records the files scored.
+    if name in TINY_OPEN_CLIP:
+        out["built:tiny_preset"] = tiny_open_clip_folder(TINY_OPEN_CLIP[name], resolve_cache_dir()) / WEIGHTS_FILE
+    if model.get("text.llm2vec.base_model") == TINY_LLM2VEC and model.get("text.tower") == "llm2vec":
+        out["built:tiny_llm2vec"] = tiny_llm2vec_folder(resolve_cache_dir())
+    if name in PAPER_MODELS and (not pretrained or not os.path.exists(pretrained)) and pretrained != "random":
+        cached = _hub_cached_weights(PAPER_MODELS[name].open_clip_name, pretrained or PAPER_MODELS[name].pretrained)
+        if cached is not None:
+            out["built:pretrained_tag"] = cached
+    return out
+
+
+def _hub_cached_weights(architecture: str, tag: str) -> Path | None:
+    """The local Hugging Face cache file of an open_clip pretrained tag, when it is there (no download)."""
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(architecture, tag) or {}
+    repo = cfg.get("hf_hub", "").rstrip("/")
+    if not repo:
+        return None
+    for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
 
 
 def weights_source(model: dict[str, Any], weights_file: Path | None) -> dict[str, Any]:
@@ -119,6 +160,8 @@ def vanished_sources(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> l
     old_weights, new_weights = old.get("weights", {}), new["weights"]
     gone = []
     for key, found in old_weights.get("files", {}).items():
+        if key.startswith("built:"):  # rebuilt or re-read by the model's build, not a file the user must restore
+            continue
         same_value = old_weights.get("model", {}).get(key) == new_weights["model"].get(key)
         if same_value and key not in new_weights["files"]:
             gone.append(f"{found['path']} ({key})")
@@ -139,6 +182,8 @@ def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
     old_files = old_weights.get("files", {})
     for key in dict.fromkeys([*old_files, *weights["files"]]):
         before, now = old_files.get(key), weights["files"].get(key)
+        if key.startswith("built:") and (before is None or now is None):
+            continue  # not built yet on this machine (or recorded before such files were): nothing to compare
         if before and now and before.get("sha256") != now["sha256"]:
             out.append(f"weights changed: {key} {now['path']} sha256")
         elif now and not before:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -651,13 +652,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from data_prep.folder_lock import FolderBusy, FolderLock
     from train.typed_config import ConfigError
 
     args = parse_args(argv)
     threads = torch.get_num_threads()
     if not torch.cuda.is_available():
         torch.set_num_threads(args.cpu_threads)
+    # One writer per eval output folder (rank 0 writes; the others only compute).
+    target = args.run / "eval" if args.run else args.out
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    lock = FolderLock(target, "eval.run") if rank0 and (args.out or args.run.is_dir()) else None
     try:
+        if lock is not None:
+            lock.acquire()
         if args.run:
             score_run(
                 args.run,
@@ -683,10 +691,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 limit=args.limit,
                 scoring=args.scoring or "official",
             )
-    except (ConfigError, FileNotFoundError, ValueError, CannotRescore) as err:  # the user's inputs: say what, not where
+    except (ConfigError, FileNotFoundError, ValueError, CannotRescore, FolderBusy) as err:  # the user's inputs
         print(f"eval.run: {err}", file=sys.stderr)
         return 2
     finally:
+        if lock is not None:
+            lock.release()
         torch.set_num_threads(threads)  # main() may run inside another program (tests)
         rank = rank_and_world()[0]
         if dist.is_available() and dist.is_initialized():

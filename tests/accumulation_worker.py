@@ -46,7 +46,7 @@ def one_step(accelerator: Accelerator, recipe: str, loss_name: str, shards: str,
     torch.manual_seed(cfg.seed)
     bundle = build_model(cfg.model)
     model = bundle.model.double()
-    index = index_shards(cfg.data.shards)
+    index = index_shards(cfg.data.shards, unrecorded=cfg.data.unrecorded_shards)
     plan = BatchPlan(len(index), cfg.train.global_batch_size, cfg.data.batch_size, accelerator.num_processes)
     samples = ShardSamples(index, bundle.preprocess_train, cfg.data.caption_policy, cfg.seed)
     collate = Collate(bundle.tokenizer, with_negatives=cfg.loss.uses_hard_negatives)

@@ -151,6 +151,13 @@ def written(run_dir: Path) -> dict[str, int]:
     return {str(p.relative_to(run_dir / "eval")): p.stat().st_mtime_ns for p in run_dir.glob("eval/*/*.json")}
 
 
+def reseal(checkpoint: Path) -> None:
+    """A checkpoint edited by hand: its checksums.json rewritten, as finetune writes it for a new checkpoint."""
+    from train.checkpoints import CHECKSUMS, file_checksums
+
+    (checkpoint / CHECKSUMS).write_text(json.dumps(file_checksums(checkpoint)))
+
+
 def test_run_skips_scored_checkpoints_unless_forced(fake_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     builds: list[Any] = []
     eval_run.score_run(fake_run, build=fake_build(builds))
@@ -164,6 +171,7 @@ def test_run_skips_scored_checkpoints_unless_forced(fake_run: Path, capsys: pyte
     for file in (fake_run / "checkpoints" / "epoch_1").iterdir():
         (new / file.name).write_bytes(file.read_bytes())
     (new / "trainer_state.json").write_text(json.dumps({"step": 20}))
+    reseal(new)
     rows = eval_run.score_run(fake_run, build=fake_build(builds))
     assert [r.checkpoint for r in rows] == ["step_0", "step_5", "epoch_1", "step_20"]
     second = written(fake_run)
@@ -363,6 +371,7 @@ def test_rerun_recomputes_exactly_what_changed(world: Path, tmp_path: Path, caps
     # One checkpoint's weights changed on disk: that checkpoint alone is recomputed.
     with torch.no_grad():
         save_file({k: v + 0.25 for k, v in load_file(str(weights)).items()}, str(weights))
+        reseal(weights.parent)  # a checkpoint written anew, not one damaged in place
     old_scores = (run_dir / "eval" / "step_5" / "whatsup_a.scores.jsonl").read_text()
     eval_run.score_run(run_dir, build=fake_build(builds))
     err = capsys.readouterr().err
@@ -467,6 +476,8 @@ def test_bare_model_rescored_when_its_weights_file_changes(
     kwargs = {"data_root": world / "bench", "pretrained": str(weights), "benchmarks": ["coco_spatial_one"]}
     eval_run.score_model("tiny-clip", out, build=fake_build(builds), **kwargs)
     files = read_result(out, "coco_spatial_one")["provenance"]["weights"]["files"]
+    assert "built:tiny_preset" in files  # the tiny folder's weights, under the file loaded over them
+    files = {k: v for k, v in files.items() if not k.startswith("built:")}
     assert files == {
         "pretrained": {
             "path": str(weights.resolve()),

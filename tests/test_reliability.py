@@ -1,6 +1,8 @@
 """Nothing written is torn or silently wrong (issue 20): interrupts, torn logs, config guards, old run folders."""
 
+import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -14,6 +16,11 @@ from train.config import load_recipe
 from train.typed_config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
+# A process that takes a folder's lock and keeps it (as a running writer does) until it is killed.
+HOLD = (
+    "import sys, time\nfrom data_prep.folder_lock import FolderLock\n"
+    "lock = FolderLock(sys.argv[1], 'build_shards')\nlock.acquire()\nprint('held', flush=True)\ntime.sleep(300)\n"
+)
 
 
 def start(world_shards: Path, tmp_path: Path, *settings: str) -> tuple[subprocess.Popen, Path]:
@@ -100,3 +107,214 @@ def test_a_run_started_before_the_schema_gained_a_key_resumes(world_shards, tmp_
     config.write_text(text.replace("  logit_scale_clamp: pretrained\n", ""))  # as a config written before it
     run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *SHORT, "train.resume=latest"))
     assert (run_dir / "checkpoints" / "latest").read_text() == "step_4"
+
+
+# --- checkpoints that prove themselves -----------------------------------------------------------------------
+
+
+def zero_tail(path: Path, size: int = 4096) -> None:
+    data = bytearray(path.read_bytes())
+    data[-size:] = bytes(min(size, len(data)))
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(world_shards, tmp_path):
+    run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *SHORT))
+    run_dir = tmp_path / "tiny_clip_finetune"
+    checkpoints = run_dir / "checkpoints"
+    assert (checkpoints / "latest").read_text() == "step_4"
+    assert "trainable.safetensors" in json.loads((checkpoints / "step_4" / "checksums.json").read_text())
+    zero_tail(checkpoints / "step_4" / "trainable.safetensors")  # the same size: only sha256 sees it
+    (checkpoints / "step_4" / "latest-was-here").write_text("")
+    result = run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *SHORT, "train.resume=latest"))
+    assert "checkpoint" in result.stdout and "step_4 is damaged" in result.stdout
+    assert "trainable.safetensors: sha256 differs" in result.stdout
+    assert f"resumed from {checkpoints / 'step_2'}" in result.stdout
+    assert [r["step"] for r in metrics(run_dir)] == [1, 2, 3, 4]
+
+
+def test_no_intact_checkpoint_stops_in_one_line_and_eval_refuses_a_damaged_one(world_shards, world, tmp_path):
+    from eval import run as eval_run
+
+    run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *SHORT))
+    checkpoints = tmp_path / "tiny_clip_finetune" / "checkpoints"
+    (checkpoints / "step_2" / "trainer_state.json").write_text("")  # empty: unreadable
+    (checkpoints / "step_4" / "optimizer.pt").write_bytes(b"")  # truncated to nothing
+    result = run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *SHORT, "train.resume=latest"), check=False)
+    assert result.returncode == 1 and "no intact checkpoint to resume from" in result.stderr
+    assert "Traceback" not in result.stderr
+    args = ["--run", str(tmp_path / "tiny_clip_finetune"), "--data-root", str(world / "bench"),
+            "--checkpoints", "step_4", "--benchmarks", "coco_spatial_one", "--limit", "2"]  # fmt: skip
+    assert eval_run.main(args) == 2
+
+
+def test_a_full_disk_leaves_no_temporary_folder_and_says_what_was_needed(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from train import checkpoints
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "save_file", no_space)
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    with pytest.raises(checkpoints.CheckpointError, match=r"needs about 80 bytes there"):
+        checkpoints.save_checkpoint(tmp_path, "step_1", model=model, optimizer=optimizer, scheduler=scheduler,
+                                    state={"step": 1}, config_yaml="")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- one writer per folder ------------------------------------------------------------------------------------
+
+
+def test_a_second_finetune_of_the_same_run_stops_before_writing(world_shards, tmp_path):
+    proc, run_dir = start(world_shards, tmp_path, "train.epochs=50", "train.log_every_steps=1")
+    try:
+        second = run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, "train.resume=latest"), check=False)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=300)
+    assert second.returncode == 1 and "is being written by another finetune (host" in second.stderr
+    assert f"pid {proc.pid}" in second.stderr
+    steps = [r["step"] for r in metrics(run_dir)]
+    assert steps == sorted(set(steps))  # each step once: the second writer wrote nothing
+
+
+def test_a_second_build_shards_on_the_same_out_is_refused(world, tmp_path, capsys):
+    from data_prep import build_shards
+
+    out = tmp_path / "shards"
+    llava = world / "llava"
+    args = ["--dataset", "lcs558k", "--json", str(llava / "blip_laion_cc_sbu_558k.json"),
+            "--image-root", str(llava / "images"), "--out", str(out)]  # fmt: skip
+    holder = subprocess.Popen(  # another process holds the lock, as a running build would
+        [sys.executable, "-c", HOLD, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert build_shards.main(args) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert f"is being written by another build_shards (host {platform.node()}, pid {holder.pid}" in err
+    assert not out.exists()
+    assert build_shards.main(args) == 0  # the holder died: the lock is taken over and the build proceeds
+    assert "took over the lock of a process that ended" in capsys.readouterr().out
+
+
+def test_a_start_that_failed_before_its_first_step_can_simply_be_rerun(world_shards, tmp_path):
+    """Weights that fail to load (after the run folder is written): the identical rerun is not refused as "already
+    holds a run", and once the weights are fixed it trains."""
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"not a checkpoint")
+    cmd = finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *SHORT, f"model.pretrained={weights}")
+    first = run(cmd, check=False)
+    run_dir = tmp_path / "tiny_clip_finetune"
+    assert first.returncode != 0 and (run_dir / "config.yaml").exists()
+    again = run(cmd, check=False)
+    assert again.returncode != 0 and "already holds a run" not in again.stderr
+    import torch
+
+    from models import build_model
+    from models.config import ModelConfig
+
+    torch.save(build_model(ModelConfig(name="tiny-clip")).model.open_clip_state_dict(), weights)
+    run(cmd)
+    assert (run_dir / "checkpoints" / "latest").read_text() == "step_4"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("3,Orientation,", "data row 3 (Question ID 3): no Statement"),
+        ("3,Orientation,a dog, facing left", "line 4: 4 fields, the header has 3"),
+    ],
+)
+def test_a_malformed_mmvp_vlm_row_is_named(world, tmp_path, line, message):
+    import shutil
+
+    from eval_doubles import OracleScorer
+
+    from eval.benchmarks import run_benchmark
+
+    shutil.copytree(world / "bench" / "MMVP_VLM", tmp_path / "MMVP_VLM")
+    questions = tmp_path / "MMVP_VLM" / "Questions.csv"
+    lines = questions.read_text().splitlines()
+    lines[3] = line
+    questions.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_benchmark("mmvp_vlm", OracleScorer(world), tmp_path)
+
+
+def test_a_shard_folder_without_its_records_is_no_silent_subset(world_shards, tmp_path, capsys):
+    """sizes.json and manifest.json gone and a shard deleted: training and --verify refuse; --reindex verifies what
+    is there, says how many samples it found and writes sizes.json, after which training reads it."""
+    import shutil
+
+    from data_prep import inspect_shards
+    from train.data import ShardIntegrityError, index_shards
+
+    folder = tmp_path / "shards"
+    shutil.copytree(world_shards, folder)
+    for name in ("sizes.json", "manifest.json"):
+        (folder / name).unlink()
+    sorted(folder.glob("*.tar"))[-1].unlink()
+    with pytest.raises(ShardIntegrityError, match="no sizes.json"):
+        index_shards([folder])
+    result = run(finetune_cmd("tiny_clip_finetune", folder, tmp_path, *SHORT), check=False)
+    assert result.returncode == 1 and "no sizes.json" in result.stderr
+    assert inspect_shards.main([str(folder), "--verify"]) == 1
+    assert inspect_shards.main([str(folder), "--verify", "--reindex"]) == 0
+    found = len(index_shards([folder]))
+    assert f"reindexed, {found} samples found, sizes.json written" in capsys.readouterr().out
+
+
+def test_a_feature_cache_damaged_on_disk_is_never_read(world_shards, tmp_path):
+    """64 KB zeroed inside a finished cache's features.npy: the next run stops naming the file (it trained on wrong
+    features before), and deleting the folder rebuilds it."""
+    import shutil
+
+    settings = ["train.max_steps=2", "optim.warmup_steps=1", "train.log_every_steps=1"]
+    run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "a", *settings))
+    cache_root = tmp_path / "a" / "feature_cache"
+    [image_cache] = [p for p in cache_root.glob("image-*") if p.is_dir()]
+    features = image_cache / "features.npy"
+    data = bytearray(features.read_bytes())
+    data[1024 : 1024 + 65536] = bytes(min(65536, len(data) - 1024))
+    features.write_bytes(bytes(data))
+    again = finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "a", *settings)
+    again = [a.replace(f"output_dir={tmp_path / 'a'}", f"output_dir={tmp_path / 'b'}") for a in again]
+    result = run(again, check=False)
+    assert result.returncode == 1 and "features.npy no longer match(es) the checksums" in result.stderr
+    shutil.rmtree(image_cache)
+    run(again)
+
+
+def test_eval_recomputes_when_a_weights_file_the_build_reads_changes(world, tmp_path, capsys):
+    """The tiny preset's weights file (built into the model cache, never named by the config) is part of the
+    provenance: rewriting it recomputes the result instead of keeping it."""
+    from safetensors.torch import load_file, save_file
+
+    from eval import run as eval_run
+    from models.cache import resolve_cache_dir
+
+    args = ["--model", "tiny-clip", "--out", str(tmp_path), "--data-root", str(world / "bench"),
+            "--benchmarks", "coco_spatial_one", "--limit", "2"]  # fmt: skip
+    assert eval_run.main(args) == 0
+    assert eval_run.main(args) == 0
+    assert "kept coco_spatial_one" in capsys.readouterr().err
+    weights = resolve_cache_dir() / "tiny-clip" / "open_clip_model.safetensors"
+    original = weights.read_bytes()
+    state = load_file(str(weights))
+    state["logit_scale"] = state["logit_scale"] + 1.0
+    save_file(state, str(weights))
+    try:
+        assert eval_run.main(args) == 0
+        assert "weights changed: built:tiny_preset" in capsys.readouterr().err
+    finally:  # the session's other tests build tiny-clip from this very file
+        weights.write_bytes(original)

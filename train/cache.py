@@ -123,13 +123,39 @@ def cache_folder(root: Path, key: dict[str, Any]) -> Path:
 # --- stores -----------------------------------------------------------------------------------------------------
 
 
-class FeatureStore:
-    """A finished cache folder; the memory map opens lazily in each process (it is never pickled)."""
+class CacheDamaged(RuntimeError):
+    """A finished cache's file no longer holds what was written; the message names it and what to do."""
 
-    def __init__(self, folder: Path):
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """blake2b of every .npy file in a cache folder (about 1 GB/s: a second per GB, once per open)."""
+    out = {}
+    for path in sorted(folder.glob("*.npy")):
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        out[path.name] = digest.hexdigest()
+    return out
+
+
+class FeatureStore:
+    """A finished cache folder; the memory map opens lazily in each process (it is never pickled). Opening it checks
+    every file against the checksums recorded when the build finished (CacheDamaged otherwise)."""
+
+    def __init__(self, folder: Path, *, verify: bool = True):
         self.folder = Path(folder)
         self.meta = json.loads((self.folder / META).read_text())
         self._features: np.ndarray | None = None
+        if verify:
+            recorded = self.meta.get("checksums") or {}
+            found = file_digests(self.folder)
+            bad = [name for name in recorded.keys() | found.keys() if recorded.get(name) != found.get(name)]
+            if bad:
+                raise CacheDamaged(
+                    f"feature cache {self.folder}: {', '.join(sorted(bad))} no longer match(es) the checksums recorded "
+                    "when it was built (damaged on disk); delete the folder and the next run rebuilds it"
+                )
 
     def __getstate__(self):
         return {**self.__dict__, "_features": None}
@@ -147,8 +173,8 @@ class FeatureStore:
 class TextStore(FeatureStore):
     """Text cache: per-sample caption rows (offsets) and each caption's hard-negative row."""
 
-    def __init__(self, folder: Path):
-        super().__init__(folder)
+    def __init__(self, folder: Path, *, verify: bool = True):
+        super().__init__(folder, verify=verify)
         self.offsets = np.load(self.folder / OFFSETS)
         self.negative_rows = np.load(self.folder / NEGATIVE_ROWS)
 
@@ -227,6 +253,7 @@ def build_cache(
                 log_file.unlink()
             meta = json.loads((partial / META).read_text())
             meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            meta["checksums"] = file_digests(partial)  # verified by every FeatureStore that opens it
             (partial / META).write_text(json.dumps(meta, indent=1))
             os.replace(partial, folder)
         processes.barrier()
@@ -719,12 +746,16 @@ def main(argv: list[str]) -> int:
         print("train.cache: the recipe says cache=off; nothing to build", file=sys.stderr)
         return 2
     try:
-        index = index_shards(cfg.data.shards)
+        index = index_shards(cfg.data.shards, unrecorded=cfg.data.unrecorded_shards)
     except ShardError as err:
         print(f"train.cache: {err}", file=sys.stderr)
         return 2
     accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=use_cpu_group())
-    caches = prepare_recipe_caches(cfg, build_model(cfg.model), index, accelerator)
+    try:
+        caches = prepare_recipe_caches(cfg, build_model(cfg.model), index, accelerator)
+    except CacheDamaged as err:
+        print(f"train.cache: {err}", file=sys.stderr)
+        return 2
     if accelerator.is_main_process:
         print("\n".join(caches.notes))
     return 0 if caches.any else 1

@@ -62,6 +62,9 @@ class DataConfig:
     # 6-phrase table, case-sensitive, first phrase found replaced everywhere (data_prep.released_negatives);
     # token_rules = ours, data_prep.negatives as build_shards wrote it into the shards. Either works on any shards.
     negative_rule: Literal["released", "token_rules"] = "token_rules"
+    # A shard folder without build_shards' sizes.json: refuse (a deleted shard would train a silent subset), or
+    # index what is there (another tool's shards; the count found is printed).
+    unrecorded_shards: Literal["refuse", "index"] = "refuse"
 
     def problems(self) -> list[Problem]:
         out = []

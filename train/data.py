@@ -119,10 +119,15 @@ class ShardScan:
     sha256: str | None = None  # computed only when asked
 
 
-def plan_folder(folder: str | Path) -> FolderPlan:
+UNRECORDED = ("refuse", "index")  # data.unrecorded_shards: a shard folder without build_shards' sizes.json
+
+
+def plan_folder(folder: str | Path, unrecorded: str = "refuse") -> FolderPlan:
     """Lists a folder's shards and checks the listing against sizes.json: missing and unlisted shards.
 
-    A folder without sizes.json (another tool's shards) gets structural checks only.
+    A folder without sizes.json cannot tell a complete folder from one with a shard deleted, so it is damage
+    (`unrecorded="refuse"`), unless the caller asks to index what is there (`"index"`, another tool's shards),
+    which gets the structural checks only.
     """
     folder = Path(folder)
     tars = sorted(folder.glob("*.tar"))
@@ -130,6 +135,12 @@ def plan_folder(folder: str | Path) -> FolderPlan:
     expected = _read_expectations(folder, damage)
     if not tars and not expected:
         raise ShardError(f"{folder}: no .tar shards found (write them with python -m data_prep.build_shards)")
+    if expected is None and unrecorded == "refuse" and not (folder / "sizes.json").exists():
+        damage.setdefault(str(folder), []).append(
+            "no sizes.json (build_shards writes it, with manifest.json): a deleted shard would go unnoticed, so "
+            f"the {len(tars)} shards here may be a subset. Rebuild with data_prep.build_shards, or index what is "
+            "there with data.unrecorded_shards=index (inspect_shards --reindex)"
+        )
     if expected is not None:
         on_disk = {t.name for t in tars}
         for name, exp in expected.items():
@@ -271,7 +282,9 @@ def _archive_end_problem(path: Path, end: int, size: int) -> str | None:
     return f"unreadable tar header at byte {end} ({reason}): reading stopped there, {unread} bytes not indexed"
 
 
-def index_shards(folders: Sequence[str | Path], *, verify_sha256: bool = False) -> ShardIndex:
+def index_shards(
+    folders: Sequence[str | Path], *, verify_sha256: bool = False, unrecorded: str = "refuse"
+) -> ShardIndex:
     """Indexes every `*.tar` in the given folders (headers only: no image is read), checking each shard first.
 
     Always checked, at the cost of the header reads indexing needs anyway (plus one stat and a few KB at each
@@ -292,8 +305,11 @@ def index_shards(folders: Sequence[str | Path], *, verify_sha256: bool = False) 
     meta: list[tuple[int, int]] = []
     damage: dict[str, list[str]] = {}
     for folder in folders:
-        plan = plan_folder(folder)
+        plan = plan_folder(folder, unrecorded)
         damage.update(plan.damage)
+        if plan.expected is None and unrecorded == "index" and not plan.damage:
+            found = sum(len(scan_shard(t).members) for t in plan.tars)
+            print(f"note: {folder}: no sizes.json; indexed what is there: {found} samples in {len(plan.tars)} shards")
         for tar_path in plan.tars:
             expected = plan.expected.get(tar_path.name) if plan.expected is not None else None
             scan = scan_shard(tar_path, expected, sha256=verify_sha256)

@@ -3,8 +3,9 @@
     accelerate launch train/finetune.py recipes/clip_neg.yaml [key.sub=value ...]
     python train/finetune.py recipes/tiny_clip_neg.yaml train.max_steps=20
 
-`main(cfg)` is the plan, top to bottom: every check that can fail before anything is written, run folder, model,
-data, trainer, resume, train. `Trainer` holds the optimizer step and the checkpoints.
+`main(cfg)` holds the run folder's lock (one writer per run); `train_run` is the plan, top to bottom: every check
+that can fail before anything is written, run folder, model, data, trainer, resume, train. `Trainer` holds the
+optimizer step and the checkpoints.
 
 The loss of every optimizer step is the contrastive loss of the whole global batch, whatever the micro-batch and
 the number of processes. With accumulation (several micro-batches per process and step) the step runs in two
@@ -28,12 +29,14 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from tqdm import tqdm
 
+from data_prep.folder_lock import FolderBusy, FolderLock
 from models import build_model, format_parameter_table, parameter_table
 from models.contrastive import LOG_100
 from models.memory import check_fits, device_total_bytes, estimate_for_config, format_memory_estimate
-from train.cache import prepare_recipe_caches, recipe_training_data
+from train.cache import CacheDamaged, prepare_recipe_caches, recipe_training_data
 from train.checkpoints import (
     ENGINE,
+    CheckpointError,
     finish_checkpoint,
     list_checkpoints,
     load_training_state,
@@ -136,9 +139,23 @@ def enable_cpu_fp16(accelerator: Accelerator) -> None:
 def main(cfg: RecipeConfig, argv: list[str]) -> None:
     accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=use_cpu_group())
     enable_cpu_fp16(accelerator)
+    # One writer per run folder: a second finetune of the same run stops here, before it writes anything.
+    lock = FolderLock(Path(cfg.output_dir) / cfg.run_name, "finetune") if accelerator.is_main_process else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        train_run(cfg, argv, accelerator)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def train_run(cfg: RecipeConfig, argv: list[str], accelerator: Accelerator) -> None:
     is_main = accelerator.is_main_process
     run_dir = check_run_dir(cfg)
-    index = index_shards(cfg.data.shards)  # a damaged shard stops the run here, before anything is written
+    index = index_shards(
+        cfg.data.shards, unrecorded=cfg.data.unrecorded_shards
+    )  # a damaged shard stops the run here, before anything is written
     plan, total_steps = plan_steps(cfg, len(index), accelerator.num_processes)
     check_memory(cfg, accelerator, plan)  # before any weights load: a 7B tower that cannot fit fails in seconds
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
@@ -733,7 +750,9 @@ def cli(argv: list[str]) -> int:
     try:
         cfg = load_recipe(argv[0], argv[1:], paths="error")
         main(cfg, argv)
-    except (ConfigError, RunDirError, NonFinite, ShardError, FileNotFoundError) as err:
+    except (
+        ConfigError, RunDirError, NonFinite, ShardError, FileNotFoundError, CheckpointError, FolderBusy, CacheDamaged,
+    ) as err:  # fmt: skip
         # A DataLoader worker's error arrives wrapped in torch's "Caught ... Original Traceback"; its last line
         # is the message.
         message = str(err).strip().splitlines()[-1] if "Original Traceback" in str(err) else str(err)

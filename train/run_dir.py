@@ -30,20 +30,34 @@ def check_run_dir(cfg: RecipeConfig) -> Path:
     run = Path(cfg.output_dir) / cfg.run_name
     config_file = run / "config.yaml"
     if config_file.exists():
+        changed = _changed_keys(config_file, cfg)
         if not cfg.train.resume:
+            if _never_trained(run) and not changed:  # a start that failed before its first step: start again
+                return run
             raise RunDirError(
                 f"{run} already holds a run; pass train.resume=latest to continue it, or pick another run_name"
             )
-        before = flatten(load_yaml_file(config_file, "run config") or {})
-        now = flatten(to_plain(cfg))
-        # A key the schema gained after the run started holds its default there: it changes nothing.
-        defaults = flatten(to_plain(type(cfg)()))
-        before = {**{k: v for k, v in defaults.items() if k not in before}, **before}
-        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-        changed = [k for k in changed if k not in _RESUMABLE_DIFFERENCES]
         if changed:
             raise RunDirError(f"{run}: the config changed since the run started ({', '.join(changed)})")
     return run
+
+
+def _changed_keys(config_file: Path, cfg: RecipeConfig) -> list[str]:
+    before = flatten(load_yaml_file(config_file, "run config") or {})
+    now = flatten(to_plain(cfg))
+    # A key the schema gained after the run started holds its default there: it changes nothing.
+    defaults = flatten(to_plain(type(cfg)()))
+    before = {**{k: v for k, v in defaults.items() if k not in before}, **before}
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    return [k for k in changed if k not in _RESUMABLE_DIFFERENCES]
+
+
+def _never_trained(run: Path) -> bool:
+    """No checkpoint and no logged step: what a start that failed before its first step leaves."""
+    checkpoints = run / "checkpoints"
+    has_checkpoint = checkpoints.is_dir() and any(p.name != ".tmp" for p in checkpoints.iterdir())
+    metrics = run / "metrics.jsonl"
+    return not has_checkpoint and not (metrics.is_file() and metrics.read_text().strip())
 
 
 def write_run_start(run: Path, cfg: RecipeConfig, argv: list[str]) -> None:
