@@ -118,8 +118,8 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(world_shard
     assert all(resumed[r["step"]] == r["loss"] for r in metrics(whole))
 
 
-def test_a_signal_stops_at_a_step_boundary_with_a_checkpoint(world_shards, tmp_path):
-    settings = ["train.epochs=2", "train.log_every_steps=1", "train.resume=latest"]
+def start_in_background(world_shards: Path, tmp_path: Path, *settings: str) -> tuple[subprocess.Popen, Path]:
+    """tiny_clip_finetune started in a subprocess, returned once its first metrics line is written."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, *finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *settings)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -127,6 +127,12 @@ def test_a_signal_stops_at_a_step_boundary_with_a_checkpoint(world_shards, tmp_p
     deadline = time.time() + 300
     while not (log.exists() and log.read_text()) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
+    return proc, tmp_path / "tiny_clip_finetune"
+
+
+def test_a_signal_stops_at_a_step_boundary_with_a_checkpoint(world_shards, tmp_path):
+    settings = ["train.epochs=2", "train.log_every_steps=1", "train.resume=latest"]
+    proc, _ = start_in_background(world_shards, tmp_path, *settings)
     proc.send_signal(signal.SIGUSR1)  # what `sbatch --signal=B:USR1@180` sends before the time limit
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 75, err[-2000:]

@@ -1,7 +1,6 @@
 """Nothing written is torn or silently wrong (issue 20): interrupts, torn logs, config guards, old run folders."""
 
 import json
-import os
 import platform
 import signal
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_finetune import finetune_cmd, metrics, run
+from test_finetune import start_in_background as start
 
 from train.config import load_recipe
 from train.typed_config import ConfigError
@@ -21,17 +21,6 @@ HOLD = (
     "import sys, time\nfrom data_prep.folder_lock import FolderLock\n"
     "lock = FolderLock(sys.argv[1], 'build_shards')\nlock.acquire()\nprint('held', flush=True)\ntime.sleep(300)\n"
 )
-
-
-def start(world_shards: Path, tmp_path: Path, *settings: str) -> tuple[subprocess.Popen, Path]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, *finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *settings)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = tmp_path / "tiny_clip_finetune" / "metrics.jsonl"
-    deadline = time.time() + 300
-    while not (log.exists() and log.read_text()) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    return proc, tmp_path / "tiny_clip_finetune"
 
 
 def test_a_first_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(world_shards, tmp_path):
