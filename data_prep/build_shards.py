@@ -12,7 +12,8 @@ keeps recorded shards and rewrites the rest. Every skipped item is listed in `sk
 
 Hostile input is skipped with a reason, never read or crashed on: an image path must resolve (symlinks
 followed) inside its --image-root, paths no file can have (NUL byte, over-long name) are `bad_image_path`,
-and an image over --max-pixels is refused from its header before decoding. An input JSON that does not
+an image over --max-pixels is refused from its header before decoding, and a file over --max-image-bytes
+(default 64 MiB; LLaVA's largest images are a few MB) from its size before a byte is read. An input JSON that does not
 parse stops the run with one line naming the file and the position. manifest.json records every shard's
 sample count, size and sha256, which training and `inspect_shards --verify` check.
 """
@@ -63,8 +64,11 @@ from data_prep.llava_items import (
 from data_prep.negatives import HARD_NEGATIVES, make_negative
 from data_prep.provenance import code_version, file_digest, sha256_file
 from data_prep.released_negatives import released_negative
+from data_prep.strict_json import loads as loads_json
+from data_prep.strict_json import repeated_keys
 
 BUILD_DIR = ".build"  # plan and per-shard records that make a rerun resume
+DEFAULT_MAX_IMAGE_BYTES = 64 << 20  # LLaVA's largest images are a few MB; a bigger ".jpg" is no training image
 
 
 class StrictSkip(RuntimeError):
@@ -93,6 +97,7 @@ class ShardJob:
     max_image_side: int | None
     max_pixels: int
     strict: bool
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 
     @property
     def tar_name(self) -> str:
@@ -116,6 +121,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_MAX_PIXELS,
         help="skip images with more pixels (width x height, read from the header before decoding)",
     )
+    parser.add_argument(
+        "--max-image-bytes",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_BYTES,
+        help=f"skip image files larger than this, before reading them (default {DEFAULT_MAX_IMAGE_BYTES >> 20} MiB)",
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first item that would be skipped")
     parser.add_argument("--overwrite", action="store_true", help="discard an earlier conversion of other inputs")
     args = parser.parse_args(argv)
@@ -129,6 +140,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         problems.append("--max-image-side must be positive")
     if args.max_pixels <= 0:
         problems.append("--max-pixels must be positive")
+    if args.max_image_bytes <= 0:
+        problems.append("--max-image-bytes must be positive")
     if problems:
         parser.error("; ".join(problems))
     return args
@@ -178,11 +191,18 @@ def read_inputs(
     builder = SampleBuilder()
     for inp in inputs:
         digests.append(file_digest(inp.json))
-        items = load_items(inp.json)
+        items, repeats = load_items(inp.json)
         phrase_stats = stats.setdefault(inp.dataset, KeyPhraseStats())
         for index, item in enumerate(tqdm(items, desc=f"read {inp.json.name}", unit="item", leave=False)):
             phrase_stats.add(item)
-            result = builder.add(inp.dataset, index, item)
+            twice = repeated_keys(item) if repeats else []
+            if twice:  # json keeps the last value, other readers the first: an ambiguous item is no sample
+                raw_id = item.get("id") if isinstance(item, dict) else None
+                detail = f"a key given twice: {'; '.join(twice)}"
+                result: Sample | Skip = Skip(inp.dataset, index, None if raw_id is None else str(raw_id),
+                                             "malformed_item", detail)  # fmt: skip
+            else:
+                result = builder.add(inp.dataset, index, item)
             if isinstance(result, Skip):
                 if strict:
                     raise StrictSkip(_describe_skip(result, inp.json))
@@ -193,8 +213,9 @@ def read_inputs(
     return samples, skips, stats, digests
 
 
-def load_items(path: Path) -> list:
-    """The input's JSON list; InputFileError naming the file and the position when it cannot be one."""
+def load_items(path: Path) -> tuple[list, int]:
+    """The input's JSON list and how many of its objects repeat a key (data_prep.strict_json); InputFileError naming
+    the file and the position when it cannot be one."""
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -213,7 +234,7 @@ def load_items(path: Path) -> list:
         ) from None
     del raw  # the 665K file is about 1 GB: do not hold it twice while parsing
     try:
-        items = json.loads(text)
+        items, repeats = loads_json(text)
     except json.JSONDecodeError as err:
         ends = " (the file ends there: truncated?)" if err.pos >= len(text.rstrip()) else ""
         raise InputFileError(
@@ -224,7 +245,7 @@ def load_items(path: Path) -> list:
     if not isinstance(items, list):
         kind = {dict: "object", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(items), "null")
         raise InputFileError(f"{path}: expected a JSON list of items, got a JSON {kind}")
-    return items
+    return items, repeats
 
 
 def _describe_skip(skip: Skip, where: Path | str) -> str:
@@ -247,6 +268,7 @@ def plan_shards(samples: list[Sample], inputs: list[Input], args: argparse.Names
             max_image_side=args.max_image_side,
             max_pixels=args.max_pixels,
             strict=args.strict,
+            max_image_bytes=args.max_image_bytes,
         )
         for k, start in enumerate(range(0, len(samples), size))
     ]
@@ -262,6 +284,8 @@ def plan_fingerprint(digests: list[dict], inputs: list[Input], args: argparse.Na
         "max_image_side": args.max_image_side,
         "max_pixels": args.max_pixels,
     }
+    if args.max_image_bytes != DEFAULT_MAX_IMAGE_BYTES:  # only then: earlier builds keep their fingerprint
+        decisive["max_image_bytes"] = args.max_image_bytes
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 
 
@@ -456,8 +480,9 @@ def image_path(root: Path, image: str) -> Path:
     return resolved
 
 
-def read_image_file(path: Path) -> bytes:
-    """A regular file's bytes; every per-file failure becomes a skip reason, none stops the conversion."""
+def read_image_file(path: Path, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
+    """A regular file's bytes; every per-file failure becomes a skip reason, none stops the conversion. A file over
+    `max_bytes` is skipped from its size, unread (a 3 GB file named .jpg would otherwise be read whole)."""
     try:
         # O_NONBLOCK: a FIFO must not hang the worker; O_NOFOLLOW: the path was resolved, a symlink now is a swap.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -474,6 +499,11 @@ def read_image_file(path: Path) -> bytes:
             raise _ImageSkip("missing_file", f"{path} is a folder, not an image file")
         if not stat.S_ISREG(mode):
             raise _ImageSkip("unreadable_image", f"{path} is not a regular file")
+        size = os.fstat(fd).st_size
+        if size > max_bytes:
+            raise _ImageSkip(
+                "too_large_file", f"{path}: {size:,} bytes, over --max-image-bytes {max_bytes:,}; not read"
+            )
         chunks = []
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
@@ -524,7 +554,9 @@ def _write_samples(
         path: Path | str = sample.image
         try:
             path = image_path(roots[sample.dataset], sample.image)
-            jpeg, re_encoded = to_shard_jpeg(read_image_file(path), job.max_image_side, job.max_pixels)
+            jpeg, re_encoded = to_shard_jpeg(
+                read_image_file(path, job.max_image_bytes), job.max_image_side, job.max_pixels
+            )
         except _ImageSkip as err:
             skip = Skip(sample.dataset, sample.index, sample.id, err.reason, err.detail)
         except TooManyPixels as err:

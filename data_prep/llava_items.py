@@ -20,6 +20,7 @@ SKIP_REASONS = (
     "outside_image_root",  # `../x.jpg`, an absolute path or a symlink leading out of --image-root
     "unreadable_image",  # exists but cannot be read (permissions, I/O error, not a regular file)
     "too_many_pixels",  # over --max-pixels, decided from the header without decoding
+    "too_large_file",  # over --max-image-bytes, decided from the file's size without reading it
     "undecodable_image",
     "empty_caption",
     "malformed_item",

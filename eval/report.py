@@ -90,16 +90,22 @@ def _label_fixes(row: SummaryRow) -> str:
     return ",".join(sorted({r["label_fixes"]["mode"] for r in row.results.values()}))
 
 
+def row_limit(row: SummaryRow) -> str:
+    """The --limit of a checkpoint's partial results ("" when every result is whole)."""
+    return "/".join(str(n) for n in sorted({r["limit"] for r in row.results.values() if r.get("limit")}))
+
+
 def summary_csv(rows: Sequence[SummaryRow], benchmarks: Sequence[str]) -> str:
     columns = metric_columns(rows, benchmarks)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["checkpoint", "step", "label_fixes", *(f"{b}/{m}" for b, m in columns)])
+    writer.writerow(["checkpoint", "step", "label_fixes", "limit", *(f"{b}/{m}" for b, m in columns)])
     for row in rows:
         values = [row.results.get(b, {}).get("metrics", {}).get(m) for b, m in columns]
-        writer.writerow([row.checkpoint, row.step, _label_fixes(row), *("" if v is None else repr(v) for v in values)])
+        writer.writerow([row.checkpoint, row.step, _label_fixes(row), row_limit(row),
+                         *("" if v is None else repr(v) for v in values)])  # fmt: skip
     chance = [_chance(rows, b, m) for b, m in columns]
-    writer.writerow(["chance", "", "", *("" if v is None else repr(v) for v in chance)])
+    writer.writerow(["chance", "", "", "", *("" if v is None else repr(v) for v in chance)])
     return out.getvalue()
 
 
@@ -122,7 +128,9 @@ def summary_markdown(rows: Sequence[SummaryRow], benchmarks: Sequence[str], titl
         for row in rows:
             if benchmark in row.results:
                 values = row.results[benchmark]["metrics"]
-                lines.append(f"| {row.checkpoint} | " + " | ".join(_shown(values.get(m), m) for m in metrics) + " |")
+                limit = row.results[benchmark].get("limit")
+                name = f"{row.checkpoint} **PARTIAL (--limit {limit})**" if limit else row.checkpoint
+                lines.append(f"| {name} | " + " | ".join(_shown(values.get(m), m) for m in metrics) + " |")
         chance = [_shown(_chance(rows, benchmark, m), m) for m in metrics]
         lines += ["| chance | " + " | ".join(chance) + " |", ""]
     return "\n".join(lines)
@@ -163,10 +171,14 @@ def log_to_wandb(
     for row in rows:
         values = {f"eval/{b}/{m}": row.results[b]["metrics"][m] for b, m in columns if b in row.results}
         run.log({"checkpoint_step": row.step, **values})
-    table_columns = ["checkpoint", "step", *(f"{b}/{m}" for b, m in columns)]
+    table_columns = ["checkpoint", "step", "limit", *(f"{b}/{m}" for b, m in columns)]
     data = [
-        [row.checkpoint, row.step, *(row.results.get(b, {}).get("metrics", {}).get(m) for b, m in columns)]
+        [row.checkpoint, row.step, row_limit(row),
+         *(row.results.get(b, {}).get("metrics", {}).get(m) for b, m in columns)]
         for row in rows
-    ]
+    ]  # fmt: skip
     run.log({"eval/summary": wandb.Table(columns=table_columns, data=data)})
+    if any(row_limit(row) for row in rows):  # partial numbers are marked on the run, not only in its table
+        run.tags = (*run.tags, "PARTIAL")
+        run.summary["marks"] = "PARTIAL"
     run.finish()

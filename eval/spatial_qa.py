@@ -7,11 +7,12 @@ GQA (Visual Genome) `vg_images/{image_id}.jpg`; ids may be ints or strings.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_prep.strict_json import loads as loads_json
+from data_prep.strict_json import repeated_keys
 from eval.common import (
     ARGMAX_TIE_RULE,
     STRICT_FP32_TIE_RULE,
@@ -59,7 +60,10 @@ def load_rows(data_root: Path, source: str, objects: str) -> tuple[list[list[Any
     spec = SOURCES[source]
     file_name = f"{spec.file_prefix}_qa_{objects}_obj.json"
     qa_path = require_file(data_root / "data" / file_name, f"{spec.what} {objects}-object questions ({file_name})")
-    rows = json.loads(qa_path.read_text())
+    rows, repeats = loads_json(qa_path.read_text())
+    if repeats:  # rows are lists: a repeated key can only be the file's mistake at its top level or inside a row
+        twice = repeated_keys(rows)
+        raise ValueError(f"{qa_path}: a key given twice, which to use is ambiguous: {'; '.join(twice)}")
     if not isinstance(rows, list):
         raise ValueError(f"{qa_path}: expected a JSON list of [image_id, correct, incorrect] rows")
     for n, row in enumerate(rows):

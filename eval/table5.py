@@ -3,7 +3,9 @@
     python -m eval.table5 runs/tiny_clip_finetune runs/tiny_clip_neg [--out table5.md] [--csv table5.csv]
 
 Columns: What'sUp A and B two-way Left/Right (individual and pair accuracy), COCO-spatial and GQA-spatial
-one- and two-object accuracy. A result that is missing is shown as missing, never as zero.
+one- and two-object accuracy. A result that is missing is shown as missing, never as zero. A row whose results score
+only part of a benchmark (`eval.run --limit N`) is marked PARTIAL in the Markdown, the CSV's `marks` column and the
+row's label cell; the CSV's `checkpoint` column names the checkpoint each row's numbers come from.
 """
 
 from __future__ import annotations
@@ -38,6 +40,25 @@ class Row:
     label: str
     values: tuple[float | None, ...]
     source: str  # the eval folder the numbers come from ("" for chance)
+    step: int | None = None  # the optimizer step of that checkpoint (None: chance, or no result)
+    marks: tuple[str, ...] = ()  # e.g. "PARTIAL (--limit 4)", "MIXED (steps 4/6)": shown wherever the row is
+
+
+def partial_marks(folder: Path | None) -> tuple[str, ...]:
+    """ "PARTIAL (--limit N)" when any Table-5 result in the folder scores only the first N examples."""
+    if folder is None:
+        return ()
+    limits = set()
+    for benchmark in dict.fromkeys(b for _, b, _ in COLUMNS):
+        result = read_result(folder, benchmark)
+        if isinstance(result, dict) and result.get("limit"):
+            limits.add(int(result["limit"]))
+    return (f"PARTIAL (--limit {'/'.join(map(str, sorted(limits)))})",) if limits else ()
+
+
+def shown_label(row: Row) -> str:
+    """The row's label with its marks, as every table prints it."""
+    return " ".join([row.label, *(f"**{m}**" for m in row.marks)])
 
 
 def checkpoint_folders(run: Path) -> list[tuple[int, Path]]:
@@ -97,11 +118,11 @@ def table5_rows(runs: Sequence[Path]) -> list[Row]:
     starts = [f for run in runs for step, f in checkpoint_folders(run) if step == 0]
     if starts:
         model = (load_yaml_file(runs[0] / "config.yaml", "run config") or {}).get("model", {}).get("name", "model")
-        rows.append(Row(f"{model} (starting weights)", _values(starts[0]), str(starts[0])))
+        rows.append(Row(f"{model} (starting weights)", _values(starts[0]), str(starts[0]), 0, partial_marks(starts[0])))
     for run in runs:
         evaluated = [(s, f) for s, f in checkpoint_folders(run) if s > 0]
-        last = evaluated[-1][1] if evaluated else None
-        rows.append(Row(_variant(run), _values(last), str(last or "")))
+        step, last = evaluated[-1] if evaluated else (None, None)
+        rows.append(Row(_variant(run), _values(last), str(last or ""), step, partial_marks(last)))
     all_folders = [f for run in runs for _, f in checkpoint_folders(run)]
     rows.append(Row("Random chance", _chance(all_folders), ""))
     return rows
@@ -124,16 +145,17 @@ def markdown(
     for i, r in enumerate(rows):
         values = list(cells[i]) if i < len(cells) and cells[i] else list(map(_cell, r.values))
         more = list(extra[i]) if i < len(extra) else ["–"] * len(extra_headers)
-        lines.append("| " + " | ".join([r.label, *values, *more]) + " |")
+        lines.append("| " + " | ".join([shown_label(r), *values, *more]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def as_csv(rows: Sequence[Row]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["row", *(c[0] for c in COLUMNS), "source"])
+    writer.writerow(["row", *(c[0] for c in COLUMNS), "checkpoint", "marks", "source"])
     for r in rows:
-        writer.writerow([r.label, *("" if v is None else f"{v:.4f}" for v in r.values), r.source])
+        values = ("" if v is None else f"{v:.4f}" for v in r.values)
+        writer.writerow([r.label, *values, "" if r.step is None else f"step {r.step}", "; ".join(r.marks), r.source])
     return out.getvalue()
 
 
@@ -153,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"table5: {err}", file=sys.stderr)
         return 2
     text = markdown(rows)
+    if any(r.marks for r in rows):
+        text += "\nPARTIAL: the row's results score only the first N examples of a benchmark (eval.run --limit N).\n"
     print(text, end="")
     if args.out:
         args.out.write_text(text)

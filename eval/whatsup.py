@@ -17,13 +17,14 @@ relation from its words, never from its position among the distractors.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from data_prep.strict_json import loads as loads_json
+from data_prep.strict_json import repeated_keys
 from eval.common import (
     ARGMAX_TIE_RULE,
     STRICT_FP32_TIE_RULE,
@@ -131,11 +132,15 @@ def load_rows(data_root: Path, subset: Subset) -> tuple[list[Row], Path]:
     captions_path = require_file(
         data_root / "data" / subset.captions_file, f"{subset.what} captions ({subset.captions_file})"
     )
-    items = json.loads(captions_path.read_text())
+    items, repeats = loads_json(captions_path.read_text())
     if not isinstance(items, list):
         raise ValueError(f"{captions_path}: expected a JSON list of rows")
     rows = []
     for n, item in enumerate(items):
+        if repeats and (twice := repeated_keys(item)):
+            raise ValueError(
+                f"{captions_path} row {n}: a key given twice, which to use is ambiguous: {'; '.join(twice)}"
+            )
         if not isinstance(item, dict) or "image_path" not in item or "caption_options" not in item:
             raise ValueError(f"{captions_path} row {n}: expected an object with image_path and caption_options")
         name = PurePosixPath(item["image_path"]).name

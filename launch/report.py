@@ -426,10 +426,27 @@ def seed_groups(runs: Sequence[ReportRun], rows: Sequence[Row]) -> list[SeedGrou
         if prefix.endswith("(not started) ") or prefix.endswith("(unreadable) "):
             prefix = ""
         text = f"{prefix}({label}, n={len(members)})" if prefix else f"{label} (n={len(members)})"
-        mean = Row(text, tuple(m for m, _, _ in stats), "")
+        mean = Row(text, tuple(m for m, _, _ in stats), "", marks=group_marks(member_rows))
         out.append(SeedGroup(label, tuple(members), member_rows, mean, tuple(s for _, s, _ in stats),
                              tuple(k for _, _, k in stats)))  # fmt: skip
     return out
+
+
+def group_marks(rows: Sequence[Row]) -> tuple[str, ...]:
+    """A seed mean's marks: every seed's own (PARTIAL) and MIXED when the seeds' numbers come from checkpoints at
+    different steps (a mean of step 4 with step 6 is no mean of one thing)."""
+    marks = list(dict.fromkeys(m for row in rows for m in row.marks))
+    steps = sorted({row.step for row in rows if row.step is not None})
+    if len(steps) > 1:
+        marks.append(f"MIXED (steps {'/'.join(map(str, steps))})")
+    return tuple(marks)
+
+
+MARKS_NOTE = (
+    "Marks: **PARTIAL (--limit N)**: the numbers score only the first N examples of a benchmark (eval.run --limit), "
+    "not the benchmark; **MIXED (steps a/b)**: the seeds of the mean were last evaluated at different checkpoints "
+    "(evaluate them all at the same one: eval.run --run RUN --checkpoints NAME)."
+)
 
 
 def mean_cell(mean: float | None, std: float | None, count: int, n: int) -> str:
@@ -588,6 +605,7 @@ def report_markdown(
             [*mean_cells, []],
         ).rstrip(),  # fmt: skip
         "",
+        *([MARKS_NOTE, ""] if any(r.marks for r in [*rows, *mean_rows]) else []),
         "## Per seed",
         "",
         markdown(
@@ -628,15 +646,16 @@ def report_markdown(
     lines += [
         "## Runs",
         "",
-        "| run | recipe | values | state | numbers from |",
-        "|---|---|---|---|---|",
+        "| run | recipe | values | state | checkpoint | numbers from |",
+        "|---|---|---|---|---|---|",
     ]
     by_name = {row.label: row for row in rows}
     for run in source.runs:
         row = next((r for label, r in by_name.items() if label.endswith(f"({run.name})")), None)
         origin = row.source if row is not None and row.source else "–"
         state = _state(run, run.name in broken)
-        lines.append(f"| {run.name} | {run.recipe or '–'} | {run.values or '–'} | {state} | {origin} |")
+        checkpoint = "–" if row is None or row.step is None else f"step {row.step} {' '.join(row.marks)}".strip()
+        lines.append(f"| {run.name} | {run.recipe or '–'} | {run.values or '–'} | {state} | {checkpoint} | {origin} |")
     if unreadable:
         lines += ["", "## Could not read", ""]
         lines += [f"- {note}" for note in unreadable]
@@ -654,7 +673,8 @@ def report_csv(
     writer = csv.writer(out)
     headers = [c[0] for c in COLUMNS]
     writer.writerow(["row", "kind", "n", *headers, *(f"{h} sd" for h in headers), "devices", "starts",
-                     "gpu_hours_used", "gpu_hours_used_sd", "gpu_hours_estimate", "source"])  # fmt: skip
+                     "gpu_hours_used", "gpu_hours_used_sd", "gpu_hours_estimate", "checkpoint", "marks",
+                     "source"])  # fmt: skip
 
     def num(v: float | None, digits: str = ".4f") -> str:
         return "" if v is None else format(v, digits)
@@ -662,7 +682,8 @@ def report_csv(
     blank = [""] * len(COLUMNS)
     for x in mean_table(rows, groups):
         if isinstance(x, Row):
-            writer.writerow([x.label, "start", "", *map(num, x.values), *blank, "", "", "", "", "", x.source])
+            writer.writerow([x.label, "start", "", *map(num, x.values), *blank, "", "", "", "", "", _step(x),
+                             "; ".join(x.marks), x.source])  # fmt: skip
             continue
         used = [usages[r.name] for r in x.runs if r.name in usages]
         hours, hours_sd, _ = _mean_hours(used, "hours")
@@ -670,8 +691,9 @@ def report_csv(
         devices = sorted({u.devices for u in used})
         writer.writerow([x.mean.label, "mean", x.n, *map(num, x.mean.values), *map(num, x.std),
                          "/".join(map(str, devices)), sum(u.starts for u in used), num(hours, ".6g"),
-                         num(hours_sd, ".6g"), num(est, ".6g"), ""])  # fmt: skip
-    writer.writerow([chance.label, "chance", "", *map(num, chance.values), *blank, "", "", "", "", "", ""])
+                         num(hours_sd, ".6g"), num(est, ".6g"), "/".join(_step(r) for r in x.rows if _step(r)),
+                         "; ".join(x.mean.marks), ""])  # fmt: skip
+    writer.writerow([chance.label, "chance", "", *map(num, chance.values), *blank, "", "", "", "", "", "", "", ""])
     for row in rows:
         run = _run_of(row, runs)
         u = usages.get(run.name) if run is not None else None
@@ -680,8 +702,13 @@ def report_csv(
             continue
         writer.writerow([row.label, kind, 1, *map(num, row.values), *blank,
                          u.devices if u else "", u.starts if u else "", num(u.hours if u else None, ".6g"), "",
-                         num(u.estimate if u else None, ".6g"), row.source])  # fmt: skip
+                         num(u.estimate if u else None, ".6g"), _step(row), "; ".join(row.marks),
+                         row.source])  # fmt: skip
     return out.getvalue()
+
+
+def _step(row: Row) -> str:
+    return "" if row.step is None else f"step {row.step}"
 
 
 MLLM_FOLDER = "beside_mllms"
@@ -809,9 +836,16 @@ def log_to_wandb(source: ReportSource, rows: list[Row], chance: Row, plots: dict
         dir=str(source.out_dir),
         reinit=True,
     )
-    columns = ["row", *(c[0] for c in COLUMNS), "source"]
-    data = [[r.label, *r.values, r.source] for r in [*rows, chance]]
+    columns = ["row", *(c[0] for c in COLUMNS), "checkpoint", "marks", "source"]
+    data = [[r.label, *r.values, r.step, "; ".join(r.marks), r.source] for r in [*rows, chance]]
     run.log({"table5": wandb.Table(columns=columns, data=data)})
+    means = [g.mean for g in seed_groups(source.runs, rows)]
+    run.log({"table5_mean_over_seeds": wandb.Table(columns=columns, data=[
+        [r.label, *r.values, None, "; ".join(r.marks), ""] for r in means])})  # fmt: skip
+    marks = sorted({m.split(" ")[0] for r in [*rows, *means] for m in r.marks})
+    if marks:  # PARTIAL / MIXED on the run itself, so a W&B runs table shows it too
+        run.tags = (*run.tags, *marks)
+        run.summary["marks"] = ", ".join(marks)
     run.log({f"plots/{label}": wandb.Image(str(path)) for label, path in plots.items()})
     run.finish()
 

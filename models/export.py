@@ -101,14 +101,20 @@ def export_state(model: Any) -> dict[str, torch.Tensor]:
 
 def save_state(state: dict[str, torch.Tensor], out: Path) -> None:
     """safetensors for a .safetensors path, else torch.save of the plain dict (open_clip reads both)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix == ".safetensors":
-        save_file(state, str(tmp))
-    else:
-        torch.save(state, tmp)
+    try:
+        if out.suffix == ".safetensors":
+            save_file(state, str(tmp))
+        else:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError, SafetensorError) as err:  # e.g. a full disk: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        needed = sum(t.numel() * t.element_size() for t in state.values())
+        raise OSError(f"{out}: could not be written ({err}); it needs about {needed:,} bytes") from None
     tmp.replace(out)
 
 
@@ -188,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as err:  # WeightsUnavailableError and friends: the base model is not on this machine
         print(f"models.export: cannot rebuild the model of {args.run}: {err}", file=sys.stderr)
         return EXIT_WEIGHTS
+    except OSError as err:  # the weights file could not be written (save_state says why and how much it needs)
+        print(f"models.export: {err}", file=sys.stderr)
+        return 1
     print(f"exported {record['checkpoint']} (step {record['step']}) of {args.run} to {args.out} ({record['kind']})")
     print(f"load: {record['load']}")
     return 0

@@ -305,3 +305,7 @@ def test_eval_run_records_the_scoring_and_rescores_when_it_changes(world, tmp_pa
     assert record["scoring"] == {"mode": "released", "precision": "fp16"}
     assert record["provenance"]["scoring"]["mode"] == "released"
     assert json.loads((tmp_path / "mmvp_clip.json").read_text())["scoring"]["precision"] == "fp32"
+    # --limit numbers are marked in the eval's own summary too (title, each row, the CSV's limit column)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "PARTIAL" in summary.splitlines()[0] and "**PARTIAL (--limit 4)**" in summary
+    assert (tmp_path / "summary.csv").read_text().splitlines()[1].split(",")[3] == "4"

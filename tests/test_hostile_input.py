@@ -63,6 +63,8 @@ def hostile(tmp_path) -> tuple[Path, Path, dict[str, str]]:
     (real_root / "loop.jpg").symlink_to("loop.jpg")
     (real_root / "big.png").write_bytes(png(40))  # 1600 pixels
     (real_root / "huge_header.png").write_bytes(png_header_only(100_000, 100_000))  # 10^10 pixels declared
+    with open(real_root / "sparse_3gb.jpg", "wb") as f:  # sparse: 3 GB to stat, nothing on disk; reading it: 3 GB
+        f.truncate(3 << 30)
     os.mkfifo(real_root / "fifo.jpg")  # exists, is not a regular file; reading it would block
     (real_root / "truncated.jpg").write_bytes(jpeg(20)[:200])
     root_link = tmp_path / "root_link"
@@ -83,6 +85,7 @@ def hostile(tmp_path) -> tuple[Path, Path, dict[str, str]]:
         "fifo": ("fifo.jpg", "unreadable_image"),
         "big": ("big.png", "too_many_pixels"),
         "huge-header": ("huge_header.png", "too_many_pixels"),
+        "huge-file": ("sparse_3gb.jpg", "too_large_file"),
         "missing": ("nope.jpg", "missing_file"),
         "folder": ("sub", "missing_file"),
         "truncated": ("truncated.jpg", "undecodable_image"),
@@ -116,6 +119,7 @@ def test_hostile_items_are_skipped_with_their_reason_and_nothing_outside_the_roo
     assert "not a regular file" in skipped["fifo"]["detail"]
     assert "100000x100000" in skipped["huge-header"]["detail"] and "not decoded" in skipped["huge-header"]["detail"]
     assert "40x40 = 1,600 pixels" in skipped["big"]["detail"]
+    assert "3,221,225,472 bytes, over --max-image-bytes 67,108,864; not read" in skipped["huge-file"]["detail"]
 
     outside_bytes = (root.parent / "data" / "outside" / "x.jpg").read_bytes()
     assert len(index_shards([out], verify_sha256=True)) == manifest["counts"]["samples_written"]

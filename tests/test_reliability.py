@@ -47,8 +47,7 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line(world_shards, tmp_path):
 
 def back_to_step_2(run_dir: Path) -> None:
     """The run folder as a kill after checkpoint step_2 of a 4-step run leaves it: latest names step_2."""
-    import shutil
-
+    
     checkpoints = run_dir / "checkpoints"
     for later in checkpoints.glob("step_*"):
         if later.name != "step_2":
@@ -157,6 +156,51 @@ def test_a_full_disk_leaves_no_temporary_folder_and_says_what_was_needed(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+FULL_TMPFS = r"""
+import json, subprocess, sys
+from pathlib import Path
+import torch
+from train import checkpoints
+folder = Path(sys.argv[1])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)], check=True)
+
+def save(name, side):
+    model = torch.nn.Linear(side, side)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return checkpoints.save_checkpoint(folder, name, model=model, optimizer=optimizer, scheduler=scheduler,
+                                       state={"step": side}, config_yaml="")
+
+save("step_1", 8)
+try:
+    save("step_2", 512)  # 1 MB of weights on a 512 KB file system
+    error = ""
+except checkpoints.CheckpointError as err:
+    error = str(err)
+print(json.dumps({"error": error, "left": sorted(p.name for p in folder.iterdir()),
+                  "latest": (folder / "latest").read_text(), "intact": checkpoints.checkpoint_problems(folder / "step_1")}))
+"""
+
+
+def _can_mount_tmpfs() -> bool:
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="no mount namespace here (unshare -rm); the ENOSPC test above runs")
+def test_a_real_full_tmpfs_keeps_earlier_checkpoints_and_leaves_no_temporary_folder(tmp_path):
+    """The same as above on a real 512 KB tmpfs (in a private mount namespace, so no root is needed)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    done = subprocess.run(["unshare", "-rm", sys.executable, "-c", FULL_TMPFS, str(folder)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert "checkpoint step_2 could not be written" in result["error"]
+    assert "No space left on device" in result["error"] and "needs about" in result["error"]
+    assert result["left"] == ["latest", "step_1"] and result["latest"] == "step_1"
+    assert result["intact"] == []
+
 # --- one writer per folder ------------------------------------------------------------------------------------
 
 
@@ -225,8 +269,7 @@ def test_a_start_that_failed_before_its_first_step_can_simply_be_rerun(world_sha
     ],
 )
 def test_a_malformed_mmvp_vlm_row_is_named(world, tmp_path, line, message):
-    import shutil
-
+    
     from eval_doubles import OracleScorer
 
     from eval.benchmarks import run_benchmark
@@ -243,8 +286,7 @@ def test_a_malformed_mmvp_vlm_row_is_named(world, tmp_path, line, message):
 def test_a_shard_folder_without_its_records_is_no_silent_subset(world_shards, tmp_path, capsys):
     """sizes.json and manifest.json gone and a shard deleted: training and --verify refuse; --reindex verifies what
     is there, says how many samples it found and writes sizes.json, after which training reads it."""
-    import shutil
-
+    
     from data_prep import inspect_shards
     from train.data import ShardIntegrityError, index_shards
 
@@ -266,8 +308,7 @@ def test_a_shard_folder_without_its_records_is_no_silent_subset(world_shards, tm
 def test_a_feature_cache_damaged_on_disk_is_never_read(world_shards, tmp_path):
     """64 KB zeroed inside a finished cache's features.npy: the next run stops naming the file (it trained on wrong
     features before), and deleting the folder rebuilds it."""
-    import shutil
-
+    
     settings = ["train.max_steps=2", "optim.warmup_steps=1", "train.log_every_steps=1"]
     run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "a", *settings))
     cache_root = tmp_path / "a" / "feature_cache"
@@ -307,3 +348,87 @@ def test_eval_recomputes_when_a_weights_file_the_build_reads_changes(world, tmp_
         assert "weights changed: built:tiny_preset" in capsys.readouterr().err
     finally:  # the session's other tests build tiny-clip from this very file
         weights.write_bytes(original)
+
+
+def test_partial_and_mixed_numbers_are_marked_in_every_table(tmp_path, capsys):
+    """--limit results and seeds evaluated at different checkpoints: PARTIAL / MIXED in eval.table5, launch.report's
+    Markdown and CSV, with the checkpoint each row uses."""
+    import csv
+
+    from test_launch import fake_run
+
+    from eval.table5 import main as table5_main
+    from launch.report import from_folders, write_report
+
+    model = "clip-vit-l14-336"
+    seed0 = fake_run(
+        tmp_path / "neg-seed0",
+        model,
+        "negclip",
+        "native",
+        {"step_0": {"whatsup_a": 49.0}, "step_4": {"whatsup_a": 52.0}, "step_6": {"whatsup_a": 54.0}},
+    )
+    seed1 = fake_run(tmp_path / "neg-seed1", model, "negclip", "native",
+                     {"step_0": {"whatsup_a": 49.0}, "step_4": {"whatsup_a": 50.0}})  # fmt: skip
+    for folder in (seed1 / "eval" / "step_4", seed1 / "eval" / "step_0"):  # seed 1 scored with eval.run --limit 4
+        record = json.loads((folder / "whatsup_a.json").read_text())
+        (folder / "whatsup_a.json").write_text(json.dumps({**record, "limit": 4, "partial": True}))
+
+    assert table5_main([str(seed1), "--csv", str(tmp_path / "t5.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "| + neg. cap. (neg-seed1) **PARTIAL (--limit 4)** | 50.0 |" in printed
+    assert "PARTIAL: the row's results score only the first N examples" in printed
+    t5 = {r["row"]: r for r in csv.DictReader((tmp_path / "t5.csv").open())}
+    assert t5["+ neg. cap. (neg-seed1)"]["marks"] == "PARTIAL (--limit 4)"
+    assert t5["+ neg. cap. (neg-seed1)"]["checkpoint"] == "step 4"
+    assert t5["Random chance"]["marks"] == ""
+
+    rows, _, _ = write_report(from_folders([seed0, seed1], tmp_path / "report"))
+    by_label = {r.label: r for r in rows}
+    assert by_label["+ neg. cap. (neg-seed0)"].marks == () and by_label["+ neg. cap. (neg-seed0)"].step == 6
+    text = (tmp_path / "report" / "report.md").read_text()
+    mean_line = next(line for line in text.splitlines() if "n=2" in line)
+    assert "**PARTIAL (--limit 4)**" in mean_line and "**MIXED (steps 4/6)**" in mean_line
+    assert "| 52.0 ± 2.8 |" in mean_line  # the numbers stay, marked
+    assert "Marks: **PARTIAL (--limit N)**" in text
+    assert "| neg-seed0 | – | – | evaluated up to step 6 | step 6 |" in text
+    assert "| neg-seed1 | – | – | evaluated up to step 4 | step 4 PARTIAL (--limit 4) |" in text
+    every = {r["row"]: r for r in csv.DictReader((tmp_path / "report" / "report.csv").open())}
+    mean = next(r for r in every.values() if r["kind"] == "mean")
+    assert mean["marks"] == "PARTIAL (--limit 4); MIXED (steps 4/6)" and mean["checkpoint"] == "step 6/step 4"
+    assert (
+        every["+ neg. cap. (neg-seed0)"]["marks"] == "" and every["+ neg. cap. (neg-seed0)"]["checkpoint"] == "step 6"
+    )
+
+
+def test_a_key_given_twice_in_a_json_item_is_reported_with_the_item(world, tmp_path, capsys):
+    """json keeps the last of two "image" keys, other readers the first: such an item is skipped and named, the rest
+    converts; a benchmark file with a repeated key stops its eval naming the row."""
+    from data_prep import build_shards
+    from eval import whatsup
+
+    llava = world / "llava"
+    good = json.loads((llava / "blip_laion_cc_sbu_558k.json").read_text())[:3]
+    first, second = good[0]["image"], good[1]["image"]
+    texts = [json.dumps(item) for item in good]
+    texts.append(json.dumps(good[2]).replace('"image":', f'"image": "{first}", "image":', 1))
+    texts.append(json.dumps(good[1]).replace('"value":', '"value": "A cat.", "value":', 1))
+    (tmp_path / "items.json").write_text("[" + ",\n".join(texts) + "]")
+    out = tmp_path / "shards"
+    args = ["--dataset", "lcs558k", "--json", str(tmp_path / "items.json"), "--image-root", str(llava / "images"),
+            "--out", str(out), "--overwrite"]  # fmt: skip
+    assert build_shards.main(args) == 0
+    skipped = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [(s["index"], s["reason"]) for s in skipped] == [(3, "malformed_item"), (4, "malformed_item")]
+    assert f'"image" given 2 times ({first!r}, then {good[2]["image"]!r})' in skipped[0]["detail"]
+    assert 'conversations[0]: "value" given 2 times' in skipped[1]["detail"]
+    assert json.loads((out / "manifest.json").read_text())["counts"]["samples_written"] == 3
+    assert second  # the other items convert as before
+
+    bench = tmp_path / "bench"
+    (bench / "data").mkdir(parents=True)
+    text = (world / "bench" / "data" / "controlled_images_dataset.json").read_text()
+    captions = bench / "data" / "controlled_images_dataset.json"
+    captions.write_text(text.replace('"image_path":', '"image_path": "data/x.jpeg", "image_path":', 1))
+    with pytest.raises(ValueError, match=r'row 0: a key given twice.*"image_path" given 2 times'):
+        whatsup.load_rows(bench, whatsup.SUBSETS["A"])

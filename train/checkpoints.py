@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data_prep.provenance import sha256_file
@@ -74,7 +75,7 @@ def finish_checkpoint(
         (tmp / STATE).write_text(json.dumps(state, indent=1))
         (tmp / "config.yaml").write_text(config_yaml)
         (tmp / CHECKSUMS).write_text(json.dumps(file_checksums(tmp), indent=1))
-    except (OSError, RuntimeError) as err:  # a full disk: safetensors and torch.save raise either
+    except (OSError, RuntimeError, SafetensorError) as err:  # a full disk: each writer raises its own kind
         written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
         needed = written + sum(t.numel() * t.element_size() for t in weights.values())
         shutil.rmtree(tmp, ignore_errors=True)
