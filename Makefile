@@ -4,7 +4,7 @@ STAMP   := .venv/.installed
 DEMO    ?= demo_out
 SEED    ?= 0
 
-.PHONY: install system-deps demo test lint bench gpu-check clean
+.PHONY: install system-deps demo test test-all lint bench gpu-check clean
 
 install: $(STAMP)
 
@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(PY) -m data_prep.inspect_shards $(SHARDS) --show 2
 	rm -rf $(RUNS)
 	$(PY) -m launch.sweep launch/sweeps/tiny_grid.yaml --backend local --output-dir $(RUNS) \
-	    data.shards=[$(SHARDS)] eval.data_root=$(WORLD)/bench
+	    data.shards=[$(SHARDS)] eval.data_root=$(WORLD)/bench wandb.mode=offline
 	rm -rf $(DEMO)/llava $(DEMO)/llava_vqascore
 	$(PY) -m eval.llava --model tiny-llava --data-root $(WORLD)/bench --out $(DEMO)/llava --protocol choice
 	$(PY) -m eval.llava --model tiny-llava --data-root $(WORLD)/bench --out $(DEMO)/llava_vqascore --protocol vqascore
@@ -42,8 +42,15 @@ system-deps:
 	        echo "as root, run: apt-get install -y slurmctld slurmd slurm-client munge (tests/test_launch_slurm.py needs it)"; \
 	    fi; }
 
+# The README's test command: every test but the long system tier, in parallel (pytest-xdist; TEST_WORKERS=1 for
+# one process). test-all adds the system tier (real-size steps, learning signal, a real SLURM cluster): CI runs it.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not system"
+
+test-all: $(STAMP) system-deps
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

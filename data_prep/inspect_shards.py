@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
+from tqdm import tqdm
 
 from data_prep.image_bytes import DECODE_ERRORS
 from data_prep.negatives import HARD_NEGATIVES
@@ -266,19 +267,34 @@ def _verify_job(job: tuple[Path, ShardExpectation | None]) -> tuple[int, list[st
     return verify_shard(*job)
 
 
-def verify(folder: Path, workers: int = 1, reindex: bool = False) -> dict:
+def _verify_indexed(indexed: tuple[int, tuple]) -> tuple[int, tuple]:
+    index, job = indexed
+    return index, _verify_job(job)
+
+
+def verify(folder: Path, workers: int = 1, reindex: bool = False, progress: bool = True) -> dict:
     """Checks every shard; a folder without sizes.json is damage unless `reindex`, which verifies what is there and,
-    when all of it is intact, writes sizes.json with the counts found (so training reads the folder as it is)."""
+    when all of it is intact, writes sizes.json with the counts found (so training reads the folder as it is).
+    `progress`: a bar over the bytes read (the real data is hundreds of GB)."""
     plan = plan_folder(folder, "index" if reindex else "refuse")
     damage = dict(plan.damage)
     jobs = [(tar, plan.expected.get(tar.name) if plan.expected is not None else None) for tar in plan.tars]
+    sizes = [tar.stat().st_size if tar.exists() else 0 for tar, _ in jobs]
+    bar = tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="verify", disable=not progress, leave=False)
+    results: list = [None] * len(jobs)
     if workers > 1 and len(jobs) > 1:
         with mp.get_context("fork").Pool(min(workers, len(jobs)), initializer=_default_sigterm) as pool:
-            results = pool.map(_verify_job, jobs, chunksize=1)
+            # unordered, so the bar moves as shards finish; placed back by index
+            for index, result in pool.imap_unordered(_verify_indexed, list(enumerate(jobs)), chunksize=1):
+                results[index] = result
+                bar.update(sizes[index])
             pool.close()  # workers leave on their own; the with-block's terminate() is then a no-op
             pool.join()
     else:
-        results = [_verify_job(job) for job in jobs]
+        for index, job in enumerate(jobs):
+            results[index] = _verify_job(job)
+            bar.update(sizes[index])
+    bar.close()
     samples = 0
     hashed = 0
     for (tar, _), (found, problems, compared) in zip(jobs, results, strict=True):

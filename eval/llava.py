@@ -1553,8 +1553,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--wandb-project", default="clipablate")
     parser.add_argument("--wandb-group", default="", help="default: the label model:protocol")
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=0,
+        help="torch threads per process (0 = auto: this process's share of the cores; $OMP_NUM_THREADS wins)",
+    )
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: an interruption
     args = parser.parse_args(argv)
+    from train.cpu_threads import apply_threads, choose_threads, processes_on_host
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    apply_threads(choose_threads(args.cpu_threads, processes_on_host(world), 0))
     try:
         results = run(
             args.model,

@@ -150,9 +150,12 @@ def log_to_wandb(
     benchmarks: Sequence[str],
     config: dict[str, Any] | None = None,
 ):
-    """One W&B run per eval invocation (offline by default): metrics per checkpoint and the summary table;
+    """The folder's eval W&B run (offline by default; its id stored in the folder and resumed, so every eval of a run
+    is one W&B run, job_type eval, in the training run's group): metrics per checkpoint and the summary table;
     `config` (flattened settings) is the run's W&B config."""
     import wandb  # lazily: importing eval must not import wandb
+
+    from train.tracking import run_tags, stored_run_id
 
     run = wandb.init(
         mode=wandb_cfg.mode,
@@ -160,7 +163,10 @@ def log_to_wandb(
         entity=wandb_cfg.entity or None,
         group=wandb_cfg.group or run_name,
         name=f"{run_name}-eval",
+        id=stored_run_id(run_dir, "eval"),
+        resume="allow",
         job_type="eval",
+        tags=run_tags("", config or {}),
         dir=str(run_dir),
         config=config,
     )

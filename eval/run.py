@@ -497,7 +497,7 @@ def score_run(
     if rank_and_world()[0] == 0:
         write_summary(eval_dir, rows, shown, f"{cfg.run_name}: evaluation{_partial_title(rows)}")
         if cfg.wandb.mode != "disabled" and any(plan.values()):  # nothing new: nothing to log again
-            log_to_wandb(cfg.wandb, cfg.run_name, run_dir, rows, shown)
+            log_to_wandb(cfg.wandb, cfg.run_name, run_dir, rows, shown, config=flatten(to_plain(cfg)))
     barrier()
     return rows
 
@@ -616,8 +616,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cpu-threads",
         type=int,
         default=1,
-        help="torch threads per process on CPU: CPU sums depend on the thread count, so equal counts give "
-        "bitwise-equal results for any number of processes",
+        help="torch threads per process on CPU (default 1; 0 = auto, this process's share of the cores): CPU sums "
+        "depend on the thread count, so the default 1 gives bitwise-equal results for any number of processes",
     )
     parser.add_argument(
         "--chunk-size",
@@ -643,6 +643,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--checkpoints goes with --run")
     if args.limit < 0:
         parser.error(f"--limit {args.limit}: must be > 0 (0 = every example)")
+    if args.cpu_threads < 0:
+        parser.error(f"--cpu-threads {args.cpu_threads}: must be >= 0 (0 = auto)")
     args.checkpoints = [n for name in args.checkpoints or [] for n in name.split(",") if n] or None
     try:
         args.benchmarks = parse_benchmarks(args.benchmarks)
@@ -658,7 +660,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     threads = torch.get_num_threads()
     if not torch.cuda.is_available():
-        torch.set_num_threads(args.cpu_threads)
+        from train.cpu_threads import choose_threads, processes_on_host
+
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        torch.set_num_threads(choose_threads(args.cpu_threads, processes_on_host(world), 0).threads)
     # One writer per eval output folder (rank 0 writes; the others only compute).
     target = args.run / "eval" if args.run else args.out
     rank0 = int(os.environ.get("RANK", "0")) == 0

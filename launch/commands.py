@@ -79,10 +79,15 @@ def shell_line(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def child_env(cuda_devices: str | None) -> dict[str, str]:
-    """Environment of a run started by the local backend, with the GPUs it may use."""
+def child_env(cuda_devices: str | None, concurrent_runs: int = 1) -> dict[str, str]:
+    """Environment of a run started by the local backend, with the GPUs it may use and, when runs share the machine,
+    its share of the cores ($CLIPABLATE_CORES, from which each of its processes takes its torch threads)."""
+    from train.cpu_threads import CORES_VARIABLE, usable_cores
+
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")  # logs fill as the run goes
     if cuda_devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = cuda_devices
+    if concurrent_runs > 1:
+        env[CORES_VARIABLE] = str(max(1, usable_cores() // concurrent_runs))
     return env

@@ -141,7 +141,7 @@ class LocalRunner:
                 argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=child_env(slot.cuda_devices),
+                env=child_env(slot.cuda_devices, len(self.slots)),
                 start_new_session=True,  # Ctrl-C in the terminal must not hit the trainer mid-step
             )
             with self._lock:

@@ -102,13 +102,14 @@ def export_state(model: Any) -> dict[str, torch.Tensor]:
 def save_state(state: dict[str, torch.Tensor], out: Path) -> None:
     """safetensors for a .safetensors path, else torch.save of the plain dict (open_clip reads both)."""
     from safetensors import SafetensorError
-    from safetensors.torch import save_file
+
+    from models.safetensors_file import save_safetensors
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         if out.suffix == ".safetensors":
-            save_file(state, str(tmp))
+            save_safetensors(state, tmp)
         else:
             torch.save(state, tmp)
     except (OSError, RuntimeError, SafetensorError) as err:  # e.g. a full disk: no half-written file left behind

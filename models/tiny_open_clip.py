@@ -127,9 +127,9 @@ def load_tiny_open_clip(
 def _write_folder(spec: TinyOpenClipSpec, folder: Path) -> None:
     import open_clip
     import torch
-    from safetensors.torch import save_file
 
     from models.local_tokenizers import train_sentencepiece_style_tokenizer
+    from models.safetensors_file import save_safetensors
     from models.tiny_timm import register_tiny_siglip_vit
 
     register_tiny_siglip_vit()
@@ -143,4 +143,4 @@ def _write_folder(spec: TinyOpenClipSpec, folder: Path) -> None:
     with torch.random.fork_rng(devices=[]):  # seeded, without disturbing the caller's random stream
         torch.manual_seed(INIT_SEED)
         model = open_clip.create_model(f"local-dir:{folder}")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}, folder / WEIGHTS_FILE)

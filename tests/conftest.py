@@ -7,9 +7,11 @@ never run it and never passes only because an earlier run left files behind. Sub
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 _FRESH_HOME = Path(tempfile.mkdtemp(prefix="clipablate-tests-"))
@@ -30,6 +32,11 @@ FRESH_CACHE_VARIABLES = {
 for _variable, _folder in FRESH_CACHE_VARIABLES.items():
     os.environ[_variable] = str(_FRESH_HOME / _folder)
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is downloaded, ever
+# Under pytest-xdist (make test: -n 2) each worker takes its share of the cores for torch's threads, and so do the
+# processes it starts: two workers with torch's default of every core each would oversubscribe the machine.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
 
 import pytest  # noqa: E402
 
@@ -46,20 +53,40 @@ def fresh_home() -> Path:
     return _FRESH_HOME
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder `build` fills, made once per test run: under pytest-xdist the first worker that needs it builds it
+    (under a file lock) and the others reuse it. Tests only read these folders."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        out = tmp_path_factory.mktemp(name)
+        build(out)
+        return out
+    shared = tmp_path_factory.getbasetemp().parent  # common to the workers of this run
+    out, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Small, clean, seed 0."""
-    out = tmp_path_factory.mktemp("toyworld") / "world"
-    generate(out, seed=0, scale="small", dirty=False)
-    return out
+    folder = built_once(tmp_path_factory, "toyworld", lambda out: generate(out / "world", seed=0, scale="small"))
+    return folder / "world"
 
 
 @pytest.fixture(scope="session")
 def dirty_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Small, seed 0, with the broken inputs of real LLaVA data (--dirty)."""
-    out = tmp_path_factory.mktemp("toyworld") / "dirty_world"
-    generate(out, seed=0, scale="small", dirty=True)
-    return out
+
+    def build(out: Path) -> None:
+        generate(out / "dirty_world", seed=0, scale="small", dirty=True)
+
+    return built_once(tmp_path_factory, "dirty_toyworld", build) / "dirty_world"
 
 
 @pytest.fixture(scope="session")
@@ -67,13 +94,14 @@ def world_shards(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The clean world's two LLaVA datasets converted into one shard folder (left/right hard negatives)."""
     from data_prep import build_shards
 
-    out = tmp_path_factory.mktemp("world_shards")
-    llava = world / "llava"
-    args = ["--dataset", "lcs558k", "--json", str(llava / "blip_laion_cc_sbu_558k.json")]
-    args += ["--image-root", str(llava / "images")]
-    args += ["--dataset", "mix665k", "--json", str(llava / "llava_v1_5_mix665k.json"), "--image-root", str(llava)]
-    assert build_shards.main([*args, "--out", str(out), "--shard-size", "128"]) == 0
-    return out
+    def build(out: Path) -> None:
+        llava = world / "llava"
+        args = ["--dataset", "lcs558k", "--json", str(llava / "blip_laion_cc_sbu_558k.json")]
+        args += ["--image-root", str(llava / "images")]
+        args += ["--dataset", "mix665k", "--json", str(llava / "llava_v1_5_mix665k.json"), "--image-root", str(llava)]
+        assert build_shards.main([*args, "--out", str(out), "--shard-size", "128", "--overwrite"]) == 0
+
+    return built_once(tmp_path_factory, "world_shards", build)
 
 
 @pytest.fixture

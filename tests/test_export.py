@@ -56,6 +56,7 @@ def test_native_run_exports_a_complete_open_clip_state_dict(clip_run, tmp_path, 
     result = run(["-m", "models.export", str(clip_run), "--out", str(out)])
     assert "exported step_2 (step 2)" in result.stdout
     record = json.loads(out.with_suffix(".json").read_text())
+    assert out.stat().st_mode & 0o777 == out.with_suffix(".json").stat().st_mode & 0o777  # the umask's, not 0600
     assert record["kind"] == "open_clip" and record["checkpoint"] == "step_2" and record["step"] == 2
     folder = Path(record["open_clip_model"].removeprefix("local-dir:"))
 

@@ -12,6 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from train.config import load_recipe
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = sorted(p.stem for p in (ROOT / "recipes").glob("tiny_*.yaml"))
 
@@ -52,6 +54,8 @@ def test_every_tiny_recipe_trains_and_leaves_a_self_describing_run(recipe, world
     assert (run_dir / "config.yaml").exists() and (run_dir / "starts.jsonl").exists()
     start = json.loads((run_dir / "starts.jsonl").read_text().splitlines()[0])
     assert start["argv"][0] == f"recipes/{recipe}.yaml" and "git_commit" in start["code"]
+    # the torch threads it chose, and why: its share of the cores unless OMP_NUM_THREADS or the recipe says
+    assert start["cpu_threads"] >= 1 and start["cpu_threads_from"]
     records = metrics(run_dir)
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
@@ -61,6 +65,9 @@ def test_every_tiny_recipe_trains_and_leaves_a_self_describing_run(recipe, world
     assert (checkpoint / "config.yaml").read_text() == (run_dir / "config.yaml").read_text()
     weights = load_file(str(checkpoint / "trainable.safetensors"))
     assert weights and "logit_scale" in weights
+    # readable as every other file of the run (the umask's mode; safetensors alone writes 0600)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in checkpoint.iterdir()}
+    assert set(modes.values()) == {(run_dir / "config.yaml").stat().st_mode & 0o777}, modes
     if "llm2vec" in recipe:  # the frozen LLM is rebuilt from the config, never stored
         assert all("llm" not in name or "connector" in name for name in weights), list(weights)[:10]
 
@@ -170,7 +177,33 @@ def test_a_finished_run_is_not_overwritten_and_a_resume_must_keep_the_config(wor
         finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *settings, "optim.lr=1", "train.resume=latest"),
         check=False,
     )
-    assert changed.returncode == 1 and "config changed since the run started (optim.lr)" in changed.stderr
+    assert changed.returncode == 1 and "config changed since the run started" in changed.stderr
+    assert "optim.lr: 0.0001 -> 1.0" in changed.stderr and "Traceback" not in changed.stderr
+
+
+def test_a_smoke_run_can_be_extended_and_its_logging_changed_on_resume(world_shards, tmp_path):
+    """max_steps, W&B, workers, logging: allowed on resume (the method is the same); the schedule keeps the first
+    start's length unless train.stretch_schedule; config.yaml and starts.jsonl say what changed."""
+    settings = ["train.max_steps=2", "optim.warmup_steps=1", "train.log_every_steps=1"]
+    for name in ("kept", "stretched"):
+        run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path / name, *settings))
+    more = ["train.max_steps=4", "train.resume=latest", "data.workers=1", "wandb.project=another"]
+    kept = run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path / "kept", *settings, *more))
+    stretched = run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path / "stretched", *settings, *more,
+                                 "train.stretch_schedule=true"))  # fmt: skip
+    changes = "data.workers: 0 -> 1; train.max_steps: 2 -> 4; wandb.project: 'clipablate' -> 'another'"
+    assert f"resume with changes: {changes}" in kept.stdout
+    assert "keeps its length of 2 steps from the first start, so steps 3-4 run at its final lr" in kept.stdout
+    assert "stretched from 2 to 4 steps" in stretched.stdout
+    run_dir = tmp_path / "kept" / "tiny_clip_finetune"
+    lrs = [r["lr"] for r in metrics(run_dir)]
+    assert [r["step"] for r in metrics(run_dir)] == [1, 2, 3, 4] and lrs[2:] == [0.0, 0.0]  # cosine ended at step 2
+    stretched_lrs = [r["lr"] for r in metrics(tmp_path / "stretched" / "tiny_clip_finetune")]
+    assert stretched_lrs[:2] == lrs[:2] and stretched_lrs[2] > 0  # the schedule spread over 4 steps
+    starts = [json.loads(line) for line in (run_dir / "starts.jsonl").read_text().splitlines()]
+    assert starts[1]["config_changes"]["train.max_steps"] == [2, 4]
+    assert load_recipe(run_dir / "config.yaml").train.max_steps == 4  # what the run now is
+    assert json.loads((run_dir / "checkpoints" / "step_4" / "trainer_state.json").read_text())["schedule_steps"] == 2
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step_and_samples(world_shards, tmp_path, monkeypatch, capsys):
@@ -269,11 +302,23 @@ def test_a_checkpoint_is_never_written_with_non_finite_weights(world_shards, tmp
     assert (checkpoints / "latest").read_text() == "step_2"
 
 
-def test_wandb_offline_run_is_written_into_the_run_folder(world_shards, tmp_path):
-    run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, "train.max_steps=2", "optim.warmup_steps=1",
-                     "wandb.mode=offline", "wandb.group=sweep-a"))  # fmt: skip
-    offline = list((tmp_path / "tiny_clip_finetune" / "wandb").glob("offline-run-*"))
-    assert len(offline) == 1
+def test_one_wandb_run_per_run_folder_across_resumes(world_shards, tmp_path):
+    """The id is stored in the run folder: a resumed start logs to the same W&B run (offline: a second offline-run
+    folder with the same id, which `wandb sync` appends); resuming a finished run opens none."""
+    settings = ["optim.warmup_steps=1", "train.log_every_steps=1", "wandb.mode=offline", "wandb.group=sweep-a"]
+    run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, "train.max_steps=2", *settings))
+    run_dir = tmp_path / "tiny_clip_finetune"
+    train_id = json.loads((run_dir / "wandb_ids.json").read_text())["train"]
+    run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, "train.max_steps=3", "train.resume=latest",
+                     *settings))  # fmt: skip
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(p.name.endswith(f"-{train_id}") for p in offline)
+    [log] = list(offline[-1].glob("*.wandb"))
+    record = log.read_bytes()
+    assert b"train/loss" in record and b"recipe:tiny_clip_finetune" in record and b"sweep:sweep-a" in record
+    run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, "train.max_steps=3", "train.resume=latest",
+                     *settings))  # fmt: skip
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 2  # nothing left to train: no W&B run
 
 
 def test_a_run_that_cannot_fit_the_gpu_stops_before_loading_weights(world_shards, tmp_path, monkeypatch, capsys):
@@ -282,7 +327,7 @@ def test_a_run_that_cannot_fit_the_gpu_stops_before_loading_weights(world_shards
     monkeypatch.setattr(finetune, "device_total_bytes", lambda device: 2**20)  # a 1 MiB "GPU"
     monkeypatch.setattr(finetune, "build_model", lambda cfg: pytest.fail("weights were loaded"))
     args = finetune_cmd("tiny_clip_neg", world_shards, tmp_path, "train.max_steps=2", "optim.warmup_steps=1")[1:]
-    assert finetune.cli(args) == 1
+    assert finetune.cli(args) == 2  # a config error, as in every tool
     captured = capsys.readouterr()
     assert "GPU memory per device (estimate)" in captured.out
     assert "memory estimate (train.check_memory=false to start anyway)" in captured.err and "GiB" in captured.err

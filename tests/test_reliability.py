@@ -2,6 +2,7 @@
 
 import json
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line(world_shards, tmp_path):
 
 def back_to_step_2(run_dir: Path) -> None:
     """The run folder as a kill after checkpoint step_2 of a 4-step run leaves it: latest names step_2."""
-    
+
     checkpoints = run_dir / "checkpoints"
     for later in checkpoints.glob("step_*"):
         if later.name != "step_2":
@@ -146,7 +147,7 @@ def test_a_full_disk_leaves_no_temporary_folder_and_says_what_was_needed(tmp_pat
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoints, "save_file", no_space)
+    monkeypatch.setattr(checkpoints, "save_safetensors", no_space)
     model = torch.nn.Linear(4, 4)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
@@ -200,6 +201,7 @@ def test_a_real_full_tmpfs_keeps_earlier_checkpoints_and_leaves_no_temporary_fol
     assert "No space left on device" in result["error"] and "needs about" in result["error"]
     assert result["left"] == ["latest", "step_1"] and result["latest"] == "step_1"
     assert result["intact"] == []
+
 
 # --- one writer per folder ------------------------------------------------------------------------------------
 
@@ -269,7 +271,7 @@ def test_a_start_that_failed_before_its_first_step_can_simply_be_rerun(world_sha
     ],
 )
 def test_a_malformed_mmvp_vlm_row_is_named(world, tmp_path, line, message):
-    
+
     from eval_doubles import OracleScorer
 
     from eval.benchmarks import run_benchmark
@@ -286,7 +288,7 @@ def test_a_malformed_mmvp_vlm_row_is_named(world, tmp_path, line, message):
 def test_a_shard_folder_without_its_records_is_no_silent_subset(world_shards, tmp_path, capsys):
     """sizes.json and manifest.json gone and a shard deleted: training and --verify refuse; --reindex verifies what
     is there, says how many samples it found and writes sizes.json, after which training reads it."""
-    
+
     from data_prep import inspect_shards
     from train.data import ShardIntegrityError, index_shards
 
@@ -308,7 +310,7 @@ def test_a_shard_folder_without_its_records_is_no_silent_subset(world_shards, tm
 def test_a_feature_cache_damaged_on_disk_is_never_read(world_shards, tmp_path):
     """64 KB zeroed inside a finished cache's features.npy: the next run stops naming the file (it trained on wrong
     features before), and deleting the folder rebuilds it."""
-    
+
     settings = ["train.max_steps=2", "optim.warmup_steps=1", "train.log_every_steps=1"]
     run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "a", *settings))
     cache_root = tmp_path / "a" / "feature_cache"

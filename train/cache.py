@@ -730,6 +730,7 @@ def main(argv: list[str]) -> int:
 
     from models import build_model
     from train.config import load_recipe
+    from train.cpu_threads import apply_threads, choose_threads, processes_on_host
     from train.data import ShardError, index_shards
     from train.process_group import use_cpu_group
     from train.typed_config import ConfigError
@@ -751,6 +752,8 @@ def main(argv: list[str]) -> int:
         print(f"train.cache: {err}", file=sys.stderr)
         return 2
     accelerator = Accelerator(mixed_precision=cfg.train.accelerate_mixed_precision, cpu=use_cpu_group())
+    processes = processes_on_host(accelerator.num_processes)
+    apply_threads(choose_threads(cfg.train.cpu_threads, processes, cfg.data.workers))  # as finetune does
     try:
         caches = prepare_recipe_caches(cfg, build_model(cfg.model), index, accelerator)
     except CacheDamaged as err:

@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from data_prep.provenance import sha256_file
+from models.safetensors_file import save_safetensors
 
 WEIGHTS = "trainable.safetensors"
 STATE = "trainer_state.json"
@@ -68,7 +69,7 @@ def finish_checkpoint(
     `optimizer` None: its state is already in tmp/ENGINE (DeepSpeed writes its own, partitioned per rank).
     """
     try:
-        save_file(weights, str(tmp / WEIGHTS))
+        save_safetensors(weights, tmp / WEIGHTS)
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")

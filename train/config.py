@@ -128,7 +128,13 @@ class TrainConfig:
     log_every_steps: int = 10  # metrics.jsonl and tracker cadence, in optimizer steps
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0 = at epoch ends only)
     resume: str = ""  # "" = start fresh, "latest" = newest checkpoint of this run, or a checkpoint folder
+    # A resume that extends the run (a larger max_steps or epochs): false keeps the lr schedule of the first start
+    # (its length is in every checkpoint; steps past it run at its final lr), true spreads it over the new total.
+    stretch_schedule: bool = False
     check_memory: bool = True  # refuse to start when the memory estimate exceeds the GPU (false: warn and start)
+    # torch threads per process; 0 = auto: the cores this process may use / processes on the host - data workers
+    # (train/cpu_threads.py; $OMP_NUM_THREADS wins over auto). Recorded in starts.jsonl; may change on resume.
+    cpu_threads: int = 0
 
     @property
     def accelerate_mixed_precision(self) -> str:
@@ -140,7 +146,7 @@ class TrainConfig:
         for name in ("epochs", "global_batch_size", "log_every_steps"):
             if getattr(self, name) <= 0:
                 out.append(Problem((name,), "must be > 0"))
-        for name in ("max_steps", "checkpoint_every_steps"):
+        for name in ("max_steps", "checkpoint_every_steps", "cpu_threads"):
             if getattr(self, name) < 0:
                 out.append(Problem((name,), "must be >= 0"))
         return out
@@ -237,6 +243,25 @@ def is_plain_folder_name(name: str) -> bool:
     )
 
 
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(path: str | Path) -> Path:
+    """A recipe file, or a recipe's name (`tiny_clip_neg` = recipes/tiny_clip_neg.yaml); ConfigError listing the
+    recipes for a name that is neither."""
+    given = Path(path)
+    if given.exists() or given.suffix in (".yaml", ".yml") or len(given.parts) > 1:
+        return given
+    named = RECIPES_DIR / f"{given}.yaml"
+    if named.exists():
+        return named
+    raise ConfigError(str(path), [f"neither a recipe file nor a recipe name; the recipes: {', '.join(recipe_names())}"])
+
+
 def load_recipe(
     path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, paths: PathChecks = "ignore"
 ) -> RecipeConfig:
@@ -246,7 +271,7 @@ def load_recipe(
     as warnings to stderr, "ignore" does not look (see `path_problems`). With "warn" or "error", path_warnings
     (eval.data_root) are printed too; warnings only when the recipe has no problems.
     """
-    path = Path(path)
+    path = recipe_path(path)
     data = load_yaml_file(path, "recipe")
     problems: list[str] = []
     override_tree = parse_overrides(overrides, problems)
@@ -261,6 +286,10 @@ def load_recipe(
     warnings: list[str] = []
     if paths != "ignore":
         found = [_problem_text(p) for p in _path_checks(cfg) if not any(failed_under(k, failed) for k in p.keys)]
+        if paths == "error" and not failed_under("model", failed):  # every missing download too, before any loads
+            from models.weights_preflight import missing_weights
+
+            found += missing_weights(cfg.model)
         (problems if paths == "error" else warnings).extend(found)
         warnings += path_warnings(cfg)
     if problems:  # the warnings wait: one message at a time

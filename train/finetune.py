@@ -17,6 +17,7 @@ see the same pixels (crops are seeded per sample) and the same random state (dro
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
@@ -47,6 +48,7 @@ from train.checkpoints import (
     trainable_state,
 )
 from train.config import OptimConfig, RecipeConfig, load_recipe
+from train.cpu_threads import apply_threads, choose_threads, processes_on_host
 from train.data import Batch, BatchPlan, ShardError, epoch_loader, index_shards
 from train.losses import build_loss
 from train.process_group import use_cpu_group
@@ -152,6 +154,8 @@ def main(cfg: RecipeConfig, argv: list[str]) -> None:
 
 def train_run(cfg: RecipeConfig, argv: list[str], accelerator: Accelerator) -> None:
     is_main = accelerator.is_main_process
+    threads = choose_threads(cfg.train.cpu_threads, processes_on_host(accelerator.num_processes), cfg.data.workers)
+    apply_threads(threads)  # its share of the cores: torch's default of all of them oversubscribes a shared machine
     run_dir = check_run_dir(cfg)
     index = index_shards(
         cfg.data.shards, unrecorded=cfg.data.unrecorded_shards
@@ -160,7 +164,7 @@ def train_run(cfg: RecipeConfig, argv: list[str], accelerator: Accelerator) -> N
     check_memory(cfg, accelerator, plan)  # before any weights load: a 7B tower that cannot fit fails in seconds
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if is_main:
-        write_run_start(run_dir, cfg, argv)
+        write_run_start(run_dir, cfg, argv, threads.as_record())
 
     torch.manual_seed(cfg.seed)
     bundle = build_model(cfg.model)  # applies the recipe's freezing and gradient checkpointing
@@ -176,7 +180,7 @@ def train_run(cfg: RecipeConfig, argv: list[str], accelerator: Accelerator) -> N
         write_caches_record(run_dir, caches)
     samples, collate = recipe_training_data(cfg, bundle, index, caches)
 
-    trainer = Trainer(cfg, accelerator, bundle.model, plan, total_steps, run_dir)
+    trainer = Trainer(cfg, accelerator, bundle.model, plan, total_steps, run_dir, Path(argv[0]).stem if argv else "")
     trainer.resume()
     if is_main:
         print(
@@ -234,8 +238,10 @@ class Trainer:
         plan: BatchPlan,
         total_steps: int,
         run_dir: Path,
+        recipe: str = "",  # the recipe's name, for W&B tags
     ) -> None:
         self.cfg, self.accelerator, self.plan, self.total_steps = cfg, accelerator, plan, total_steps
+        self.recipe = recipe
         self.is_main = accelerator.is_main_process
         self.deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
         self.loss_fn = build_loss(cfg.loss.name)
@@ -267,12 +273,37 @@ class Trainer:
             load_weights(resume_from, self.raw)
         state = load_training_state(resume_from, None if self.deepspeed else self.optimizer, self.scheduler)
         self.position = Position(**state["position"])
+        schedule_note = self._resume_schedule(state.get("schedule_steps"))
         if self.is_main:
             dropped = self.metrics.keep_until(self.position.step)
             print(
                 f"resumed from {resume_from} at step {self.position.step} (epoch {self.position.epoch})"
                 + (f"; {dropped} metrics lines after that step dropped" if dropped else "")
+                + (f"; {schedule_note}" if schedule_note else "")
             )
+
+    def _resume_schedule(self, recorded: int | None) -> str:
+        """The lr schedule's length after a resume: the first start's (`recorded`, from the checkpoint) unless
+        train.stretch_schedule; returns what a user should know about it ("" when nothing changed)."""
+        schedule: Schedule = self.scheduler.lr_lambdas[0]
+        if recorded is None or recorded == self.total_steps:  # checkpoints before the key: the current total
+            return ""
+        if not self.cfg.train.stretch_schedule:
+            schedule.total_steps = recorded
+            if self.total_steps > recorded:
+                return (
+                    f"the lr schedule keeps its length of {recorded} steps from the first start, so steps "
+                    f"{recorded + 1}-{self.total_steps} run at its final lr (train.stretch_schedule=true spreads it "
+                    f"over {self.total_steps})"
+                )
+            return ""
+        # stretched: the lr of the next step comes from the new length, not from the optimizer's restored value
+        schedule.total_steps = self.total_steps
+        step = self.scheduler.last_epoch
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base * schedule(step)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        return f"the lr schedule is stretched from {recorded} to {self.total_steps} steps (train.stretch_schedule)"
 
     def fit(self, samples, collate) -> None:
         stop = StopRequest()
@@ -283,7 +314,9 @@ class Trainer:
 
     def _fit(self, samples, collate, stop: StopRequest) -> None:
         cfg, plan, position = self.cfg, self.plan, self.position
-        tracker = Tracker(cfg.wandb, cfg.run_name, self.run_dir, flatten(to_plain(cfg)), enabled=self.is_main)
+        # Nothing left to train (a finished run resumed): no W&B run either.
+        enabled = self.is_main and position.step < self.total_steps
+        tracker = Tracker(cfg.wandb, cfg.run_name, self.run_dir, flatten(to_plain(cfg)), enabled, self.recipe)
         bar = tqdm(
             total=self.total_steps,
             initial=position.step,
@@ -496,7 +529,8 @@ class Trainer:
                 f"weights are not finite after step {position.step} ({', '.join(bad[:5]) or 'on another process'}); "
                 f"checkpoint {name} not written, latest still names the last good one"
             )
-        state = {"step": position.step, "position": vars(position)}
+        state = {"step": position.step, "position": vars(position),
+                 "schedule_steps": self.scheduler.lr_lambdas[0].total_steps}  # fmt: skip
         if self.deepspeed:  # the optimizer states are partitioned across ranks: every rank writes its own
             tmp = start_checkpoint(self.checkpoints, name) if self.is_main else None
             accelerator.wait_for_everyone()
@@ -728,19 +762,27 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Ada
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
-    """Linear warmup, then cosine to zero (or constant), stepped once per optimizer step."""
-    import math
+@dataclass
+class Schedule:
+    """Linear warmup, then cosine to zero over `total_steps` (or constant): the lr factor of an optimizer step.
+    `total_steps` is the schedule's length, which a resume may keep from the first start (train.stretch_schedule)."""
 
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "constant":
+    warmup_steps: int
+    kind: str
+    total_steps: int
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.kind == "constant":
             return 1.0
-        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
+    """A LambdaLR over Schedule (its `lr_lambdas[0]`), stepped once per optimizer step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, Schedule(cfg.warmup_steps, cfg.schedule, total_steps))
 
 
 def cli(argv: list[str]) -> int:
@@ -750,8 +792,11 @@ def cli(argv: list[str]) -> int:
     try:
         cfg = load_recipe(argv[0], argv[1:], paths="error")
         main(cfg, argv)
+    except ConfigError as err:  # the recipe (or what it names) is wrong: exit 2, as every tool's config error
+        print(f"finetune: {err}", file=sys.stderr)
+        return 2
     except (
-        ConfigError, RunDirError, NonFinite, ShardError, FileNotFoundError, CheckpointError, FolderBusy, CacheDamaged,
+        RunDirError, NonFinite, ShardError, FileNotFoundError, CheckpointError, FolderBusy, CacheDamaged,
     ) as err:  # fmt: skip
         # A DataLoader worker's error arrives wrapped in torch's "Caught ... Original Traceback"; its last line
         # is the message.

@@ -13,9 +13,20 @@ from train.config import RecipeConfig
 from train.typed_config import flatten, to_plain, to_yaml
 from train.yaml_loading import load_yaml_file
 
-# Keys that may differ between the first start of a run and a resumed one.
-# The feature cache changes speed, not results.
-_RESUMABLE_DIFFERENCES = {"train.resume", "train.check_memory", "cache", "cache_dir"}
+# Keys that may differ between the first start of a run and a resumed one: they change speed, logging or how long
+# the run goes on, not the method (the feature cache, data workers, threads: speed; W&B, logging, checkpoint cadence,
+# eval settings: what is written; max_steps/epochs: how far, with the schedule of the first start unless
+# train.stretch_schedule). A resume with other changes is refused with the list of them.
+_RESUMABLE_DIFFERENCES = {
+    "train.resume", "train.check_memory", "cache", "cache_dir", "data.workers", "train.cpu_threads",
+    "train.log_every_steps", "train.checkpoint_every_steps", "train.max_steps", "train.epochs",
+    "train.stretch_schedule",
+}  # fmt: skip
+_RESUMABLE_PREFIXES = ("wandb.", "eval.")
+
+
+def resumable(key: str) -> bool:
+    return key in _RESUMABLE_DIFFERENCES or key.startswith(_RESUMABLE_PREFIXES)
 
 
 class RunDirError(RuntimeError):
@@ -30,26 +41,31 @@ def check_run_dir(cfg: RecipeConfig) -> Path:
     run = Path(cfg.output_dir) / cfg.run_name
     config_file = run / "config.yaml"
     if config_file.exists():
-        changed = _changed_keys(config_file, cfg)
+        changes = config_changes(config_file, cfg)
+        refused = [f"{key}: {before!r} -> {after!r}" for key, (before, after) in changes.items() if not resumable(key)]
         if not cfg.train.resume:
-            if _never_trained(run) and not changed:  # a start that failed before its first step: start again
+            if _never_trained(run) and not refused:  # a start that failed before its first step: start again
                 return run
             raise RunDirError(
                 f"{run} already holds a run; pass train.resume=latest to continue it, or pick another run_name"
             )
-        if changed:
-            raise RunDirError(f"{run}: the config changed since the run started ({', '.join(changed)})")
+        if refused:
+            raise RunDirError(
+                f"{run}: the config changed since the run started, in keys a resume may not change (they change the "
+                f"method; start a new run_name instead): {'; '.join(refused)}"
+            )
     return run
 
 
-def _changed_keys(config_file: Path, cfg: RecipeConfig) -> list[str]:
+def config_changes(config_file: Path, cfg: RecipeConfig) -> dict[str, tuple[object, object]]:
+    """key -> (the run's value, this start's value) for every key that differs."""
     before = flatten(load_yaml_file(config_file, "run config") or {})
     now = flatten(to_plain(cfg))
     # A key the schema gained after the run started holds its default there: it changes nothing.
     defaults = flatten(to_plain(type(cfg)()))
     before = {**{k: v for k, v in defaults.items() if k not in before}, **before}
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-    return [k for k in changed if k not in _RESUMABLE_DIFFERENCES]
+    return {k: (before.get(k), now.get(k)) for k in changed if k != "train.resume"}
 
 
 def _never_trained(run: Path) -> bool:
@@ -60,18 +76,26 @@ def _never_trained(run: Path) -> bool:
     return not has_checkpoint and not (metrics.is_file() and metrics.read_text().strip())
 
 
-def write_run_start(run: Path, cfg: RecipeConfig, argv: list[str]) -> None:
-    """Writes the resolved config (first start only) and appends how this start was launched."""
+def write_run_start(run: Path, cfg: RecipeConfig, argv: list[str], extra: dict | None = None) -> None:
+    """Writes the resolved config (first start only) and appends how this start was launched (`extra`: e.g. the
+    CPU threads it chose)."""
     run.mkdir(parents=True, exist_ok=True)
     config_file = run / "config.yaml"
-    if not config_file.exists():
-        config_file.write_text(to_yaml(cfg))
+    changes = config_changes(config_file, cfg) if config_file.exists() else {}
+    if not config_file.exists() or changes:  # a resume's allowed changes: config.yaml is what the run now is
+        tmp = run / ".config.yaml.tmp"
+        tmp.write_text(to_yaml(cfg))
+        tmp.replace(config_file)
+    if changes:
+        print(f"resume with changes: {'; '.join(f'{k}: {b!r} -> {a!r}' for k, (b, a) in changes.items())}")
     start = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": argv,
         "python": sys.version.split()[0],
         "host": platform.node(),
         "code": code_version(),
+        **(extra or {}),
+        **({"config_changes": {k: list(v) for k, v in changes.items()}} if changes else {}),
     }
     with open(run / "starts.jsonl", "a") as f:
         f.write(json.dumps(start) + "\n")

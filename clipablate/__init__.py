@@ -1,0 +1,1 @@
+"""The `clipablate` command: one entry point for every stage (see clipablate/cli.py)."""

@@ -1,0 +1,5 @@
+import sys
+
+from clipablate.cli import main
+
+sys.exit(main())

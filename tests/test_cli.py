@@ -1,0 +1,53 @@
+"""The `clipablate` command: each subcommand is its `python -m` module, recipe and sweep names stand for files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPABLATE = [sys.executable, "-m", "clipablate"]  # what the console script `clipablate` runs
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLIPABLATE, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_the_console_script_is_installed_with_the_project():
+    script = Path(sys.executable).parent / "clipablate"
+    assert script.exists(), "pip install -e . installs the clipablate command ([project.scripts])"
+    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "subcommands:" in done.stdout  # no arguments: usage, exit 2
+
+
+def test_a_subcommand_is_its_python_m_module_and_a_recipe_name_is_its_file():
+    by_name = cli("config", "tiny_clip_neg", "optim.lr=2e-4")
+    by_module = subprocess.run([sys.executable, "-m", "train.config", "recipes/tiny_clip_neg.yaml", "optim.lr=2e-4"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert by_name.returncode == by_module.returncode == 0
+    assert by_name.stdout == by_module.stdout and "lr: 0.0002" in by_name.stdout
+
+
+def test_unknown_names_list_the_alternatives_and_exit_2():
+    unknown = cli("trian")
+    assert unknown.returncode == 2 and "unknown subcommand 'trian'; one of: world, shards" in unknown.stderr
+    recipe = cli("config", "tiny_clip_nge")
+    assert recipe.returncode == 2 and "neither a recipe file nor a recipe name" in recipe.stderr
+    assert "tiny_clip_neg" in recipe.stderr and "Traceback" not in recipe.stderr
+    assert cli("--help").returncode == 0
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`clipablate config clip_neg | head -1`: the reader is gone before the output is written (its end of the pipe
+    is closed first, so every write fails with EPIPE): no traceback, no "Exception ignored" line."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([*CLIPABLATE, "config", "clip_neg", "--fidelity"], cwd=ROOT, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300)  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
