@@ -733,6 +733,26 @@ def bench_accumulation(
     }
 
 
+def bench_test_suite() -> dict:
+    """Wall time of `make test` (everything but the system tier) and of the system tier alone, as make runs them."""
+    rows = {}
+    for label, marker in (("make test (-m 'not system')", "not system"), ("system tier (-m system)", "system")):
+        args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "-m", marker]
+        seconds, done = timed(lambda args=args: subprocess.run(args, cwd=REPO, capture_output=True, text=True))
+        summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+        rows[label] = {"seconds": round(seconds, 1), "minutes": round(seconds / 60, 1), "summary": summary}
+    total = sum(r["seconds"] for r in rows.values())
+    rows["make test-all (both)"] = {"seconds": round(total, 1), "minutes": round(total / 60, 1), "summary": ""}
+    for row in rows.values():
+        row["ratio_vs_baseline"] = round(row["seconds"] / total, 2)
+    return {
+        "how": "pytest -n 2 on this machine, each tier in a fresh process; the README's test command is `make test`, "
+        "CI runs both (make test-all). ratio: share of the whole suite's time.",
+        "columns": {"minutes": "minutes", "summary": "pytest summary"},
+        "rows": rows,
+    }
+
+
 def _mib(n: int) -> float:
     return n / 1024**2
 
@@ -761,7 +781,10 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-BENCHES = ("build_shards", "training", "cache", "loader", "eval", "accumulation", "negatives", "real_size", "llava")
+BENCHES = (
+    "build_shards", "training", "cache", "loader", "eval", "accumulation", "negatives", "real_size", "llava", "threads",
+    "tests",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -820,6 +843,14 @@ def main(argv: list[str] | None = None) -> int:
 
             print("LLaVA eval examples/s, batched against one at a time ...", flush=True)
             benchmarks["LLaVA eval examples/s: batched against one at a time"] = bench_llava(rounds=2)
+        if "threads" in chosen:
+            from threads_speed import bench_threads  # bench/ is on sys.path: this file runs as a script
+
+            print("training steps/s beside a busy process: default threads against hand-set ...", flush=True)
+            benchmarks["Training beside a busy process: default CPU threads against hand-set"] = bench_threads(shards)
+        if "tests" in chosen:
+            print("the test suite: make test and the system tier ...", flush=True)
+            benchmarks["Test suite wall time (2 xdist workers)"] = bench_test_suite()
         if "real_size" in chosen:
             print("training at real size (random weights, CPU) ...", flush=True)
             quick = {"rounds": 1, "steps": 3} if args.quick else {"rounds": 2, "steps": 5}

@@ -1,6 +1,6 @@
 """MMVP-VLM (Tong et al., 2024): pairs of near-identical images with contrasting statements, 9 visual patterns.
 
-Official CLIP rule (`scripts/evaluate_vlm.py`, ../shared/reference/formats.md): text = "a photo of " + statement;
+Official CLIP rule (`scripts/evaluate_vlm.py`, docs/formats.md): text = "a photo of " + statement;
 a pair is two consecutive rows of Questions.csv in file order (an odd Question ID, image i1 with statement t1,
 then an even one, i2 with t2). For each statement the script takes a softmax over the two images and predicts
 `"img1" if p(img1) > 0.5 else "img2"`, the truth being img1 for an odd ID and img2 for an even one. So a tie

@@ -1,6 +1,6 @@
 """What'sUp Subsets A and B (Kamath et al., 2023): four-way, the paper's two-way subsets, relaxed pairs, cosines.
 
-Definitions (../shared/reference/formats.md, "Evaluation data"):
+Definitions (docs/formats.md, "Evaluation data"):
 - four-way: each image scores its 4 caption options; correct iff argmax == 0 (numpy argmax, a tie is correct).
   Individual accuracy over rows; pairs (both images of one axis correct, per object pair) over rows/2;
   set of 4 (all four images of an object pair correct) over rows/4.

@@ -119,7 +119,8 @@ class LocalRunner:
         action = status.action
         evaluate = self.plan.spec.eval.enabled
         started = time.time()
-        self._say(run, f"{action.value} ({status.describe()}) on {_where(slot)}")
+        logs = f"{self.logs / run.name}.{{train,eval}}.log"
+        self._say(run, f"{action.value} ({status.describe()}) on {_where(slot)}; log: {logs}")
         if action in (Action.TRAIN, Action.RESUME):
             rc = self._child(run, "train", train_argv(run, slot.resources), slot)
             if rc == PREEMPTED_EXIT_CODE:

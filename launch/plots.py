@@ -155,6 +155,16 @@ def accuracy_by_epoch(curves: Sequence[Curve], chance: Row | None, path: Path, t
     return path
 
 
+def _save_with_side_legend(fig, ax, path: Path) -> Path:
+    """The legend (if any) beside the axes, then the figure written to `path` and closed."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def run_by_epoch(curve: Curve, chance: Row | None, path: Path) -> Path:
     """One run: every Table-5 column against epoch in one axes (chance values as dotted lines of the same colour)."""
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -171,11 +181,31 @@ def run_by_epoch(curve: Curve, chance: Row | None, path: Path) -> Path:
     whole_epoch_ticks(ax)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"{curve.run} (dotted: random chance)")
+    ax.set_title(curve.run)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    if chance is not None and any(v is not None for v in chance.values):
+        ax.plot([], [], color="0.3", linestyle=":", linewidth=0.8, label="random chance (dotted, per column)")
+    return _save_with_side_legend(fig, ax, path)
+
+
+@dataclass(frozen=True)
+class LossCurve:
+    run: str
+    steps: tuple[int, ...]
+    losses: tuple[float, ...]
+
+
+def training_loss(curves: Sequence[LossCurve], path: Path, title: str) -> Path:
+    """Every run's training loss (metrics.jsonl) against the optimizer step, one line per run."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for curve in curves:
+        if curve.steps:
+            ax.plot(curve.steps, curve.losses, "-", linewidth=1.2, label=curve.run)
+    if not any(c.steps for c in curves):
+        ax.text(0.5, 0.5, "no training logged yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{title}: training loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    return _save_with_side_legend(fig, ax, path)

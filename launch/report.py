@@ -494,6 +494,25 @@ def curve(run: ReportRun, notes: list[str] | None = None):
     return Curve(run.name, "epoch" if per_epoch else "optimizer step", tuple(points))
 
 
+def loss_curve(run: ReportRun):
+    """The run's training loss per logged step (metrics.jsonl; unreadable lines are skipped, as train_seconds)."""
+    from launch.plots import LossCurve
+
+    points: dict[int, float] = {}
+    try:
+        lines = (run.run_dir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+            points[int(record["step"])] = float(record["loss"])  # a resumed start's redo wins
+        except (ValueError, KeyError, TypeError):
+            continue
+    steps = sorted(points)
+    return LossCurve(run.name, tuple(steps), tuple(points[s] for s in steps))
+
+
 def _state(run: ReportRun, broken: bool = False) -> str:
     if not run.run_dir.exists():
         return "not started"
@@ -788,6 +807,9 @@ def write_report(
             group_curves, chance, out / "plots" / "accuracy_by_epoch.png", source.title
         ),
     }
+    made["Training loss"] = figures.training_loss(
+        [loss_curve(run) for run in source.runs], out / "plots" / "training_loss.png", source.title
+    )
     for run_curve in curves:
         made[run_curve.run] = figures.run_by_epoch(run_curve, chance, out / "plots" / f"{run_curve.run}.png")
     (out / REPORT_CSV).write_text(report_csv(rows, chance, groups, usages, source.runs))

@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("command line", [f"nodes={spec.resources.nodes}: the local backend uses one machine"])
             slot_list = slots(spec.resources, visible_gpus())
             spec = replace(spec, resources=slot_list[0].resources)
+        if args.status and not args.overrides:
+            args.overrides = stored_overrides(sweep_dir_of(spec, args.output_dir))
         plan = plan_sweep(spec, source, sweep_dir_of(spec, args.output_dir), args.overrides)
     except (ConfigError, ValueError) as err:
         print(f"sweep: {err}", file=sys.stderr)
@@ -117,6 +119,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def stored_overrides(sweep_dir: Path) -> list[str]:
+    """The key=value overrides the sweep was last launched with (its manifest.json), for --status and --estimate
+    given none: the runs are then the ones that were launched (their shards, their output folder)."""
+    import json
+
+    from launch.manifest import MANIFEST_JSON
+
+    try:
+        stored = json.loads((sweep_dir / MANIFEST_JSON).read_text())["invocation"]["cli_overrides"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if not isinstance(stored, list) or not all(isinstance(o, str) for o in stored):
+        return []
+    if stored:
+        print(f"sweep: the overrides of its last launch ({sweep_dir / MANIFEST_JSON}): {' '.join(stored)}")
+    return list(stored)
+
+
 def _estimate(source: Path, args: argparse.Namespace) -> int:
     """--estimate: the sweep's runs resolved as for training (no backend, no eval checks), then train.cost."""
     from train.cost import check_utilisation, estimate_sweep, format_sweep, gpu_peak, write_json
@@ -125,6 +145,8 @@ def _estimate(source: Path, args: argparse.Namespace) -> int:
         gpu_peak(args.gpu, "bf16")
         check_utilisation(args.utilisation)
         spec = with_cli_options(load_sweep(source), args)
+        if not args.overrides:
+            args.overrides = stored_overrides(sweep_dir_of(spec, args.output_dir))
         plan = plan_sweep(spec, source, sweep_dir_of(spec, args.output_dir), args.overrides, evaluate=False)
         runs = [(run.name, run.recipe, run.cfg) for run in plan.runs]
         estimate = estimate_sweep(

@@ -533,6 +533,15 @@ def format_memory_estimate(est: MemoryEstimate) -> str:
     return "\n".join(lines)
 
 
+def format_memory_line(est: MemoryEstimate) -> str:
+    """The estimate's totals in one line, for a CPU run (no device to fit, no table)."""
+    return (
+        f"memory estimate per process (as on a GPU): weights {est.weight_bytes / GIB:.2f}, grads "
+        f"{est.gradient_bytes / GIB:.2f}, AdamW {est.optimizer_bytes / GIB:.2f}, activations "
+        f"{est.activation_bytes / GIB:.2f}, total {est.total_bytes / GIB:.2f} GiB"
+    )
+
+
 def accumulation_note(est: MemoryEstimate) -> str:
     """What two-pass accumulation adds, in words (for accumulation > 1)."""
     return (

@@ -9,6 +9,10 @@ import torch
 from safetensors.torch import load_file
 from test_finetune import finetune_cmd, metrics, run
 
+pytestmark = (
+    pytest.mark.system
+)  # the system tier (make test-all, CI): multi-process exactness of the loss and gradients
+
 LAUNCH_2 = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/accelerate/cpu_2proc.yaml"]
 LOSSES = ["clip", "negclip", "siglip", "siglip_neg"]  # tiny_clip_neg for the first two, tiny_siglip_neg after
 

@@ -13,6 +13,8 @@ import torch
 from safetensors.torch import load_file
 from test_finetune import finetune_cmd, metrics, run
 
+pytestmark = pytest.mark.system  # the system tier (make test-all, CI): DeepSpeed processes under accelerate
+
 SETTINGS = ["train.max_steps=4", "optim.warmup_steps=1", "train.log_every_steps=1", "train.checkpoint_every_steps=2"]
 
 

@@ -17,6 +17,8 @@ import torch.multiprocessing as mp
 from eval.benchmarks import BENCHMARKS
 from eval.scoring import chunked_features
 
+pytestmark = pytest.mark.system  # the system tier (make test-all, CI): multi-process eval equality
+
 CHUNK = 5  # small, so every benchmark has several chunks and both ranks encode some
 
 

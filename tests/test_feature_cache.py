@@ -26,6 +26,21 @@ from train.data import ShardSamples, index_shards
 STEPS = ["train.max_steps=6", "optim.warmup_steps=1", "train.log_every_steps=1", "data.augment=false"]
 
 
+def test_auto_builds_a_cache_only_for_a_run_that_repays_it(world_shards, tmp_path):
+    """A 2-step smoke run (128 samples of 700) starts at once without a cache build and says why; a run long
+    enough builds it; after that even the smoke run uses the finished cache."""
+    smoke = ["train.max_steps=2", "optim.warmup_steps=1", "data.augment=false", f"cache_dir={tmp_path / 'features'}"]
+    first = run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "smoke", *smoke))
+    assert "image features: computed every step (cache=auto: this run trains on 128 samples, fewer than the 700" in (
+        first.stdout
+    )
+    assert not list((tmp_path / "features").glob("image-*"))
+    run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "long", *smoke, "train.max_steps=11"))  # 704 >= 700
+    assert [p for p in (tmp_path / "features").glob("image-*") if p.is_dir()]
+    again = run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "smoke2", *smoke))
+    assert "image features: cached in" in again.stdout
+
+
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     latest = (run_dir / "checkpoints" / "latest").read_text()
     return load_file(str(run_dir / "checkpoints" / latest / "trainable.safetensors"))
@@ -52,7 +67,7 @@ def test_training_from_the_cache_gives_the_losses_and_weights_of_training_withou
     recipe, cached, tolerance, world_shards, tmp_path
 ):
     losses_off, weights_off, record_off = trained(recipe, world_shards, tmp_path / "off", "off")
-    losses_on, weights_on, record_on = trained(recipe, world_shards, tmp_path / "auto", "auto")
+    losses_on, weights_on, record_on = trained(recipe, world_shards, tmp_path / "on", "on")
     assert record_off["image"] is None and record_off["text"] is None
     assert [part for part in ("image", "text") if record_on[part]] == list(cached)
     assert len(losses_on) == len(losses_off) == 6

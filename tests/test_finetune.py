@@ -72,6 +72,7 @@ def test_every_tiny_recipe_trains_and_leaves_a_self_describing_run(recipe, world
         assert all("llm" not in name or "connector" in name for name in weights), list(weights)[:10]
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     ("workers", "kill_after_step"),
     [(0, 6), (2, 7)],  # right after checkpoint step_6 / mid-way between step_6 and step_9, with 2 loader workers
@@ -152,6 +153,7 @@ def test_a_signal_stops_at_a_step_boundary_with_a_checkpoint(world_shards, tmp_p
     assert (checkpoints / "latest").read_text() == "epoch_2"
 
 
+@pytest.mark.system
 def test_two_processes_give_the_loss_curve_of_one(world_shards, tmp_path):
     settings = ["train.max_steps=4", "optim.warmup_steps=1", "train.log_every_steps=1"]
     run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "one", *settings))

@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import gpu_check  # noqa: E402
 
 
+@pytest.mark.system
 def test_cpu_smoke_runs_every_part_through_the_real_trainer(tmp_path):
     out = tmp_path / "gpu_results.json"
     assert gpu_check.main(["--cpu-smoke", "--out", str(out), "--peak-tflops", "2"]) == 0
@@ -168,6 +169,7 @@ def test_without_a_gpu_the_full_check_refuses_at_once(tmp_path, monkeypatch):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.system
 def test_cpu_smoke_llava_part_times_generative_and_vqascore_batches(tmp_path):
     """The LLaVA part's code path (eval.llava's runner, generative and vqascore batches, the memory estimate) on the
     tiny LLaVA; on a GPU the same worker builds a LLaVA-1.5-7B-sized random model in bf16."""

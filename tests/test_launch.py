@@ -330,10 +330,12 @@ def tiny_sweep(world, world_shards, tmp_path_factory):
     return out, overrides, result.stdout
 
 
+@pytest.mark.system
 def test_local_backend_trains_and_evaluates_the_tiny_grid(tiny_sweep):
     out, overrides, stdout = tiny_sweep
     names = ["tiny_clip_finetune-seed0", "tiny_clip_finetune-seed1", "tiny_clip_neg-seed0", "tiny_clip_neg-seed1"]
     assert "[4/4] tiny_clip_neg-seed1: done" in stdout
+    assert f"log: {out / 'logs' / 'tiny_clip_neg-seed1'}.{{train,eval}}.log" in stdout  # where to look, per run
     manifest = json.loads((out / "manifest.json").read_text())
     assert [r["name"] for r in manifest["runs"]] == names
     assert {r["state_after"] for r in manifest["runs"]} == {"done"} and manifest["wandb_group"] == "tiny_grid"
@@ -348,9 +350,14 @@ def test_local_backend_trains_and_evaluates_the_tiny_grid(tiny_sweep):
 
     again = sweep_cli("launch/sweeps/tiny_grid.yaml", "--output-dir", str(out), *overrides)
     assert again.returncode == 0 and "every run is trained and evaluated; nothing to do" in again.stdout
+    # --status without the overrides: the manifest's (the shards it was launched on), so every run reads as done
+    status = sweep_cli("launch/sweeps/tiny_grid.yaml", "--status", "--output-dir", str(out))
+    assert status.returncode == 0 and "the overrides of its last launch" in status.stdout
+    assert all(re.search(rf"{name} .*\bskip\b", status.stdout) for name in names), status.stdout
     assert all(len((out / n / "starts.jsonl").read_text().splitlines()) == 1 for n in names)
 
 
+@pytest.mark.system
 def test_a_rerun_resumes_unfinished_runs_and_evaluates_unscored_ones(tiny_sweep, tmp_path):
     source, overrides, _ = tiny_sweep
     out = tmp_path / "tiny_grid"
@@ -394,6 +401,7 @@ def report_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env(), timeout=300)
 
 
+@pytest.mark.system
 def test_the_report_matches_the_eval_files_number_for_number(tiny_sweep):
     out, _, _ = tiny_sweep
     result = report_cli("launch/sweeps/tiny_grid.yaml", "--output-dir", str(out))
@@ -438,6 +446,7 @@ def test_the_report_matches_the_eval_files_number_for_number(tiny_sweep):
 MLLM_TABLES = "beside_mllms/paper_tables.md"
 
 
+@pytest.mark.system
 def test_report_sets_mllm_rows_beside_the_runs_in_the_paper_layouts(tiny_sweep, tmp_path):
     """--mllm LABEL=FOLDER: any eval result folder (here a copy of one run's last checkpoint, so the expected numbers
     are known) becomes a row of the Table 1/2/3 layouts beside every run's last checkpoint."""
@@ -478,6 +487,7 @@ def test_report_sets_mllm_rows_beside_the_runs_in_the_paper_layouts(tiny_sweep, 
     assert warning in (report / "report.md").read_text() and warning in (report / MLLM_TABLES).read_text()
 
 
+@pytest.mark.system
 def test_missing_results_are_shown_as_missing_never_zero(tiny_sweep, tmp_path):
     out, _, _ = tiny_sweep
     partial = tmp_path / "partial"
@@ -555,7 +565,8 @@ def test_report_groups_rows_by_model_like_table5(tmp_path):
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| + finetuning (clip_ft) | 50.5 | 50.5 | – | – | – | – | – | – |" in text
     assert "| + llm2vec, neg. cap. (siglip_llm2vec_neg) | 51.0 | 51.0 | – | – | 0.0 | – | – | – |" in text
-    assert {p.name for p in plots.values()} >= {"bars.png", "accuracy_by_epoch.png", "never_started.png"}
+    assert {p.name for p in plots.values()} >= {"bars.png", "accuracy_by_epoch.png", "never_started.png",
+                                               "training_loss.png"}  # fmt: skip
 
 
 def test_a_deepspeed_sweep_launches_with_the_zero_config_of_its_stage(tmp_path):

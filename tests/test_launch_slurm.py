@@ -23,6 +23,8 @@ from eval.report import read_result
 from launch.run_state import RunState, run_status
 from train.config import load_recipe
 
+pytestmark = pytest.mark.system  # the system tier (make test-all, CI): a real private SLURM cluster
+
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = ROOT / "launch" / "slurm_local_cluster.sh"
 TOOLS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel")

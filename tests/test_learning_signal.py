@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+pytestmark = pytest.mark.system  # the system tier (make test-all, CI): minutes of training until the signal shows
+
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
 SUBSETS = ("whatsup_a", "whatsup_b")

@@ -18,7 +18,10 @@ from PIL import Image
 from models import ModelConfig, build_model
 from models.config import ConnectorConfig, LLM2VecConfig, TextTowerConfig
 
-pytestmark = pytest.mark.usefixtures("offline_hub")
+pytestmark = [
+    pytest.mark.usefixtures("offline_hub"),
+    pytest.mark.system,
+]  # system tier: real architectures at full size
 
 # Parameter counts of open_clip 3.x's architectures (also checked against open_clip's own meta-device build below).
 COUNTS = {

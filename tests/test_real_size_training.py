@@ -38,6 +38,8 @@ from eval import whatsup as eval_whatsup
 from eval.report import read_result
 from models.config import ModelConfig
 
+pytestmark = pytest.mark.system  # the system tier (make test-all, CI): real architectures, one full-size CPU step each
+
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1024**3
 TIMEOUT_S = 600
@@ -109,11 +111,11 @@ def run_measured(cmd: list[str], log: Path) -> tuple[int, float, int, str, str]:
 
 
 def printed_estimate(stdout: str) -> dict[str, float]:
-    """The `all` line of the trainer's memory table, in bytes: weights, grads, AdamW, activations, total."""
-    header = stdout.index("GPU memory per device (estimate)")
-    line = next(line for line in stdout[header:].splitlines() if line.startswith("all ") and "(GiB)" in line)
-    values = [float(v) for v in line.split()[3:8]]
-    return {k: v * GIB for k, v in zip(("weights", "grads", "adamw", "activations", "total"), values, strict=True)}
+    """The trainer's memory estimate line on a CPU run, in bytes: weights, grads, AdamW, activations, total."""
+    line = next(line for line in stdout.splitlines() if line.startswith("memory estimate per process"))
+    found = dict(re.findall(r"(weights|grads|AdamW|activations|total) ([0-9.]+)", line))
+    keys = {"weights": "weights", "grads": "grads", "adamw": "AdamW", "activations": "activations", "total": "total"}
+    return {k: float(found[v]) * GIB for k, v in keys.items()}
 
 
 def first_step_seconds(stderr: str) -> float | None:

@@ -311,7 +311,7 @@ def test_a_feature_cache_damaged_on_disk_is_never_read(world_shards, tmp_path):
     """64 KB zeroed inside a finished cache's features.npy: the next run stops naming the file (it trained on wrong
     features before), and deleting the folder rebuilds it."""
 
-    settings = ["train.max_steps=2", "optim.warmup_steps=1", "train.log_every_steps=1"]
+    settings = ["train.max_steps=2", "optim.warmup_steps=1", "train.log_every_steps=1", "cache=on"]
     run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "a", *settings))
     cache_root = tmp_path / "a" / "feature_cache"
     [image_cache] = [p for p in cache_root.glob("image-*") if p.is_dir()]

@@ -346,8 +346,10 @@ def build_image_cache(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
     processes: Processes = Processes(),
-) -> FeatureStore:
-    """The locked image tower's outputs for every sample under the eval transform."""
+    only_if_built: bool = False,
+) -> FeatureStore | None:
+    """The locked image tower's outputs for every sample under the eval transform; `only_if_built`: the cache if it
+    is already complete, else None (nothing is built)."""
     model = bundle.model
     key = {
         "kind": "image",
@@ -362,6 +364,8 @@ def build_image_cache(
         "shards": shards_fingerprint(index, shard_folders),
     }
     folder = cache_folder(root, key)
+    if only_if_built and not folder.exists():
+        return None
     chunks = [np.arange(s, min(s + batch_size, len(index))) for s in range(0, len(index), batch_size)]
     pixels = _Pixels(ShardSamples(index, bundle.preprocess_eval, "first", seed=0))
 
@@ -434,8 +438,10 @@ def build_text_cache(
     autocast: Callable[[], AbstractContextManager],
     processes: Processes = Processes(),
     negative_rule: str = "token_rules",
-) -> TextStore:
-    """The text tower's frozen outputs (LLM2Vec's pooled embeddings, or a locked tower's) for every text."""
+    only_if_built: bool = False,
+) -> TextStore | None:
+    """The text tower's frozen outputs (LLM2Vec's pooled embeddings, or a locked tower's) for every text;
+    `only_if_built` as build_image_cache."""
     model = bundle.model
     view = text_view(caption_policy)
     tower = bundle.info["text_tower"]
@@ -459,6 +465,8 @@ def build_text_cache(
     folder = cache_folder(root, key)
     if folder.exists():
         return TextStore(folder)
+    if only_if_built:
+        return None
     samples = ShardSamples(index, bundle.preprocess_eval, "first", seed=0, negative_rule=negative_rule)
     texts, offsets, negative_rows = caption_texts(samples, view, bundle.tokenizer)
     # Longest first, in batches of similar token counts: little padding for the LLM (each pass pads to its longest
@@ -661,10 +669,23 @@ def prepare_caches(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
     processes: Processes = Processes(),
+    trained_samples: int | None = None,
 ) -> FrozenCaches:
-    """Opens (building first where needed) every cache that is exact for this configuration; `mode` off: none."""
+    """Opens (building first where needed) every cache that is exact for this configuration; `mode` off: none.
+
+    `mode` auto builds a missing cache only when the run repays it: a build runs the frozen part once over every
+    sample, training without it once per trained sample (`trained_samples`: steps x global batch; None = build),
+    so a smoke run of a few steps over a large dataset uses a finished cache but builds none. `mode` on always
+    builds."""
     if mode == "off":
         return FrozenCaches(None, None, ["feature cache: off (cache=off)"])
+    skip_build = mode == "auto" and trained_samples is not None and trained_samples < len(index)
+    not_built = (
+        f"cache=auto: this run trains on {trained_samples:,} samples, fewer than the {len(index):,} a cache build "
+        "encodes, so none is built (cache=on builds it anyway)"
+        if skip_build
+        else ""
+    )
     root = Path(cache_dir).expanduser() if cache_dir else resolve_cache_dir() / "features"
     bundle.model.to(device)
     notes = []
@@ -673,9 +694,10 @@ def prepare_caches(
     if blocker is None:
         image = build_image_cache(
             root, bundle, index, shard_folders, precision=precision, batch_size=batch_size, workers=workers,
-            device=device, autocast=autocast, processes=processes,
+            device=device, autocast=autocast, processes=processes, only_if_built=skip_build,
         )  # fmt: skip
-        notes.append(f"image features: cached in {image.folder}")
+        shown = f"cached in {image.folder}" if image is not None else f"computed every step ({not_built})"
+        notes.append(f"image features: {shown}")
     else:
         notes.append(f"image features: computed every step ({blocker})")
     blocker = text_cache_blocker(model_cfg)
@@ -683,16 +705,20 @@ def prepare_caches(
         text = build_text_cache(
             root, bundle, index, shard_folders, caption_policy=caption_policy, precision=precision,
             batch_size=batch_size, device=device, autocast=autocast, processes=processes, negative_rule=negative_rule,
+            only_if_built=skip_build,
         )  # fmt: skip
-        notes.append(f"text features ({bundle.info['text_tower']} frozen part): cached in {text.folder}")
+        shown = f"cached in {text.folder}" if text is not None else f"computed every step ({not_built})"
+        notes.append(f"text features ({bundle.info['text_tower']} frozen part): {shown}")
     else:
         notes.append(f"text features: computed every step ({blocker})")
     return FrozenCaches(image, text, notes)
 
 
-def prepare_recipe_caches(cfg, bundle: ModelBundle, index: ShardIndex, accelerator) -> FrozenCaches:
+def prepare_recipe_caches(
+    cfg, bundle: ModelBundle, index: ShardIndex, accelerator, trained_samples: int | None = None
+) -> FrozenCaches:
     """prepare_caches with a recipe's settings and a launch's processes: what finetune trains from and
-    `python -m train.cache` builds ahead, the same caches by construction."""
+    `python -m train.cache` builds ahead (`trained_samples` None: always), the same caches by construction."""
     return prepare_caches(
         cfg.cache,
         cfg.cache_dir,
@@ -709,6 +735,7 @@ def prepare_recipe_caches(cfg, bundle: ModelBundle, index: ShardIndex, accelerat
         device=accelerator.device,
         autocast=accelerator.autocast,
         processes=Processes(accelerator.process_index, accelerator.num_processes, accelerator.wait_for_everyone),
+        trained_samples=trained_samples,
     )
 
 

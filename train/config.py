@@ -182,9 +182,10 @@ class RecipeConfig:
     output_dir: str = "runs"  # parent of every run folder
     seed: int = 0  # model init, data order and caption draws all derive from it
     # auto: train from cached outputs of frozen parts (a locked image tower under a deterministic transform, the
-    # LLM2Vec LLM, a locked native text tower), built once and shared by every run with the same frozen part. off:
-    # always run them. See train/feature_cache.py.
-    cache: Literal["auto", "off"] = "auto"
+    # LLM2Vec LLM, a locked native text tower), built once and shared by every run with the same frozen part, built
+    # only when the run trains on at least as many samples as the build encodes (a finished cache is always used).
+    # on: build it whatever the run's length. off: always run the frozen parts. See train/cache.py.
+    cache: Literal["auto", "on", "off"] = "auto"
     cache_dir: str = ""  # where feature caches live ("" = $CLIPABLATE_CACHE/features or ~/.cache/clipablate/features)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

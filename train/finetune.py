@@ -18,6 +18,7 @@ see the same pixels (crops are seeded per sample) and the same random state (dro
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -33,7 +34,13 @@ from tqdm import tqdm
 from data_prep.folder_lock import FolderBusy, FolderLock
 from models import build_model, format_parameter_table, parameter_table
 from models.contrastive import LOG_100
-from models.memory import check_fits, device_total_bytes, estimate_for_config, format_memory_estimate
+from models.memory import (
+    check_fits,
+    device_total_bytes,
+    estimate_for_config,
+    format_memory_estimate,
+    format_memory_line,
+)
 from train.cache import CacheDamaged, prepare_recipe_caches, recipe_training_data
 from train.checkpoints import (
     ENGINE,
@@ -161,7 +168,7 @@ def train_run(cfg: RecipeConfig, argv: list[str], accelerator: Accelerator) -> N
         cfg.data.shards, unrecorded=cfg.data.unrecorded_shards
     )  # a damaged shard stops the run here, before anything is written
     plan, total_steps = plan_steps(cfg, len(index), accelerator.num_processes)
-    check_memory(cfg, accelerator, plan)  # before any weights load: a 7B tower that cannot fit fails in seconds
+    shown = check_memory(cfg, accelerator, plan)  # before any weights load: a 7B tower that cannot fit fails fast
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if is_main:
         write_run_start(run_dir, cfg, argv, threads.as_record())
@@ -169,12 +176,13 @@ def train_run(cfg: RecipeConfig, argv: list[str], accelerator: Accelerator) -> N
     torch.manual_seed(cfg.seed)
     bundle = build_model(cfg.model)  # applies the recipe's freezing and gradient checkpointing
     if is_main:
-        print(format_parameter_table(parameter_table(bundle.model)))
+        if not shown:  # one parameter table: the memory estimate's (GPU) or this one (CPU)
+            print(format_parameter_table(parameter_table(bundle.model)))
         for note in bundle.notes:  # e.g. a stand-in tokenizer in place of one that needs the hub
             print(f"note: {note}")
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         configure_deepspeed(accelerator, plan, cfg.optim.grad_clip_norm)
-    caches = prepare_recipe_caches(cfg, bundle, index, accelerator)
+    caches = prepare_recipe_caches(cfg, bundle, index, accelerator, trained_samples=total_steps * plan.global_batch)
     if is_main:
         print("\n".join(caches.notes))
         write_caches_record(run_dir, caches)
@@ -205,8 +213,9 @@ def plan_steps(cfg: RecipeConfig, samples: int, num_processes: int) -> tuple[Bat
     return plan, total_steps
 
 
-def check_memory(cfg: RecipeConfig, accelerator: Accelerator, plan: BatchPlan) -> None:
-    """Prints the per-device memory estimate; raises ConfigError when it exceeds the GPU (train.check_memory)."""
+def check_memory(cfg: RecipeConfig, accelerator: Accelerator, plan: BatchPlan) -> bool:
+    """On a GPU, prints the per-device memory estimate (with the parameters of each part) and returns True; raises
+    ConfigError when it exceeds the GPU (train.check_memory). On a CPU there is nothing to fit: False, no table."""
     plugin = accelerator.state.deepspeed_plugin
     estimate = estimate_for_config(
         cfg.model,
@@ -217,14 +226,19 @@ def check_memory(cfg: RecipeConfig, accelerator: Accelerator, plan: BatchPlan) -
         texts_per_sample=2 if cfg.loss.uses_hard_negatives else 1,
         accumulation=plan.accumulation,
     )
+    device_bytes = device_total_bytes(accelerator.device)
+    if not device_bytes:  # a CPU run: nothing to fit, one line instead of the GPU table
+        if accelerator.is_main_process:
+            print(format_memory_line(estimate))
+        return False
     if accelerator.is_main_process:
         print(format_memory_estimate(estimate))
-    device_bytes = device_total_bytes(accelerator.device)
-    problems = check_fits(estimate, device_bytes) if device_bytes else []
+    problems = check_fits(estimate, device_bytes)
     if problems and cfg.train.check_memory:
         raise ConfigError("memory estimate (train.check_memory=false to start anyway)", problems)
     if problems and accelerator.is_main_process:
         print("warning: " + "; ".join(problems), file=sys.stderr)
+    return True
 
 
 class Trainer:
@@ -793,7 +807,8 @@ def cli(argv: list[str]) -> int:
         cfg = load_recipe(argv[0], argv[1:], paths="error")
         main(cfg, argv)
     except ConfigError as err:  # the recipe (or what it names) is wrong: exit 2, as every tool's config error
-        print(f"finetune: {err}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0") or 0) == 0:  # under accelerate launch every process finds it: say it once
+            print(f"finetune: {err}", file=sys.stderr)
         return 2
     except (
         RunDirError, NonFinite, ShardError, FileNotFoundError, CheckpointError, FolderBusy, CacheDamaged,
