@@ -1,7 +1,7 @@
 """Scores LLaVA-style MLLMs (transformers' Llava classes, a llava-hf folder) on the project's benchmarks.
 
     python -m eval.llava --model DIR --data-root DIR --out DIR [--benchmarks ...]
-        [--protocol generative|choice|relaxed|m3id] [--limit N] [--batch-size B]
+        [--protocol generative|choice|relaxed|m3id|vqascore] [--limit N] [--batch-size B]
 
 Result files are those of CLIP eval (eval/report.py): `<benchmark>.scores.jsonl` (one record per question: prompt,
 raw output or option perplexities, parsed answer, correctness) and `<benchmark>.json` (metrics with their chance
@@ -1507,7 +1507,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["table"]:
         return table_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m eval.llava", description=__doc__.split("\n\n")[0])
+    protocols = "\n".join(f"  {name}: {rule}" for name, rule in PROTOCOL_RULES.items())
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.llava",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"protocols (--protocol):\n{protocols}\n\nthe paper's tables from result folders: python -m eval.llava "
+        "table LABEL=FOLDER ... (python -m eval.llava table --help)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--model", required=True, help=f"a llava-hf format folder, or {TINY_LLAVA} (a tiny random stand-in)"
     )

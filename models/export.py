@@ -119,6 +119,25 @@ def save_state(state: dict[str, torch.Tensor], out: Path) -> None:
     tmp.replace(out)
 
 
+def _base_weights(pretrained: Any) -> Any:
+    """The starting weights: a tag as it is; a file by name and sha256 (its path is the exporter's, often a cache)."""
+    if isinstance(pretrained, str) and Path(pretrained).is_file():
+        from data_prep.provenance import sha256_file
+
+        return {"file_name": Path(pretrained).name, "sha256": sha256_file(Path(pretrained))}
+    return pretrained
+
+
+def write_architecture(model_dir: Path, out: Path) -> Path:
+    """The open_clip model config of a model built here (a local-dir: folder in the exporter's cache), written next
+    to the weights as `<stem>_open_clip.json`, so the export loads on a machine without that cache:
+    open_clip.add_model_config registers it under its file stem."""
+    config = json.loads((model_dir / "open_clip_config.json").read_text())
+    target = out.with_name(f"{out.stem}_open_clip.json")
+    target.write_text(json.dumps(config["model_cfg"], indent=1))
+    return target
+
+
 def describe(bundle: Any, cfg: Any, run_dir: Path, where: dict[str, Any], out: Path) -> dict[str, Any]:
     """The JSON written next to the weights: what they are and how to load them."""
     info = bundle.info
@@ -136,7 +155,7 @@ def describe(bundle: Any, cfg: Any, run_dir: Path, where: dict[str, Any], out: P
         "weights": str(out),
         "model_name": cfg.model.name,
         "open_clip_model": name,
-        "base_pretrained": info.get("pretrained"),
+        "base_pretrained": _base_weights(info.get("pretrained")),
         "text_tower": info["text_tower"],
         "embed_dim": info["embed_dim"],
         "preprocess": preprocess,
@@ -145,10 +164,16 @@ def describe(bundle: Any, cfg: Any, run_dir: Path, where: dict[str, Any], out: P
     if info["text_tower"] == "native":
         record["kind"] = "open_clip"
         record["context_length"] = info.get("context_length")
-        if name.startswith("local-dir:"):
-            record["load"] = f"model = open_clip.create_model({name!r}); open_clip.load_checkpoint(model, {str(out)!r})"
+        args = ", ".join(f"{k}={v!r}" for k, v in open_clip_kwargs.items())
+        if name.startswith("local-dir:"):  # a model built here: its architecture travels with the export
+            architecture = write_architecture(Path(name.removeprefix("local-dir:")), out)
+            record["open_clip_model"] = architecture.stem
+            record["open_clip_config"] = architecture.name
+            record["load"] = (
+                f"open_clip.add_model_config({architecture.name!r}); open_clip.create_model_and_transforms("
+                f"{architecture.stem!r}, pretrained={out.name!r}, {args})  # paths: this JSON's folder"
+            )
         else:
-            args = ", ".join(f"{k}={v!r}" for k, v in open_clip_kwargs.items())
             record["load"] = f"open_clip.create_model_and_transforms({name!r}, pretrained={str(out)!r}, {args})"
         record["open_clip_kwargs"] = open_clip_kwargs
     else:

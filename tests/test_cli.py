@@ -51,3 +51,14 @@ def test_a_closed_pipe_ends_quietly():
     finally:
         os.close(write)
     assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_help_says_where_the_keys_are_and_describes_each_protocol():
+    train = cli("train", "--help")
+    assert train.returncode == 0 and "python -m train.config RECIPE" in train.stdout  # where the recipe keys are
+    assert cli("train").returncode == 2  # no recipe: usage, exit 2
+    llava = cli("llava", "--help")
+    assert llava.returncode == 0 and "protocols (--protocol):" in llava.stdout
+    for protocol in ("generative", "choice", "relaxed", "m3id", "vqascore"):
+        assert f"  {protocol}: " in llava.stdout
+    assert "python -m eval.llava table" in llava.stdout

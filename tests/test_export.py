@@ -1,6 +1,7 @@
 """models.export on runs made by the real trainer: open_clip itself loads the export and computes our features."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,15 +59,20 @@ def test_native_run_exports_a_complete_open_clip_state_dict(clip_run, tmp_path, 
     record = json.loads(out.with_suffix(".json").read_text())
     assert out.stat().st_mode & 0o777 == out.with_suffix(".json").stat().st_mode & 0o777  # the umask's, not 0600
     assert record["kind"] == "open_clip" and record["checkpoint"] == "step_2" and record["step"] == 2
-    folder = Path(record["open_clip_model"].removeprefix("local-dir:"))
+    # Self-contained: the architecture travels next to the weights; nothing points into the exporter's cache.
+    from models.cache import resolve_cache_dir
 
-    # open_clip alone: tiny-clip's architecture registered as an open_clip model config, then its own file loading.
-    config = json.loads((folder / "open_clip_config.json").read_text())
-    (tmp_path / "clipablate-export-tiny-clip.json").write_text(json.dumps(config["model_cfg"]))
-    open_clip.add_model_config(tmp_path / "clipablate-export-tiny-clip.json")
-    model, _, preprocess = open_clip.create_model_and_transforms("clipablate-export-tiny-clip", pretrained=str(out))
+    assert str(resolve_cache_dir()) not in out.with_suffix(".json").read_text()
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(out.parent, moved)  # another machine: only the export's folder
+
+    # open_clip alone, as the record's `load` line says: the architecture registered, then its own file loading.
+    open_clip.add_model_config(moved / record["open_clip_config"])
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        record["open_clip_model"], pretrained=str(moved / out.name), **record["open_clip_kwargs"]
+    )
     model.eval()
-    tokenizer = open_clip.get_tokenizer("clipablate-export-tiny-clip")
+    tokenizer = open_clip.get_tokenizer(record["open_clip_model"])
 
     ours, _, where = load_run_model(clip_run)  # as eval loads the run's latest checkpoint
     assert where["checkpoint"] == "step_2"

@@ -1,7 +1,10 @@
 """Finetune a CLIP-like model on image-caption shards: the paper's Section 4 recipe.
 
     accelerate launch train/finetune.py recipes/clip_neg.yaml [key.sub=value ...]
-    python train/finetune.py recipes/tiny_clip_neg.yaml train.max_steps=20
+    python train/finetune.py tiny_clip_neg train.max_steps=20        # a recipe's name stands for its file
+
+The recipe keys, their defaults and a comment each: `python -m train.config RECIPE` prints a recipe resolved (every
+key), train/config.py and models/config.py document them; a wrong key is reported with the valid ones beside it.
 
 `main(cfg)` holds the run folder's lock (one writer per run); `train_run` is the plan, top to bottom: every check
 that can fail before anything is written, run folder, model, data, trainer, resume, train. `Trainer` holds the
