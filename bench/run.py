@@ -19,7 +19,11 @@ Writes bench/results.json and bench/results.md. Measured here, on the generated 
   from the image-feature cache against every tower run, and the cache build's images/s (`--quick`: 1 round of 3
   steps, for CI);
 - LLaVA eval examples/s on the tiny random LLaVA, batched against one example at a time, for the generative and
-  the perplexity (choice) protocols (bench/llava_speed.py).
+  the perplexity (choice) protocols (bench/llava_speed.py);
+- training steps/s beside a busy process with the default CPU thread count against each hand-set count
+  (bench/threads_speed.py);
+- what a feature cache's checksums cost on every open against one pass over its rows (bench/cache_verify_speed.py);
+- the test suite's wall time: `make test` and the system tier (`--only tests`: about half an hour).
 """
 
 from __future__ import annotations
@@ -783,7 +787,7 @@ def markdown(results: dict) -> str:
 
 BENCHES = (
     "build_shards", "training", "cache", "loader", "eval", "accumulation", "negatives", "real_size", "llava", "threads",
-    "tests",
+    "cache_verify", "tests",
 )  # fmt: skip
 
 
@@ -806,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         world = scratch / "world"
         benchmarks = {}
-        if chosen - {"real_size", "negatives", "llava"}:  # those read neither this world nor its shards
+        if chosen - {"real_size", "negatives", "llava", "cache_verify", "tests"}:  # those need no world or shards
             print(f"generating a {args.scale} world in {scratch} ...", flush=True)
             generate(world, seed=0, scale=args.scale)
             print("build_shards ...", flush=True)  # it writes the shards every benchmark below reads
@@ -848,6 +852,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print("training steps/s beside a busy process: default threads against hand-set ...", flush=True)
             benchmarks["Training beside a busy process: default CPU threads against hand-set"] = bench_threads(shards)
+        if "cache_verify" in chosen:
+            from cache_verify_speed import bench_cache_verify  # bench/ is on sys.path: this file runs as a script
+
+            print("feature-cache checksums on open against one pass over the rows ...", flush=True)
+            benchmarks["Feature cache: checksums on every open against one pass over its rows"] = bench_cache_verify()
         if "tests" in chosen:
             print("the test suite: make test and the system tier ...", flush=True)
             benchmarks["Test suite wall time (2 xdist workers)"] = bench_test_suite()

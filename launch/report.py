@@ -606,6 +606,13 @@ def report_markdown(
         for x in summary
     ]
     mean_extra = [["–"] * 4 if isinstance(x, Row) else _group_compute(x, usages) for x in summary]
+    # The GPU-hour columns only where runs used GPUs: a CPU run's hours against an H100 estimate compare nothing.
+    on_gpus = any(r.device_kind == "GPU" for r in source.runs)
+    mean_headers = ["n", "GPU-h used", est, "used / estimate"] if on_gpus else ["n", "CPU-h used"]
+    seed_headers = ["devices", "starts", "GPU-h used", est, "used / estimate"] if on_gpus else [
+        "devices", "starts", "CPU-h used"]  # fmt: skip
+    mean_extra = [cells[: len(mean_headers)] for cells in mean_extra]
+    seed_extra = [_run_compute(_run_of(r, source.runs), usages)[: len(seed_headers)] for r in rows]
     lines += [
         "Layout of the paper's Table 5: two-way What'sUp Left/Right (individual and pair accuracy), COCO-spatial and "
         "GQA-spatial one- and two-object accuracy, in percent. Each run's row holds its last evaluated checkpoint; "
@@ -614,24 +621,20 @@ def report_markdown(
         "## Mean over seeds",
         "",
         "Runs that differ only by seed are one row: mean ± sample standard deviation over their n seeds "
-        "([k/n]: only k of them have the result). GPU-h used and the estimate are per run (mean ± sd); "
-        'each seed\'s row is under "Per seed".',
+        f"([k/n]: only k of them have the result). {'GPU-h used and the estimate are' if on_gpus else 'CPU-h used is'} "
+        'per run (mean ± sd); each seed\'s row is under "Per seed".',
         "",
         markdown(
             [*mean_rows, chance],
-            ["n", "GPU-h used", est, "used / estimate"],
-            [*mean_extra, ["–"] * 4],
+            mean_headers,
+            [*mean_extra, ["–"] * len(mean_headers)],
             [*mean_cells, []],
         ).rstrip(),  # fmt: skip
         "",
         *([MARKS_NOTE, ""] if any(r.marks for r in [*rows, *mean_rows]) else []),
         "## Per seed",
         "",
-        markdown(
-            [*rows, chance],
-            ["devices", "starts", "GPU-h used", est, "used / estimate"],
-            [*(_run_compute(_run_of(r, source.runs), usages) for r in rows), ["–"] * 5],
-        ).rstrip(),
+        markdown([*rows, chance], seed_headers, [*seed_extra, ["–"] * len(seed_headers)]).rstrip(),
         "",
         "## Compute",
         "",
@@ -643,7 +646,13 @@ def report_markdown(
         "launched: the manifest's record) or --devices; CPU processes are counted as devices. The estimate is "
         f"train.cost.estimate_run for the run's config.yaml on the same number of processes ({compute.label}; "
         "its training part, from caches where the run's feature_caches.json names any), so used / estimate "
-        "measures your cluster against the assumed utilisation.",
+        "measures your cluster against the assumed utilisation."
+        + (
+            ""
+            if on_gpus
+            else " These runs trained on CPU processes: the tables show their CPU-hours only, as a GPU-hour estimate "
+            "compares nothing with them (report.csv keeps both columns)."
+        ),
         "",
     ]
     used = [u.hours for u in usages.values() if u.hours is not None]
