@@ -1,5 +1,5 @@
-"""Every weights repository a model config needs that is neither local nor in the Hugging Face cache, found before
-anything loads, so a first start lists all of them in one message (with the exact download line and, for gated
+"""Offline (HF_HUB_OFFLINE=1), every weights repository a model config needs that is neither local nor in the Hugging
+Face cache, found before anything loads, so a first start lists all of them in one message (with the exact download line and, for gated
 repositories, the access step) instead of failing on one per attempt.
 
 Only files are looked at: nothing is imported from the model, nothing downloaded. Local files and folders given
@@ -65,10 +65,16 @@ def _hub_model_needs(key: str, repo: str, what: str) -> tuple[list[str], dict]:
 
 
 def missing_weights(cfg: ModelConfig) -> list[str]:
-    """One line per missing repository, in the order a start would need them ([] when everything is here)."""
+    """One line per missing repository, in the order a start would need them ([] when everything is here). Only
+    offline (HF_HUB_OFFLINE=1, as on machines without the hub): online, open_clip and transformers download what
+    is missing at first use."""
+    from huggingface_hub import constants
+
     from models.open_clip_models import PAPER_MODELS, RANDOM, SCHEMAS
     from models.tiny_open_clip import TINY_OPEN_CLIP
 
+    if not constants.HF_HUB_OFFLINE:
+        return []
     out: list[str] = []
     preset = PAPER_MODELS.get(cfg.name)
     open_clip_name = preset.open_clip_name if preset else cfg.name

@@ -54,6 +54,19 @@ def test_every_missing_piece_of_a_paper_recipe_is_listed_in_one_message(tmp_path
     assert "timm/ViT-B-16-SigLIP" in problems and "meta-llama/Llama-2-7b-chat-hf" in problems
 
 
+def test_online_nothing_is_asked_for(tmp_path, monkeypatch):
+    """A connected machine downloads at first use: the preflight asks only where the hub is off."""
+    import huggingface_hub.constants
+
+    from models.weights_preflight import missing_weights
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    cfg = load_recipe("siglip_llm2vec_neg").model
+    assert len(missing_weights(cfg)) == 4  # offline (the tests' setting): weights, tokenizer, adapter, gated base
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    assert missing_weights(cfg) == []
+
+
 def test_tiny_and_random_models_need_nothing(tmp_path):
     (tmp_path / "x.tar").write_bytes(b"")
     for recipe, extra in (("tiny_clip_llm2vec_neg", []), ("clip_neg", ["model.pretrained=random"])):
