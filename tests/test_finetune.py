@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from train.checkpoints import list_checkpoints
 from train.config import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +111,9 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(world_shard
     assert kill_after_step <= done_before_kill[-1] < total, (
         "the run must be killed mid-way for this test to mean anything"
     )
-    last_checkpoint = (partial / "checkpoints" / "latest").read_text()
+    # train.resume=latest takes the newest intact checkpoint: a kill between a checkpoint's rename and the update of
+    # `latest` leaves the newer one complete, and resume rightly starts there.
+    last_checkpoint = list_checkpoints(partial / "checkpoints")[-1].name
 
     result = run(finetune_cmd("tiny_clip_neg", world_shards, killed_dir, *settings, "train.resume=latest"))
     assert f"resumed from {partial / 'checkpoints' / last_checkpoint}" in result.stdout
