@@ -77,8 +77,8 @@ def _never_trained(run: Path) -> bool:
 
 
 def write_run_start(run: Path, cfg: RecipeConfig, argv: list[str], extra: dict | None = None) -> None:
-    """Writes the resolved config (first start only) and appends how this start was launched (`extra`: e.g. the
-    CPU threads it chose)."""
+    """Writes the resolved config (at the first start, and again when a resume brings allowed changes: config.yaml is
+    what the run now is) and appends how this start was launched (`extra`: e.g. the CPU threads it chose)."""
     run.mkdir(parents=True, exist_ok=True)
     config_file = run / "config.yaml"
     changes = config_changes(config_file, cfg) if config_file.exists() else {}
