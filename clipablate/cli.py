@@ -2,8 +2,8 @@
 
 Each subcommand runs the module its `python -m` form names, with the same arguments, exit codes and output; the
 `python -m` forms keep working. Recipe names stand for recipe files (`tiny_clip_neg` = recipes/tiny_clip_neg.yaml)
-and sweep names for sweep files (`tiny_grid` = launch/sweeps/tiny_grid.yaml). Under several GPUs, training still
-goes through `accelerate launch train/finetune.py RECIPE` (README, "Finetune").
+and sweep names for sweep files (`tiny_grid` = launch/sweeps/tiny_grid.yaml). Several processes: `clipablate launch`
+(accelerate launch train/finetune.py, the recipe checked first; README, "Finetune").
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "cost": ("train.cost", "GPU-hours, memory and FLOPs of a recipe or sweep, before running it"),
     "cache": ("train.cache", "build a recipe's feature caches ahead of training"),
     "train": ("train.finetune", "finetune a recipe on one process (accelerate launch train/finetune.py for more)"),
+    "launch": ("train.launch", "accelerate launch's options + a recipe: finetune on several processes, checked first"),
     "eval": ("eval.run", "score a run's checkpoints (or a bare model) on the spatial benchmarks"),
     "table5": ("eval.table5", "the paper's Table 5 layout for evaluated runs"),
     "llava": ("eval.llava", "a LLaVA-style MLLM on the same benchmarks; `llava table` for the paper's tables"),

@@ -592,8 +592,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m eval.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", type=Path, help="run folder (config.yaml, checkpoints/)")
+    parser.add_argument(
+        "run_folder", nargs="?", type=Path, help="run folder (config.yaml, checkpoints/), as every tool takes it"
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--run", type=Path, help="the run folder, given as an option (the same as the positional)")
     source.add_argument("--model", help="bare model: a models preset (tiny-clip, tiny-siglip, ...) or open_clip name")
     parser.add_argument("--pretrained", default="", help="with --model: open_clip pretrained tag or weights file")
     parser.add_argument("--out", type=Path, help="with --model: output folder")
@@ -635,6 +638,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "wrong, fp16 autocast); default: the run's eval.scoring, else official",
     )
     args = parser.parse_args(argv)
+    if args.run_folder is not None:
+        if args.run is not None or args.model:
+            parser.error("give the run folder once: positional, or --run, or --model for a bare model")
+        args.run = args.run_folder
+    if args.run is None and not args.model:
+        parser.error("give a run folder (python -m eval.run runs/x) or --model")
     if args.model and (args.out is None or args.data_root is None):
         parser.error("--model needs --out and --data-root")
     if args.run and args.out is not None:

@@ -445,7 +445,7 @@ def group_marks(rows: Sequence[Row]) -> tuple[str, ...]:
 MARKS_NOTE = (
     "Marks: **PARTIAL (--limit N)**: the numbers score only the first N examples of a benchmark (eval.run --limit), "
     "not the benchmark; **MIXED (steps a/b)**: the seeds of the mean were last evaluated at different checkpoints "
-    "(evaluate them all at the same one: eval.run --run RUN --checkpoints NAME)."
+    "(evaluate them all at the same one: eval.run RUN --checkpoints NAME)."
 )
 
 

@@ -62,3 +62,21 @@ def test_help_says_where_the_keys_are_and_describes_each_protocol():
     for protocol in ("generative", "choice", "relaxed", "m3id", "vqascore"):
         assert f"  {protocol}: " in llava.stdout
     assert "python -m eval.llava table" in llava.stdout
+
+
+def test_launch_checks_the_recipe_once_before_any_worker_and_keeps_the_trainers_exit_code():
+    """A config error under `clipablate launch` is printed once, exit 2, no launcher traceback (plain accelerate
+    launch prints it from rank 0 and then raises ChildFailedError, exit 1); a worker's own code comes through."""
+    import subprocess as sp
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from train.launch import failure_code
+
+    bad = cli("launch", "--config_file", "launch/accelerate/cpu_2proc.yaml", "tiny_clip_neg", "data.batch_size=abc")
+    assert bad.returncode == 2 and bad.stderr.count("data.batch_size: expected an integer") == 1
+    assert "Traceback" not in bad.stderr and "ChildFailedError" not in bad.stderr
+    failures = {1: ProcessFailure(1, 11, 75, "<N/A>"), 0: ProcessFailure(0, 10, 75, "<N/A>")}
+    assert failure_code(ChildFailedError("finetune.py", failures)) == (75, "rank 0 (of 2 failed)")
+    assert failure_code(sp.CalledProcessError(130, ["python"])) == (130, "the trainer")
+    assert failure_code(ValueError("not a trainer failure")) is None

@@ -132,3 +132,18 @@ def test_the_command_runs_on_a_tiny_recipe_and_a_paper_recipe_without_downloadin
     paper = cost.estimate_run(load_recipe(ROOT / "recipes" / "siglip_llm2vec_neg.yaml"), gpu="H200")
     assert paper.gpu == "h200" and [p.part for p in paper.parts] == ["image", "llm", "connector"]
     assert paper.parts[0].tokens == 576  # SigLIP: 24 x 24 patches, no class token
+
+
+def test_cache_auto_is_estimated_as_the_run_decides(world_shards):
+    """A smoke run shorter than one pass over the data builds no cache under cache=auto (train/cache.py's rule), so
+    its estimate is uncached and says why; cache=on (or a run that covers the data) counts the build."""
+    shards = f"data.shards=[{world_shards}]"
+    smoke = cost.estimate_run(load_recipe("tiny_clip_neg", [shards, "train.max_steps=1", "optim.warmup_steps=0"]))
+    assert smoke.caches == [] and smoke.cached_training_pflop == smoke.uncached_pflop
+    assert any(a.startswith("cache=auto: 64 trained samples, fewer than the 700") for a in smoke.assumptions)
+    forced = cost.estimate_run(
+        load_recipe("tiny_clip_neg", [shards, "train.max_steps=1", "optim.warmup_steps=0", "cache=on"])
+    )
+    full = cost.estimate_run(load_recipe("tiny_clip_neg", [shards]))
+    assert [c.kind for c in forced.caches] == [c.kind for c in full.caches] == ["image"]
+    assert forced.cached_training_pflop < forced.uncached_pflop

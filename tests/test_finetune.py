@@ -173,6 +173,19 @@ def test_two_processes_give_the_loss_curve_of_one(world_shards, tmp_path):
         assert a["lr"] == b["lr"]
 
 
+@pytest.mark.system
+def test_train_launch_passes_the_trainers_exit_code_without_a_launcher_traceback(world_shards, tmp_path):
+    """`python -m train.launch` (clipablate launch) = accelerate launch train/finetune.py: two processes train; a
+    second start over the finished run fails on both ranks with finetune's exit 1, reported in one line."""
+    launcher = [sys.executable, "-m", "train.launch", "--config_file", "launch/accelerate/cpu_2proc.yaml"]
+    args = finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, "train.max_steps=1", "optim.warmup_steps=0")[1:]
+    run(args, launcher)
+    assert [r["step"] for r in metrics(tmp_path / "tiny_clip_finetune")] == [1]
+    again = run(args, launcher, check=False)
+    assert again.returncode == 1 and "launch: rank 0 (of 2 failed) exited with 1" in again.stderr
+    assert "Traceback" not in again.stderr and "train.resume=latest" in again.stderr
+
+
 def test_a_finished_run_is_not_overwritten_and_a_resume_must_keep_the_config(world_shards, tmp_path):
     settings = ["train.max_steps=2", "optim.warmup_steps=1"]
     run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *settings))
@@ -209,6 +222,28 @@ def test_a_smoke_run_can_be_extended_and_its_logging_changed_on_resume(world_sha
     assert starts[1]["config_changes"]["train.max_steps"] == [2, 4]
     assert load_recipe(run_dir / "config.yaml").train.max_steps == 4  # what the run now is
     assert json.loads((run_dir / "checkpoints" / "step_4" / "trainer_state.json").read_text())["schedule_steps"] == 2
+
+
+def test_a_run_folder_stands_where_a_recipe_goes_even_after_a_move(world_shards, tmp_path):
+    """`finetune.py RUN_FOLDER` continues that run, in that folder, though it was moved after its first start; the
+    other tools read the same folder the same way."""
+    from eval.run import parse_args
+    from train.config import load_recipe
+
+    run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path / "first", "train.max_steps=2",
+                     "optim.warmup_steps=1", "train.log_every_steps=1"))  # fmt: skip
+    moved = tmp_path / "moved" / "renamed"
+    moved.parent.mkdir()
+    (tmp_path / "first" / "tiny_clip_finetune").rename(moved)
+    cfg = load_recipe(moved)
+    assert (cfg.output_dir, cfg.run_name) == (str(moved.parent), "renamed")  # the folder, not the recorded place
+    assert load_recipe(moved, [f"output_dir={tmp_path}/elsewhere"]).output_dir == f"{tmp_path}/elsewhere"
+    resumed = run(["train/finetune.py", str(moved), "train.max_steps=3"])
+    assert "resume with changes" in resumed.stdout and [r["step"] for r in metrics(moved)] == [1, 2, 3]
+    assert not (tmp_path / "first" / "tiny_clip_finetune").exists()
+    assert parse_args([str(moved)]).run == parse_args(["--run", str(moved)]).run == moved
+    with pytest.raises(SystemExit):
+        parse_args([str(moved), "--run", str(moved)])  # given twice
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step_and_samples(world_shards, tmp_path, monkeypatch, capsys):

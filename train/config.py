@@ -15,6 +15,7 @@ the data may be built later). A missing eval.data_root is always only a warning:
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -252,15 +253,36 @@ def recipe_names() -> list[str]:
 
 
 def recipe_path(path: str | Path) -> Path:
-    """A recipe file, or a recipe's name (`tiny_clip_neg` = recipes/tiny_clip_neg.yaml); ConfigError listing the
-    recipes for a name that is neither."""
+    """A recipe file, a run folder (its config.yaml), or a recipe's name (`tiny_clip_neg` =
+    recipes/tiny_clip_neg.yaml); ConfigError listing the recipes for a name that is none of these."""
     given = Path(path)
+    if is_run_folder(given):
+        return given / "config.yaml"
     if given.exists() or given.suffix in (".yaml", ".yml") or len(given.parts) > 1:
         return given
     named = RECIPES_DIR / f"{given}.yaml"
     if named.exists():
         return named
     raise ConfigError(str(path), [f"neither a recipe file nor a recipe name; the recipes: {', '.join(recipe_names())}"])
+
+
+def is_run_folder(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "config.yaml").is_file()
+
+
+def _in_run_folder(cfg: RecipeConfig, given: str | Path, overrides: Sequence[str]) -> RecipeConfig:
+    """For a run folder given where a recipe goes: the folder itself as the run's place, whatever output_dir its
+    config.yaml recorded (the folder may have been moved, or the sweep run from another directory), so the tool
+    works on (and finetune resumes) that folder. An explicit output_dir= or run_name= override wins."""
+    folder = Path(given)
+    if not is_run_folder(folder):
+        return cfg
+    if any(o.split("=", 1)[0].strip() in ("output_dir", "run_name") for o in overrides):
+        return cfg
+    if (Path(cfg.output_dir) / cfg.run_name).resolve() == folder.resolve():
+        return cfg
+    folder = folder.resolve()
+    return replace(cfg, output_dir=str(folder.parent), run_name=folder.name)
 
 
 def load_recipe(
@@ -272,7 +294,7 @@ def load_recipe(
     as warnings to stderr, "ignore" does not look (see `path_problems`). With "warn" or "error", path_warnings
     (eval.data_root) are printed too; warnings only when the recipe has no problems.
     """
-    path = recipe_path(path)
+    given, path = path, recipe_path(path)
     data = load_yaml_file(path, "recipe")
     problems: list[str] = []
     override_tree = parse_overrides(overrides, problems)
@@ -299,7 +321,7 @@ def load_recipe(
         print(f"warning: {path}: {warning}", file=sys.stderr)
     if not cfg.run_name:
         cfg = replace(cfg, run_name=path.stem)
-    return cfg
+    return _in_run_folder(cfg, given, overrides)
 
 
 def path_problems(cfg: RecipeConfig) -> list[str]:

@@ -500,6 +500,13 @@ def estimate_run(
     texts = 2 if cfg.loss.uses_hard_negatives else 1
     recompute = 1 if cfg.model.grad_checkpointing else 0
     keys = cache_keys(cfg, flops)
+    if keys and cfg.cache == "auto" and trained_samples < data.samples:  # train/cache.py's rule: no build to repay
+        assumptions.append(
+            f"cache=auto: {trained_samples:,} trained samples, fewer than the {data.samples:,} a cache build encodes: "
+            "the run builds no cache, so it is estimated uncached (a cache already built by a longer run is used; "
+            "cache=on builds one)"
+        )
+        keys = {}
     cached_parts = set()
     if "image" in keys:
         cached_parts.add("image")

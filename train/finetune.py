@@ -2,6 +2,7 @@
 
     accelerate launch train/finetune.py recipes/clip_neg.yaml [key.sub=value ...]
     python train/finetune.py tiny_clip_neg train.max_steps=20        # a recipe's name stands for its file
+    python train/finetune.py runs/tiny_clip_neg train.max_steps=40   # a run folder: continue that run
 
 The recipe keys, their defaults and a comment each: `python -m train.config RECIPE` prints a recipe resolved (every
 key), train/config.py and models/config.py document them; a wrong key is reported with the valid ones beside it.
@@ -57,7 +58,7 @@ from train.checkpoints import (
     start_checkpoint,
     trainable_state,
 )
-from train.config import OptimConfig, RecipeConfig, load_recipe
+from train.config import OptimConfig, RecipeConfig, is_run_folder, load_recipe
 from train.cpu_threads import apply_threads, choose_threads, processes_on_host
 from train.data import Batch, BatchPlan, ShardError, epoch_loader, index_shards
 from train.losses import build_loss
@@ -806,8 +807,11 @@ def cli(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         print(__doc__)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
+    overrides = argv[1:]
+    if is_run_folder(argv[0]) and not any(o.startswith("train.resume=") for o in overrides):
+        overrides = [*overrides, "train.resume=latest"]  # a run folder given: continue that run
     try:
-        cfg = load_recipe(argv[0], argv[1:], paths="error")
+        cfg = load_recipe(argv[0], overrides, paths="error")
         main(cfg, argv)
     except ConfigError as err:  # the recipe (or what it names) is wrong: exit 2, as every tool's config error
         if int(os.environ.get("RANK", "0") or 0) == 0:  # under accelerate launch every process finds it: say it once
