@@ -61,6 +61,11 @@ def test_every_tiny_recipe_trains_and_leaves_a_self_describing_run(recipe, world
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
     assert {"lr", "samples_per_s", "data_wait_share", "epoch"} <= set(records[0])
+    # the text tower encodes the captions and the real hard negatives only (no copies for samples without one)
+    global_batch = load_recipe(run_dir / "config.yaml").train.global_batch_size
+    assert [r["texts_per_step"] for r in records] == [global_batch + r.get("negatives_per_step", 0) for r in records]
+    if "neg" in recipe:
+        assert any(r["negatives_per_step"] > 0 for r in records)
     checkpoint = run_dir / "checkpoints" / "step_3"
     assert (run_dir / "checkpoints" / "latest").read_text() == "step_3"
     assert (checkpoint / "config.yaml").read_text() == (run_dir / "config.yaml").read_text()

@@ -158,9 +158,69 @@ def test_collate_puts_hard_negatives_after_the_captions(index):
         [(torch.zeros(3, 4, 4), *item[1:]) for item in items]
     )
     texts = batch.text["texts"]
-    assert len(texts) == 10 and texts[:5] == [item[1] for item in items]
-    assert texts[5:8] == [item[2] for item in items[:3]]
-    assert texts[8:] == texts[3:5]  # placeholders for samples without a negative; masked out of the loss
+    # only real negatives are texts: 5 captions + 3 negatives, no copies for the samples without one
+    assert len(texts) == 8 and texts[:5] == [item[1] for item in items]
+    assert texts[5:] == [item[2] for item in items[:3]]
     assert batch.negative_mask.tolist() == [True, True, True, False, False]
     plain = Collate(lambda texts: {"texts": texts}, with_negatives=False)([(torch.zeros(3, 4, 4), *items[0][1:])])
     assert plain.negative_mask is None and len(plain.text["texts"]) == 1
+
+
+def test_a_negative_that_tokenizes_as_its_caption_is_dropped_from_the_rows_and_the_mask():
+    """Cut to the context length, "a cat left of a dog ..." and its swap can be the same tokens: no negative at all.
+    Its row leaves the text batch (nothing to encode) and its sample leaves the mask; the count is reported."""
+    from train.data import drop_identical_negatives, texts_with_negatives
+
+    def first_word(texts):  # a context length of one word
+        return {"input_ids": torch.tensor([[sum(map(ord, t.split()[0]))] for t in texts]), "n": torch.tensor(7)}
+
+    captions = ["left cat", "dog on the right", "a bird", "cup left"]
+    negatives = ["left dog", "cat on the left", None, "cup right"]  # rows 1 and 3 differ only past word one
+    texts, mask = texts_with_negatives(captions, negatives, True)
+    tokens, kept, identical = drop_identical_negatives(first_word(texts), mask)
+    assert (
+        identical == 2 and kept.tolist() == [False, True, False, False] and mask.tolist() == [True, True, False, True]
+    )
+    assert tokens["input_ids"].shape[0] == 4 + 1 and tokens["n"].item() == 7  # captions + the one real negative
+    assert tokens["input_ids"][4].item() == sum(map(ord, "cat"))
+
+
+@pytest.mark.parametrize("recipe", ["tiny_clip_neg", "tiny_siglip_neg", "tiny_clip_llm2vec_neg"])
+def test_encoding_only_real_negatives_gives_the_loss_and_gradients_of_encoding_copies(recipe, tmp_path):
+    """The old layout encoded a copy of the caption for every sample without a hard negative (2B texts) and the
+    mask kept it out of the loss; now only the B captions and the k real negatives are encoded. Same loss, same
+    gradients (float tolerance: the text batch has other rows), on a batch that mixes both kinds of samples."""
+    from models import build_model
+    from train.config import load_recipe
+    from train.data import negatives_by_sample, texts_with_negatives
+    from train.losses import build_loss
+
+    cfg = load_recipe(recipe, [f"cache_dir={tmp_path}"])
+    bundle = build_model(cfg.model, cache_dir=tmp_path)
+    model = bundle.model.double().train()
+    loss_fn = build_loss(cfg.loss.name)
+    captions = ["a cat left of a dog", "a red cup", "the tree is to the right of the house", "two birds", "a car"]
+    negatives = ["a cat right of a dog", None, "the tree is to the left of the house", None, None]
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)) for _ in captions]
+    pixels = torch.stack([bundle.preprocess_eval(image) for image in images]).double()
+    mask = torch.tensor([n is not None for n in negatives])
+
+    def loss_and_grads(texts, negatives_from):
+        model.zero_grad(set_to_none=True)
+        out = model(pixels, bundle.tokenizer(texts))
+        text = out["text_features"]
+        loss = loss_fn(out["image_features"], text[:5], out["logit_scale"], out["logit_bias"],
+                       negative_features=negatives_from(text[5:]), negative_mask=mask)  # fmt: skip
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return loss.detach(), grads, text.shape[0]
+
+    copies = captions + [n if n is not None else c for c, n in zip(captions, negatives, strict=True)]
+    old_loss, old_grads, old_rows = loss_and_grads(copies, lambda rows: rows)
+    texts, _ = texts_with_negatives(captions, negatives, True)
+    new_loss, new_grads, new_rows = loss_and_grads(texts, lambda rows: negatives_by_sample(rows, mask))
+    assert (old_rows, new_rows) == (10, 7)
+    assert torch.allclose(new_loss, old_loss, rtol=1e-10, atol=1e-12) and old_grads.keys() == new_grads.keys()
+    for name, grad in old_grads.items():
+        assert torch.allclose(new_grads[name], grad, rtol=1e-8, atol=1e-10), name

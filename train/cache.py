@@ -47,6 +47,7 @@ from train.data import (
     ShardSamples,
     caption_pick,
     draw_caption,
+    drop_identical_negatives,
     identical_token_rows,
     sample_seed,
     texts_with_negatives,
@@ -639,8 +640,7 @@ class CachedCollate:
         texts, mask = texts_with_negatives(captions, negatives, self.with_negatives)  # rows, where text is cached
         tokens = self.tokenizer(texts) if text is None else None
         if tokens is not None and mask is not None:
-            same = identical_token_rows(tokens, len(captions)) & mask
-            identical, mask = int(same.sum()), mask & ~same
+            tokens, mask, identical = drop_identical_negatives(tokens, mask)
         return Batch(
             pixels=torch.stack(images) if image is None else None,
             text=tokens,

@@ -365,7 +365,7 @@ class RunEstimate:
     processes: int
     accumulation: int
     passes: int
-    texts_per_sample: int
+    texts_per_sample: float  # 1 + the real hard negatives per sample (only those are encoded)
     parts: list[PartCost]
     caches: list[CacheBuild]
     uncached_pflop: float
@@ -497,7 +497,7 @@ def estimate_run(
         steps = min(steps, cfg.train.max_steps)
     trained_samples = steps * plan.global_batch
     passes = 2 if plan.accumulation > 1 else 1
-    texts = 2 if cfg.loss.uses_hard_negatives else 1
+    texts = 1 + negatives_per_sample(cfg, data) if cfg.loss.uses_hard_negatives else 1
     recompute = 1 if cfg.model.grad_checkpointing else 0
     keys = cache_keys(cfg, flops)
     if keys and cfg.cache == "auto" and trained_samples < data.samples:  # train/cache.py's rule: no build to repay
@@ -593,6 +593,15 @@ def estimate_run(
         cached_training_gpu_hours=_gpu_hours(cached_pflop, peak, utilisation),
         assumptions=assumptions,
     )
+
+
+def negatives_per_sample(cfg: RecipeConfig, data: DataCounts) -> float:
+    """Hard negatives the text tower encodes per trained sample (only real ones are encoded, train/data.py): the
+    share of samples with one under a joined caption, else of caption options with one (one option is drawn per
+    sample; taken as uniform over the options)."""
+    if text_view(cfg.data.caption_policy) == "concat":
+        return data.samples_with_negative / max(data.samples, 1)
+    return data.captions_with_negative / max(data.captions, 1)
 
 
 def _build(kind: str, key: str, what: str, forwards: int, flops: float, peak: float, utilisation: float) -> CacheBuild:
@@ -732,7 +741,7 @@ def format_run(est: RunEstimate) -> str:
         "",
         f"{est.samples:,} samples, {est.epochs} epochs, {est.steps:,} steps of {est.global_batch} "
         f"({est.micro_batch} x {est.processes} processes x {est.accumulation} accumulation, "
-        f"{'two passes' if est.passes > 1 else 'one pass'} per step), {est.texts_per_sample} text(s) per sample",
+        f"{'two passes' if est.passes > 1 else 'one pass'} per step), {est.texts_per_sample:.3f} texts per sample (captions + real hard negatives)",
         "",
     ]
     rows = [

@@ -551,16 +551,23 @@ class Batch:
     """One micro-batch. Each tower gets its raw input, or, when its frozen part is cached, that part's output."""
 
     pixels: torch.Tensor | None  # (B, 3, H, W); None when the image features come from the cache
-    text: dict[str, torch.Tensor] | None  # tokenized captions then hard negatives (2B rows with negatives, else B)
+    text: dict[str, torch.Tensor] | None  # tokenized captions, then the real hard negatives (B + k rows)
     negative_mask: torch.Tensor | None  # (B,) bool: which samples have a hard negative
     keys: list[str]
     image_frozen: torch.Tensor | None = None  # (B, D) cached image tower outputs, in place of pixels
-    text_frozen: torch.Tensor | None = None  # (2B or B, D) cached frozen-text outputs, in place of text
+    text_frozen: torch.Tensor | None = None  # (B + k, D) cached frozen-text outputs, in place of text
     # Hard negatives dropped because their tokens equal their caption's (the swap lies past the context length).
     negatives_identical: int = 0
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @property
+    def texts_encoded(self) -> int:
+        """Rows the text tower (or, cached, its last trainable part) runs on: the captions plus the real negatives."""
+        if self.text_frozen is not None:
+            return int(self.text_frozen.shape[0])
+        return int(self.text["input_ids"].shape[0]) if self.text is not None else 0
 
     def to(self, device) -> Batch:
         def move(t):
@@ -589,9 +596,7 @@ class Collate:
         tokens = self.tokenizer(texts)
         identical = 0
         if mask is not None:
-            same = identical_token_rows(tokens, len(captions)) & mask
-            identical = int(same.sum())
-            mask = mask & ~same
+            tokens, mask, identical = drop_identical_negatives(tokens, mask)
         return Batch(torch.stack(pixels), tokens, mask, list(keys), negatives_identical=identical)
 
 
@@ -607,16 +612,53 @@ def identical_token_rows(tokens: dict[str, torch.Tensor] | torch.Tensor, n: int)
 
 
 def texts_with_negatives(captions: Sequence, negatives: Sequence, with_negatives: bool):
-    """(captions then hard negatives, (B,) mask of samples that have one), or (captions, None) without negatives.
+    """(captions then the real hard negatives, (B,) mask of samples that have one), or (captions, None) without.
 
-    A sample without a hard negative fills its slot with its own caption; the mask keeps it out of the loss.
+    Only real negatives are texts: a sample without one adds no row, so the text tower encodes B + (number of
+    negatives) texts, not 2B (the loss never looked at a sample's missing negative; `negatives_by_sample` puts the
+    encoded negatives back in sample order).
     """
     texts = list(captions)
     if not with_negatives:
         return texts, None
-    mask = torch.tensor([n is not None for n in negatives])
-    texts += [n if n is not None else c for c, n in zip(captions, negatives, strict=True)]
+    mask = torch.tensor([n is not None for n in negatives], dtype=torch.bool)
+    texts += [n for n in negatives if n is not None]
     return texts, mask
+
+
+def drop_identical_negatives(tokens, mask: torch.Tensor):
+    """(tokens, mask, count) with every hard negative whose tokens equal its caption's removed: the rows from the
+    tokenized batch (captions then the real negatives, as texts_with_negatives lays them out) and the sample from
+    the mask. Such a negative is the same text to the model (the swap lies past the context length)."""
+    n = mask.shape[0]
+    owners = mask.nonzero().flatten()  # the sample of each negative row, in order
+    k = owners.numel()
+    fields = tokens.values() if isinstance(tokens, dict) else [tokens]
+    compared = [v for v in fields if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n + k]
+    if k == 0 or not compared:
+        return tokens, mask, 0
+    same = torch.ones(k, dtype=torch.bool)
+    for value in compared:
+        same &= (value[owners] == value[n:]).reshape(k, -1).all(dim=1).cpu()
+    if not same.any():
+        return tokens, mask, 0
+    keep = torch.cat([torch.ones(n, dtype=torch.bool), ~same])
+
+    def kept(value):
+        return value[keep] if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == n + k else value
+
+    tokens = {name: kept(v) for name, v in tokens.items()} if isinstance(tokens, dict) else kept(tokens)
+    mask = mask.clone()
+    mask[owners[same]] = False
+    return tokens, mask, int(same.sum())
+
+
+def negatives_by_sample(negatives: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, D) from the (k, D) features of the real negatives (mask's True samples, in order): each at its sample's
+    row, zeros where a sample has none (the loss masks those rows out, so they never count). Differentiable: the
+    gradient of each row goes back to its negative."""
+    out = negatives.new_zeros(mask.shape[0], *negatives.shape[1:])
+    return out.index_put((mask.nonzero().flatten(),), negatives)
 
 
 def epoch_loader(

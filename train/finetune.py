@@ -60,7 +60,7 @@ from train.checkpoints import (
 )
 from train.config import OptimConfig, RecipeConfig, is_run_folder, load_recipe
 from train.cpu_threads import apply_threads, choose_threads, processes_on_host
-from train.data import Batch, BatchPlan, ShardError, epoch_loader, index_shards
+from train.data import Batch, BatchPlan, ShardError, epoch_loader, index_shards, negatives_by_sample
 from train.losses import build_loss
 from train.process_group import use_cpu_group
 from train.run_dir import MetricsLog, RunDirError, check_run_dir, write_caches_record, write_run_start
@@ -135,6 +135,7 @@ class StepResult:
     skipped: bool = False  # fp16: the gradient scaler skipped the step (inf/NaN gradients); the weights are unchanged
     negatives: int = 0  # hard negatives in the global batch's loss
     negatives_identical: int = 0  # dropped: their tokens equal their caption's after truncation
+    texts: int = 0  # texts the text tower encoded for the global batch: its captions plus its real negatives
 
 
 def enable_cpu_fp16(accelerator: Accelerator) -> None:
@@ -419,18 +420,21 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()  # a skipped step still advances the schedule, as open_clip's per-step schedule does
         clamp_logit_scale(self.raw.logit_scale, self.logit_scale_ceiling, self.deepspeed)
-        negatives, identical = self._negative_counts(batches)
-        return StepResult(loss, wait, grad_norm, connector_norm, skipped, negatives, identical)
+        negatives, identical, texts = self._text_counts(batches)
+        return StepResult(loss, wait, grad_norm, connector_norm, skipped, negatives, identical, texts)
 
-    def _negative_counts(self, batches: list[Batch]) -> tuple[int, int]:
-        """Hard negatives in the global batch's loss, and those dropped as identical to their caption (all processes)."""
-        if batches[0].negative_mask is None:
-            return 0, 0
-        local = [sum(int(b.negative_mask.sum()) for b in batches), sum(b.negatives_identical for b in batches)]
-        if self.accelerator.num_processes == 1:
-            return local[0], local[1]
-        total = self.accelerator.reduce(torch.tensor(local, device=self.accelerator.device), reduction="sum")
-        return int(total[0]), int(total[1])
+    def _text_counts(self, batches: list[Batch]) -> tuple[int, int, int]:
+        """Over the global batch (all processes): hard negatives in the loss, those dropped as identical to their
+        caption, and the texts encoded (each micro-batch's rows as fed to the text tower, counted once per step)."""
+        with_negatives = batches[0].negative_mask is not None
+        local = [
+            sum(int(b.negative_mask.sum()) for b in batches) if with_negatives else 0,
+            sum(b.negatives_identical for b in batches),
+            sum(b.texts_encoded for b in batches),
+        ]
+        if self.accelerator.num_processes > 1:  # one small all-reduce per step
+            local = self.accelerator.reduce(torch.tensor(local, device=self.accelerator.device), reduction="sum")
+        return int(local[0]), int(local[1]), int(local[2])
 
     def accumulate_gradients(self, batches: list[Batch]) -> float:
         """The global batch's loss; its gradients are in the parameters' `.grad` (all-reduced), not yet applied."""
@@ -460,7 +464,7 @@ class Trainer:
                 leaves.text,
                 leaves.scale,
                 leaves.bias,
-                negative_features=leaves.negatives,
+                negative_features=leaves.negatives_by_sample(),
                 negative_mask=leaves.negative_mask,
             )
         self._check_finite_loss(loss, batches)
@@ -482,15 +486,15 @@ class Trainer:
         return self.model(batch.pixels, batch.text, image_frozen=batch.image_frozen, text_frozen=batch.text_frozen)
 
     def _loss(self, out: dict, batch: Batch) -> torch.Tensor:
-        n = len(batch)
+        n, mask = len(batch), batch.negative_mask
         text = out["text_features"]
         return self.loss_fn(
             out["image_features"],
             text[:n],
             out["logit_scale"],
             out["logit_bias"],
-            negative_features=text[n:] if batch.negative_mask is not None else None,
-            negative_mask=batch.negative_mask,
+            negative_features=negatives_by_sample(text[n:], mask) if mask is not None else None,
+            negative_mask=mask,
         )
 
     def _backward(self, loss: torch.Tensor, *, last: bool) -> None:
@@ -584,11 +588,12 @@ class FeatureLeaves:
 
     image: torch.Tensor  # (n, D)
     text: torch.Tensor  # (n, D): the captions
-    negatives: torch.Tensor | None  # (n, D): the hard negatives (rows without one are masked out)
-    negative_mask: torch.Tensor | None  # (n,) bool
+    negatives: torch.Tensor | None  # (k, D): the real hard negatives, in sample order
+    negative_mask: torch.Tensor | None  # (n,) bool: the samples that have one
     scale: torch.Tensor  # exp(logit_scale), a leaf: every process's loss holds it directly
     bias: torch.Tensor | None
     rows: list[int]  # samples per micro-batch
+    negative_rows: list[int]  # hard negatives per micro-batch
 
     @classmethod
     def of(cls, outputs: list[dict], batches: list[Batch]) -> FeatureLeaves:
@@ -608,7 +613,11 @@ class FeatureLeaves:
             scale=leaf(outputs[0]["logit_scale"]),
             bias=None if bias is None else leaf(bias),
             rows=rows,
+            negative_rows=[int(b.negative_mask.sum()) for b in batches] if with_negatives else [0] * len(rows),
         )
+
+    def negatives_by_sample(self) -> torch.Tensor | None:
+        return None if self.negatives is None else negatives_by_sample(self.negatives, self.negative_mask)
 
     def gradients(self, loss: torch.Tensor) -> FeatureGradients:
         inputs = [t for t in (self.image, self.text, self.negatives, self.scale, self.bias) if t is not None]
@@ -617,21 +626,24 @@ class FeatureLeaves:
         negatives = next(found) if self.negatives is not None else None
         scale = next(found)
         bias = next(found) if self.bias is not None else None
-        return FeatureGradients(image, text, negatives, scale, bias, self.rows)
+        return FeatureGradients(image, text, negatives, scale, bias, self.rows, self.negative_rows)
 
 
 @dataclass
 class FeatureGradients:
     image: torch.Tensor | None
     text: torch.Tensor | None
-    negatives: torch.Tensor | None
+    negatives: torch.Tensor | None  # (k, D), as FeatureLeaves.negatives
     scale: torch.Tensor | None
     bias: torch.Tensor | None
     rows: list[int]
+    negative_rows: list[int]
     starts: list[int] = field(init=False)
+    negative_starts: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.starts = [sum(self.rows[:i]) for i in range(len(self.rows))]
+        self.negative_starts = [sum(self.negative_rows[:i]) for i in range(len(self.negative_rows))]
 
     def surrogate(self, micro: int, out: dict) -> torch.Tensor:
         """A scalar whose gradient through `out` is the global loss's gradient through this micro-batch.
@@ -650,7 +662,8 @@ class FeatureGradients:
             _dot(out["logit_scale"], self.scale, share=share),
         ]
         if self.negatives is not None:
-            terms.append(_dot(text[n:], self.negatives, part))
+            first = self.negative_starts[micro]
+            terms.append(_dot(text[n:], self.negatives, slice(first, first + self.negative_rows[micro])))
         if out["logit_bias"] is not None:
             terms.append(_dot(out["logit_bias"], self.bias, share=share))
         return torch.stack([t.float() for t in terms]).sum()
@@ -728,7 +741,7 @@ class LogWindow:
 
     def reset(self) -> None:
         self.loss = self.wait = self.grad_norm = self.connector_grad_norm = 0.0
-        self.steps = self.samples = self.skipped = self.negatives = self.negatives_identical = 0
+        self.steps = self.samples = self.skipped = self.negatives = self.negatives_identical = self.texts = 0
         self.lr = 0.0
         self.has_connector = False
         self.start = time.perf_counter()
@@ -746,6 +759,7 @@ class LogWindow:
         self.skipped += result.skipped
         self.negatives += result.negatives
         self.negatives_identical += result.negatives_identical
+        self.texts += result.texts
 
     def record(self, position: Position, model, *, fp16: bool = False, negatives: bool = False) -> dict:
         elapsed = time.perf_counter() - self.start
@@ -757,6 +771,7 @@ class LogWindow:
             "logit_scale": model.logit_scale.exp().item(),
             "grad_norm": self.grad_norm / self.steps,
             "samples_per_s": round(self.samples / elapsed, 1),
+            "texts_per_step": self.texts / self.steps,  # captions + real negatives the text tower encoded
             "data_wait_share": round(self.wait / elapsed, 3),
         }
         if self.has_connector:
