@@ -67,20 +67,38 @@ class ContrastiveModel(nn.Module):
         *,
         image_frozen: Tensor | None = None,
         text_frozen: Tensor | None = None,
+        keep_frozen: bool = False,
     ) -> dict[str, Tensor | None]:
         """Normalized features of both towers, the exp'd logit scale and the logit bias (None for CLIP).
 
         `image_frozen` (a locked image tower's outputs) replaces `pixels`; `text_frozen` (frozen_text_features)
         replaces `text`: cached outputs of frozen parts give the same features without running those parts.
+        `keep_frozen` also returns the outputs of the parts that are frozen as "image_frozen" / "text_frozen" (None
+        for a part that trains), for a second pass over the same batch to start from (the two-pass step).
         """
         image = self.image_tower(pixels) if image_frozen is None else image_frozen
+        text_frozen_part = keep_frozen and text_frozen is None and self.frozen_parts()[1]
+        if text_frozen_part:
+            text_frozen = self.text_tower.frozen_features(text)
         text_out = self.text_tower(text) if text_frozen is None else self.text_tower.project(text_frozen)
-        return {
+        out = {
             "image_features": F.normalize(image, dim=-1),
             "text_features": F.normalize(text_out, dim=-1),
             "logit_scale": self.logit_scale.exp(),
             "logit_bias": self.logit_bias,
         }
+        if keep_frozen:
+            image_locked, text_locked = self.frozen_parts()
+            out["image_frozen"] = image.detach() if image_locked else None
+            out["text_frozen"] = text_frozen.detach() if text_locked and text_frozen is not None else None
+        return out
+
+    def frozen_parts(self) -> tuple[bool, bool]:
+        """(the whole image tower is frozen, the text tower has a frozen part whose output the rest starts from):
+        the parts whose outputs a cache or a second pass can reuse."""
+        image = not any(p.requires_grad for p in self.image_tower.parameters())
+        text = self.connector is not None or not any(p.requires_grad for p in self.text_tower.parameters())
+        return image, text
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in backward, for towers that train (a frozen tower keeps none anyway)."""

@@ -22,16 +22,16 @@ from train.finetune import Trainer
 from train.process_group import use_cpu_group
 
 GLOBAL_BATCH = 64
-# (recipe, loss): all four losses, each once.
+# (recipe, loss): all four losses, and the LLM2Vec tower (its frozen LLM's outputs reused by the two-pass step).
 CASES = [("tiny_clip_neg", "clip"), ("tiny_clip_neg", "negclip"), ("tiny_siglip_neg", "siglip"),
-         ("tiny_siglip_neg", "siglip_neg")]  # fmt: skip
+         ("tiny_siglip_neg", "siglip_neg"), ("tiny_clip_llm2vec_neg", "negclip")]  # fmt: skip
 
 
 def main(out: str, shards: str, micro_batch: str) -> None:
     accelerator = Accelerator(cpu=use_cpu_group())
     results = {}
     for recipe, loss in CASES:
-        results[loss] = one_step(accelerator, recipe, loss, shards, micro_batch)
+        results[f"{recipe}:{loss}"] = one_step(accelerator, recipe, loss, shards, micro_batch)
     if accelerator.is_main_process:
         torch.save(results, out)
     accelerator.wait_for_everyone()

@@ -14,7 +14,8 @@ pytestmark = (
 )  # the system tier (make test-all, CI): multi-process exactness of the loss and gradients
 
 LAUNCH_2 = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/accelerate/cpu_2proc.yaml"]
-LOSSES = ["clip", "negclip", "siglip", "siglip_neg"]  # tiny_clip_neg for the first two, tiny_siglip_neg after
+CASES = ["tiny_clip_neg:clip", "tiny_clip_neg:negclip", "tiny_siglip_neg:siglip", "tiny_siglip_neg:siglip_neg",
+         "tiny_clip_llm2vec_neg:negclip"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +29,24 @@ def one_step(world_shards, tmp_path_factory):
     return results
 
 
-@pytest.mark.parametrize("loss", LOSSES)
-def test_one_step_is_the_global_batch_for_any_micro_batch_and_process_count(one_step, loss):
-    whole, four, two = (one_step[name][loss] for name in ("1x64", "1x4x16", "2x2x16"))
+@pytest.mark.parametrize("case", CASES)
+def test_one_step_is_the_global_batch_for_any_micro_batch_and_process_count(one_step, case):
+    whole, four, two = (one_step[name][case] for name in ("1x64", "1x4x16", "2x2x16"))
     assert (whole["accumulation"], four["accumulation"], two["accumulation"]) == (1, 4, 2)
     assert whole["grads"], "no gradients were computed"
+    # The LLM's rotary embedding is computed in float32 (transformers' inv_freq) at positions that shift with the
+    # left padding, and each micro-batch pads to its own longest text: float32-rounding differences, not float64.
+    # Measured: loss 2.5e-10 relative, gradients 1.2e-8 of their largest entry. (Pass 2 reusing pass 1's LLM
+    # outputs is bit-identical to running the LLM again.)
+    llm = "llm2vec" in case
     for other in (four, two):
-        assert other["loss"] == pytest.approx(whole["loss"], rel=1e-12, abs=1e-12)
+        assert other["loss"] == pytest.approx(whole["loss"], rel=1e-8 if llm else 1e-12, abs=1e-12)
         assert other["grads"].keys() == whole["grads"].keys()
         for name, grad in whole["grads"].items():
-            torch.testing.assert_close(other["grads"][name], grad, rtol=1e-9, atol=1e-12, msg=name)
+            if llm:
+                assert (other["grads"][name] - grad).abs().max() <= 1e-6 * grad.abs().max(), name
+            else:
+                torch.testing.assert_close(other["grads"][name], grad, rtol=1e-9, atol=1e-12, msg=name)
 
 
 def test_a_run_with_accumulation_ends_with_the_weights_of_one_without(world_shards, tmp_path):

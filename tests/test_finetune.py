@@ -376,3 +376,40 @@ def test_a_run_that_cannot_fit_the_gpu_stops_before_loading_weights(world_shards
     captured = capsys.readouterr()
     assert "GPU memory per device (estimate)" in captured.out
     assert "memory estimate (train.check_memory=false to start anyway)" in captured.err and "GiB" in captured.err
+
+
+@pytest.mark.parametrize(("recipe", "frozen"), [("tiny_clip_neg", "image"), ("tiny_clip_llm2vec_neg", "both")])
+def test_the_two_pass_step_runs_frozen_parts_once_per_micro_batch(world_shards, tmp_path, monkeypatch, recipe, frozen):
+    """Pass 2 of an accumulated step starts from pass 1's outputs of the frozen parts (locked image tower, the
+    LLM2Vec LLM): they run once per micro-batch, the trainable parts twice (their equality with the one-pass step,
+    over 1 and 2 processes, is tests/test_accumulation.py's)."""
+    from accelerate import Accelerator
+
+    from models import build_model
+    from train import finetune
+    from train.data import BatchPlan, Collate, ShardSamples, epoch_loader, index_shards
+    from train.finetune import Trainer
+
+    cfg = load_recipe(recipe, [f"data.shards=[{world_shards}]", "data.batch_size=16", "train.global_batch_size=32",
+                               "cache=off", "optim.warmup_steps=1", f"cache_dir={tmp_path}"])  # fmt: skip
+    bundle = build_model(cfg.model, cache_dir=tmp_path)
+    model = bundle.model
+    index = index_shards(cfg.data.shards)
+    plan = BatchPlan(len(index), 32, 16, 1)
+    trainer = Trainer(cfg, Accelerator(cpu=True), model, plan, total_steps=10, run_dir=tmp_path / "run")
+    samples = ShardSamples(index, bundle.preprocess_train, cfg.data.caption_policy, cfg.seed)
+    stream = epoch_loader(samples, plan, Collate(bundle.tokenizer, with_negatives=True), epoch=0, rank=0)
+    calls = {"image": 0, "text": 0}
+    text_part = model.text_tower.llm2vec if model.connector is not None else model.text_tower
+    model.image_tower.register_forward_hook(lambda *_: calls.__setitem__("image", calls["image"] + 1))
+    text_part.register_forward_hook(lambda *_: calls.__setitem__("text", calls["text"] + 1))
+    batches = [next(stream), next(stream)]
+    loss = trainer.accumulate_gradients(batches)
+    assert calls == ({"image": 2, "text": 4} if frozen == "image" else {"image": 2, "text": 2})
+    grads = [p.grad.clone() for p in trainer.trainable]
+    assert any(g.abs().sum() > 0 for g in grads)
+    # bit-identical to running the frozen parts again in pass 2
+    trainer.optimizer.zero_grad(set_to_none=True)
+    monkeypatch.setattr(finetune, "reuse_frozen", lambda batch, out: batch)
+    assert trainer.accumulate_gradients(batches) == loss
+    assert all(torch.equal(p.grad, g) for p, g in zip(trainer.trainable, grads, strict=True))

@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -456,7 +456,10 @@ class Trainer:
             for batch in batches:
                 random_states.append(random_state())
                 with self.accelerator.autocast():
-                    features.append(self.model_outputs(batch))
+                    features.append(self.model_outputs(batch, keep_frozen=True))
+        # Pass 2 starts every micro-batch from pass 1's outputs of the frozen parts (a locked image tower, the
+        # LLM2Vec LLM): the same values, without running those parts again.
+        batches = [reuse_frozen(batch, out) for batch, out in zip(batches, features, strict=True)]
         leaves = FeatureLeaves.of(features, batches)
         with self.accelerator.autocast():
             loss = self.loss_fn(
@@ -482,8 +485,14 @@ class Trainer:
                 self._backward(surrogate, last=last)
         return loss.item()
 
-    def model_outputs(self, batch: Batch) -> dict[str, torch.Tensor | None]:
-        return self.model(batch.pixels, batch.text, image_frozen=batch.image_frozen, text_frozen=batch.text_frozen)
+    def model_outputs(self, batch: Batch, keep_frozen: bool = False) -> dict[str, torch.Tensor | None]:
+        return self.model(
+            batch.pixels,
+            batch.text,
+            image_frozen=batch.image_frozen,
+            text_frozen=batch.text_frozen,
+            keep_frozen=keep_frozen,
+        )
 
     def _loss(self, out: dict, batch: Batch) -> torch.Tensor:
         n, mask = len(batch), batch.negative_mask
@@ -667,6 +676,20 @@ class FeatureGradients:
         if out["logit_bias"] is not None:
             terms.append(_dot(out["logit_bias"], self.bias, share=share))
         return torch.stack([t.float() for t in terms]).sum()
+
+
+def reuse_frozen(batch: Batch, out: dict) -> Batch:
+    """`batch` with the frozen parts' outputs of a pass over it (`keep_frozen`) in place of their inputs."""
+    image, text = out.pop("image_frozen", None), out.pop("text_frozen", None)
+    if image is None and text is None:
+        return batch
+    return replace(
+        batch,
+        pixels=None if image is not None else batch.pixels,
+        image_frozen=image if image is not None else batch.image_frozen,
+        text=None if text is not None else batch.text,
+        text_frozen=text if text is not None else batch.text_frozen,
+    )
 
 
 def _dot(output: torch.Tensor, grad: torch.Tensor | None, rows: slice | None = None, share: float = 1.0):
