@@ -89,6 +89,11 @@ def test_a_recipe_table_has_every_part_and_the_caches():
     assert unlocked.accumulation == 2  # 512 = 64 x 4 x 2: two passes, one more forward of each part
     assert image.uncached_gflop == pytest.approx(image.train_gflop + image.forward_gflop)
     assert text.tokens == 64 and "fwd+bwd" in cost.format_run(unlocked)
+    # a frozen part runs once per step even in two passes (pass 2 reuses its outputs)
+    two_pass = cost.estimate_run(load_recipe(ROOT / "recipes" / "clip_llm2vec_neg.yaml", ["data.batch_size=64"]))
+    image, llm, _ = two_pass.parts
+    assert two_pass.passes == 2 and image.uncached_gflop == pytest.approx(image.forward_gflop)
+    assert llm.uncached_gflop == pytest.approx(two_pass.texts_per_sample * llm.forward_gflop)
 
 
 def test_a_sweep_counts_a_shared_cache_once(world_shards, tmp_path, capsys):

@@ -521,8 +521,8 @@ def estimate_run(
         items = 1 if part == "image" else texts
         if f.trains:  # forward + backward, the two-pass step's extra forward, checkpointing's recomputed forward
             per_item = f.train + (passes - 1 + recompute) * f.forward
-        else:
-            per_item = passes * f.forward
+        else:  # frozen: once per step (the two-pass step reuses pass 1's outputs, train/finetune.py)
+            per_item = f.forward
         uncached = items * per_item / 1e9
         cached = 0.0 if part in cached_parts else uncached
         parts.append(
@@ -552,7 +552,8 @@ def estimate_run(
     if passes > 1:
         assumptions.append(
             f"accumulation {plan.accumulation} (global batch {plan.global_batch} = {plan.micro_batch} x {processes} "
-            f"processes x {plan.accumulation}): two passes per step, one more forward of every part that runs"
+            f"processes x {plan.accumulation}): two passes per step, one more forward of every trainable part (pass 2 "
+            "reuses the frozen parts' outputs)"
         )
     if recompute:
         assumptions.append("gradient checkpointing: one more forward of each trainable tower")
