@@ -139,7 +139,7 @@ def stored_overrides(sweep_dir: Path) -> list[str]:
 
 def _estimate(source: Path, args: argparse.Namespace) -> int:
     """--estimate: the sweep's runs resolved as for training (no backend, no eval checks), then train.cost."""
-    from train.cost import check_utilisation, estimate_sweep, format_sweep, gpu_peak, write_json
+    from train.cost import check_utilisation, estimate_sweep, format_floor, format_sweep, gpu_peak, write_json
 
     try:
         gpu_peak(args.gpu, "bf16")
@@ -156,6 +156,8 @@ def _estimate(source: Path, args: argparse.Namespace) -> int:
         print(f"sweep: {err}", file=sys.stderr)
         return EXIT_CONFIG
     print(format_sweep(estimate))
+    if args.floor:
+        print("\n" + format_floor(estimate))
     if args.out:
         write_json(args.out, estimate.to_json())
     return 0

@@ -154,3 +154,28 @@ def test_cache_auto_is_estimated_as_the_run_decides(world_shards):
     full = cost.estimate_run(load_recipe("tiny_clip_neg", [shards]))
     assert [c.kind for c in forced.caches] == [c.kind for c in full.caches] == ["image"]
     assert forced.cached_training_pflop < forced.uncached_pflop
+
+
+def test_the_flop_floor_of_the_paper_grid_and_sweeps_estimated_together(capsys):
+    """The 12-run grid (Table 5 + the unlocked SigLIP runs), estimated together: the LLM cache both sweeps read is
+    built once; the floor counts what the math needs and every estimate is at least that."""
+    assert cost.main(["paper_table5", "paper_unlocked", "profile=clipablate", "--floor", "--gpu", "h100"]) == 0
+    printed = capsys.readouterr().out
+    assert "## FLOP floor of paper_table5 + paper_unlocked" in printed and "| FLOP floor | 3.34e+19 | 9.4 |" in printed
+    grid = cost.estimate_sweeps(["paper_table5", "paper_unlocked"], ["profile=clipablate"])
+    assert len(grid.runs) == 12 and grid.runs[0].name == "paper_table5/clip_finetune"
+    (llm_cache,) = [c for c in grid.caches if c.build.kind == "text" and "LLM" in c.build.what]
+    assert len(llm_cache.runs) == 6  # 4 locked + 2 unlocked LLM2Vec runs, one build
+    assert grid.floor_pflop <= grid.cached_pflop <= sum(r.uncached_pflop for r in grid.runs)
+    # a run with every part training, in one pass, is at its floor
+    native = cost.estimate_run(load_recipe("siglip_unlocked_neg", ["data.batch_size=128"]))
+    assert native.passes == 1 and native.cached_pflop == pytest.approx(native.floor_pflop)
+    # two passes pay one more forward of each trainable part over the floor
+    two = cost.estimate_run(load_recipe("siglip_unlocked_neg"))
+    extra = sum(p.items_per_sample * p.forward_gflop for p in two.parts) * two.steps * two.global_batch / 1e6
+    assert two.passes == 2 and two.cached_pflop == pytest.approx(two.floor_pflop + extra)
+
+
+def test_a_recipe_and_a_sweep_cannot_be_mixed(capsys):
+    assert cost.main(["tiny_clip_neg", "tiny_grid"]) == 2
+    assert "tiny_clip_neg is not a sweep" in capsys.readouterr().err

@@ -45,7 +45,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -54,9 +54,10 @@ import torch
 
 from models.config import ModelConfig
 from train.cache import image_cache_blocker, text_cache_blocker, text_view
-from train.config import RecipeConfig, load_recipe
+from train.config import RecipeConfig, is_run_folder, load_recipe
 from train.data import BatchPlan
 from train.typed_config import ConfigError
+from train.yaml_loading import load_yaml_file
 
 # Dense (no sparsity) tensor-core peaks in FLOP/s, from NVIDIA's data sheets (SXM parts). fp32 is plain FP32: PyTorch
 # does not use TF32 for matmuls unless asked (torch.backends.cuda.matmul.allow_tf32).
@@ -373,6 +374,12 @@ class RunEstimate:
     uncached_gpu_hours: float
     cached_training_gpu_hours: float
     assumptions: list[str] = field(default_factory=list)
+    # The FLOP floor (`floor_pflop`): what the math needs. Every trainable part one forward + backward per trained
+    # sample and text (real negatives only), no second pass, no recomputation; every frozen part whose outputs a
+    # cache could hold once per input (`floor_caches`: the builds of cache=on, shared by key across runs); a frozen
+    # part no cache can hold (new random crops every epoch) one forward per trained sample.
+    floor_training_pflop: float = 0.0
+    floor_caches: list[CacheBuild] = field(default_factory=list)
 
     @property
     def cache_gpu_hours(self) -> float:
@@ -382,9 +389,18 @@ class RunEstimate:
     def cached_gpu_hours(self) -> float:
         return self.cached_training_gpu_hours + self.cache_gpu_hours
 
+    @property
+    def cached_pflop(self) -> float:
+        return self.cached_training_pflop + sum(c.pflop for c in self.caches)
+
+    @property
+    def floor_pflop(self) -> float:
+        return self.floor_training_pflop + sum(c.pflop for c in self.floor_caches)
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out |= {"cache_gpu_hours": self.cache_gpu_hours, "cached_gpu_hours": self.cached_gpu_hours}
+        out |= {"cached_pflop": self.cached_pflop, "floor_pflop": self.floor_pflop}
         return out
 
 
@@ -499,7 +515,9 @@ def estimate_run(
     passes = 2 if plan.accumulation > 1 else 1
     texts = 1 + negatives_per_sample(cfg, data) if cfg.loss.uses_hard_negatives else 1
     recompute = 1 if cfg.model.grad_checkpointing else 0
-    keys = cache_keys(cfg, flops)
+    keys = possible_keys = cache_keys(replace(cfg, cache="on"), flops)
+    if cfg.cache == "off":
+        keys = {}
     if keys and cfg.cache == "auto" and trained_samples < data.samples:  # train/cache.py's rule: no build to repay
         assumptions.append(
             f"cache=auto: {trained_samples:,} trained samples, fewer than the {data.samples:,} a cache build encodes: "
@@ -533,21 +551,16 @@ def estimate_run(
         )  # fmt: skip
     uncached_pflop = trained_samples * sum(p.uncached_gflop for p in parts) / 1e6
     cached_pflop = trained_samples * sum(p.cached_gflop for p in parts) / 1e6
-
-    caches = []
-    if "image" in keys:
-        f = flops.parts["image"].forward
-        caches.append(_build("image", keys["image"], "image-feature cache: one image forward per sample", data.samples, f, peak, utilisation))  # fmt: skip
-    if "text" in keys:
-        view = text_view(cfg.data.caption_policy)
-        if view == "concat":
-            count, what = data.samples + data.samples_with_negative, "joined captions + hard negatives"
-        else:
-            count, what = data.captions + data.captions_with_negative, "caption options + hard negatives"
-        part = "llm" if cfg.model.text.tower == "llm2vec" else "text"
-        kind = "LLM cache: one LLM forward" if part == "llm" else "text cache: one text-tower forward"
-        f = flops.parts[part].forward
-        caches.append(_build("text", keys["text"], f"{kind} per text ({what})", count, f, peak, utilisation))
+    cacheable = {"image"} if "image" in possible_keys else set()
+    if "text" in possible_keys:
+        cacheable.add("llm" if cfg.model.text.tower == "llm2vec" else "text")
+    floor_gflop = sum(
+        p.items_per_sample * (p.train_gflop if p.trains else p.forward_gflop)
+        for p in parts
+        if p.trains or p.part not in cacheable
+    )
+    caches = _cache_builds(cfg, keys, data, flops, peak, utilisation)
+    floor_caches = _cache_builds(cfg, possible_keys, data, flops, peak, utilisation)
 
     if passes > 1:
         assumptions.append(
@@ -593,7 +606,30 @@ def estimate_run(
         uncached_gpu_hours=_gpu_hours(uncached_pflop, peak, utilisation),
         cached_training_gpu_hours=_gpu_hours(cached_pflop, peak, utilisation),
         assumptions=assumptions,
+        floor_training_pflop=trained_samples * floor_gflop / 1e6,
+        floor_caches=floor_caches,
     )
+
+
+def _cache_builds(
+    cfg: RecipeConfig, keys: dict[str, str], data: DataCounts, flops: ModelFlops, peak: float, utilisation: float
+) -> list[CacheBuild]:
+    """The builds of the caches `keys` names: one forward of the frozen part per sample (image) or text."""
+    caches = []
+    if "image" in keys:
+        f = flops.parts["image"].forward
+        caches.append(_build("image", keys["image"], "image-feature cache: one image forward per sample", data.samples, f, peak, utilisation))  # fmt: skip
+    if "text" in keys:
+        view = text_view(cfg.data.caption_policy)
+        if view == "concat":
+            count, what = data.samples + data.samples_with_negative, "joined captions + hard negatives"
+        else:
+            count, what = data.captions + data.captions_with_negative, "caption options + hard negatives"
+        part = "llm" if cfg.model.text.tower == "llm2vec" else "text"
+        kind = "LLM cache: one LLM forward" if part == "llm" else "text cache: one text-tower forward"
+        f = flops.parts[part].forward
+        caches.append(_build("text", keys["text"], f"{kind} per text ({what})", count, f, peak, utilisation))
+    return caches
 
 
 def negatives_per_sample(cfg: RecipeConfig, data: DataCounts) -> float:
@@ -647,6 +683,20 @@ class SweepEstimate:
         """What the cache builds would cost if every run built its own."""
         return sum(r.cache_gpu_hours for r in self.runs)
 
+    @property
+    def cached_pflop(self) -> float:
+        return sum(r.cached_training_pflop for r in self.runs) + sum(c.build.pflop for c in self.caches)
+
+    @property
+    def floor_pflop(self) -> float:
+        """The grid's FLOP floor (RunEstimate.floor_pflop): each possible cache's build once for the whole grid."""
+        builds = {c.key: c.pflop for r in self.runs for c in r.floor_caches}
+        return sum(r.floor_training_pflop for r in self.runs) + sum(builds.values())
+
+    def floor_gpu_hours_at_peak(self) -> float:
+        peak = self.runs[0].peak_tflops * 1e12 if self.runs else 1.0
+        return _gpu_hours(self.floor_pflop, peak, 1.0)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -659,6 +709,10 @@ class SweepEstimate:
                 "cache_gpu_hours": self.cache_gpu_hours,
                 "cached_gpu_hours": self.cached_gpu_hours,
                 "unshared_cache_gpu_hours": self.unshared_cache_gpu_hours,
+                "cached_pflop": self.cached_pflop,
+                "floor_pflop": self.floor_pflop,
+                "floor_gpu_hours_at_peak": self.floor_gpu_hours_at_peak(),
+                "cached_over_floor": self.cached_pflop / self.floor_pflop if self.floor_pflop else None,
             },
         }
 
@@ -677,13 +731,54 @@ def estimate_sweep(
         estimate_run(cfg, name=run_name, recipe=recipe, processes=processes, gpu=gpu, utilisation=utilisation)
         for run_name, recipe, cfg in runs
     ]
+    return combine(name, estimates)
+
+
+def combine(name: str, estimates: Sequence[RunEstimate]) -> SweepEstimate:
+    """Runs estimated apart as one sweep: each cache (by key) once, with the runs that read it."""
     shared: dict[str, SharedCache] = {}
     for est in estimates:
         for build in est.caches:
             shared.setdefault(build.key, SharedCache(build, [])).runs.append(est.name)
-    caches = list(shared.values())
-    notes: list[str] = []
-    return SweepEstimate(name, estimates, caches, notes)
+    return SweepEstimate(name, list(estimates), list(shared.values()), [])
+
+
+def estimate_sweeps(
+    sources: Sequence[str | Path], overrides: Sequence[str] = (), *, gpu: str = DEFAULT_GPU,
+    utilisation: float = DEFAULT_UTILISATION,
+) -> SweepEstimate:  # fmt: skip
+    """Sweep files (or names) estimated together, each run on its sweep's processes: a cache two sweeps share is
+    built once (the paper's grid: paper_table5 + paper_unlocked). Run names get their sweep's name in front when
+    there are several."""
+    from launch.plan import plan_sweep, sweep_dir_of
+    from launch.sweep_config import load_sweep, sweep_path
+
+    estimates, names = [], []
+    for source in sources:
+        spec = load_sweep(source)
+        plan = plan_sweep(spec, sweep_path(source), sweep_dir_of(spec, None), list(overrides), evaluate=False)
+        prefix = f"{spec.name}/" if len(sources) > 1 else ""
+        names.append(spec.name)
+        estimates += [
+            estimate_run(run.cfg, name=prefix + run.name, recipe=run.recipe, processes=spec.resources.processes,
+                         gpu=gpu, utilisation=utilisation)
+            for run in plan.runs
+        ]  # fmt: skip
+    return combine(" + ".join(names), estimates)
+
+
+def is_sweep_file(source: str | Path) -> bool:
+    """A sweep YAML (a mapping with `recipes`), by path or by name in launch/sweeps/."""
+    from launch.sweep_config import sweep_path
+
+    path = sweep_path(source)
+    if not path.is_file() or is_run_folder(source):
+        return False
+    try:
+        data = load_yaml_file(path, "sweep")
+    except ConfigError:
+        return False
+    return isinstance(data, dict) and "recipes" in data
 
 
 def _g(value: float) -> str:
@@ -818,6 +913,30 @@ def format_sweep(sweep: SweepEstimate) -> str:
     return "\n".join(lines)
 
 
+def format_floor(sweep: SweepEstimate) -> str:
+    """The FLOP floor of a run or sweep, and how far the estimates are from it."""
+    floor = sweep.floor_pflop
+    uncached = sum(r.uncached_pflop for r in sweep.runs)
+    lines = [
+        f"## FLOP floor of {sweep.name}",
+        "",
+        "What the math needs: every trainable part one forward + backward per trained sample and text (real "
+        "negatives only); every frozen part a cache could hold once per input for the whole grid (each cache=on "
+        "build once); a frozen part no cache can hold (new crops every epoch) once per trained sample.",
+        "",
+    ]
+    rows = [
+        ["FLOP floor", f"{floor * 1e15:.3g}", _h(sweep.floor_gpu_hours_at_peak()), "1.00x"],
+        ["cached estimate (training + each shared cache once)", f"{sweep.cached_pflop * 1e15:.3g}",
+         _h(_gpu_hours(sweep.cached_pflop, sweep.runs[0].peak_tflops * 1e12, 1.0)),
+         f"{sweep.cached_pflop / floor:.2f}x" if floor else "-"],
+        ["uncached estimate (every part every step)", f"{uncached * 1e15:.3g}",
+         _h(_gpu_hours(uncached, sweep.runs[0].peak_tflops * 1e12, 1.0)), f"{uncached / floor:.2f}x" if floor else "-"],
+    ]  # fmt: skip
+    lines += _table(["", "FLOP", f"{sweep.runs[0].gpu.upper()}-hours at peak", "x floor"], rows)
+    return "\n".join(lines)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -828,7 +947,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def add_cost_options(parser: argparse.ArgumentParser) -> None:
-    """--gpu, --utilisation and --out, shared with launch.sweep --estimate."""
+    """--gpu, --utilisation, --out and --floor, shared with launch.sweep --estimate."""
     parser.add_argument("--gpu", default=DEFAULT_GPU, help=f"one of {', '.join(sorted(GPUS))} (default {DEFAULT_GPU})")
     parser.add_argument(
         "--utilisation",
@@ -837,32 +956,58 @@ def add_cost_options(parser: argparse.ArgumentParser) -> None:
         help=f"share of the dense peak reached (default {DEFAULT_UTILISATION})",
     )
     parser.add_argument("--out", type=Path, help="also write the estimate as JSON to this file")
+    parser.add_argument(
+        "--floor", action="store_true", help="also print the FLOP floor and the estimates as multiples of it"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m train.cost", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("recipe", help="recipe YAML")
-    parser.add_argument("overrides", nargs="*", help="key=value recipe overrides")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        help="a recipe (file, name or run folder), or one or more sweeps (file or name; estimated together, a cache "
+        "they share counted once), then key=value recipe overrides",
+    )
     parser.add_argument(
         "--processes",
         type=int,
-        help=f"training processes (GPUs); default {DEFAULT_PROCESSES} where the global batch divides, else 1",
+        help=f"training processes (GPUs) of a recipe; default {DEFAULT_PROCESSES} where the global batch divides, "
+        "else 1 (a sweep's runs: its resources)",
     )
     add_cost_options(parser)
     args = parser.parse_intermixed_args(argv)
+    sources = [a for a in args.inputs if "=" not in a]
+    overrides = [a for a in args.inputs if "=" in a]
     try:
         gpu_peak(args.gpu, "bf16")
         check_utilisation(args.utilisation)
-        cfg = load_recipe(args.recipe, args.overrides)
-        est = estimate_run(cfg, processes=args.processes, gpu=args.gpu, utilisation=args.utilisation)
+        if not sources:
+            raise ValueError("give a recipe or a sweep before the key=value overrides")
+        sweeps = [s for s in sources if is_sweep_file(s)]
+        if sweeps and len(sweeps) < len(sources):
+            raise ValueError(f"give one recipe, or sweeps only: {', '.join(sorted(set(sources) - set(sweeps)))} "
+                             "is not a sweep")  # fmt: skip
+        if sweeps:
+            sweep = estimate_sweeps(sweeps, overrides, gpu=args.gpu, utilisation=args.utilisation)
+            printed, data = format_sweep(sweep), sweep.to_json()
+        else:
+            if len(sources) > 1:
+                raise ValueError(f"one recipe at a time: {' '.join(sources)}")
+            cfg = load_recipe(sources[0], overrides)
+            est = estimate_run(cfg, processes=args.processes, gpu=args.gpu, utilisation=args.utilisation)
+            sweep = combine(est.name, [est])
+            printed, data = format_run(est), est.to_json()
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"train.cost: {err}", file=sys.stderr)
         return 2
-    print(format_run(est))
+    print(printed)
+    if args.floor:
+        print("\n" + format_floor(sweep))
     if args.out:
-        write_json(args.out, est.to_json())
+        write_json(args.out, data)
     return 0
 
 
