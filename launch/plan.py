@@ -217,10 +217,12 @@ def _locate(problem: str, section_of: dict[str, str], recipe_file: Path) -> str:
 def _check_run(run: PlannedRun, spec: SweepSpec, evaluate: bool, problems: list[str]) -> None:
     cfg = run.cfg
     processes = spec.resources.processes
-    if cfg.train.global_batch_size % (cfg.data.batch_size * processes):
+    span = (cfg.data.batch_size or 1) * processes  # batch_size 0 (auto): any divisor of the per-process batch
+    if cfg.train.global_batch_size % span:
+        what = f"data.batch_size {cfg.data.batch_size} x " if cfg.data.batch_size else ""
         problems.append(
             f"{run.name}: train.global_batch_size {cfg.train.global_batch_size} is not a multiple of "
-            f"data.batch_size {cfg.data.batch_size} x {processes} processes (resources)"
+            f"{what}{processes} processes (resources)"
         )
     if evaluate and not cfg.eval.data_root:
         problems.append(f"{run.name}: eval.data_root is empty; set it under overrides, or eval.enabled: false")

@@ -78,7 +78,10 @@ def _headers(
 def _hyperparameters(run: PlannedRun, processes: int) -> str:
     """One comment line per run with what a reader checks first (resolved from the recipe and overrides)."""
     cfg = run.cfg
-    accumulation = cfg.train.global_batch_size // max(1, cfg.data.batch_size * processes)
+    micro = cfg.data.batch_size or "auto"  # auto: the trainer fits it to the GPU (train/batch_planner.py)
+    accumulation = (
+        cfg.train.global_batch_size // max(1, cfg.data.batch_size * processes) if cfg.data.batch_size else "?"
+    )
     parts = [
         f"model={cfg.model.name}",
         f"loss={cfg.loss.name}",
@@ -86,7 +89,7 @@ def _hyperparameters(run: PlannedRun, processes: int) -> str:
         f"warmup_steps={cfg.optim.warmup_steps}",
         f"schedule={cfg.optim.schedule}",
         f"epochs={cfg.train.epochs}",
-        f"global_batch={cfg.train.global_batch_size} ({cfg.data.batch_size}/process x {processes} x {accumulation})",
+        f"global_batch={cfg.train.global_batch_size} ({micro}/process x {processes} x {accumulation})",
         f"precision={cfg.train.precision}",
         f"seed={cfg.seed}",
     ]

@@ -93,6 +93,23 @@ class ContrastiveModel(nn.Module):
             out["text_frozen"] = text_frozen.detach() if text_locked and text_frozen is not None else None
         return out
 
+    def release_frozen_parts(self, image: bool = False, text: bool = False) -> list[str]:
+        """Frees the frozen parts whose outputs come from a feature cache (their weights leave the model and the
+        device): the locked image tower, the LLM2Vec LLM or a locked native text tower. Training then passes their
+        cached outputs (`image_frozen`, `text_frozen`); calling a released part raises. Returns what was freed."""
+        freed = []
+        if image and self.frozen_parts()[0]:
+            self.image_tower = ReleasedPart("the image tower")
+            freed.append("image tower")
+        if text and self.frozen_parts()[1]:
+            if self.connector is not None:  # LLM2Vec: the LLM goes, the connector (trainable) stays
+                self.text_tower.llm2vec = ReleasedPart("the LLM2Vec LLM")
+                freed.append("LLM2Vec LLM")
+            else:
+                self.text_tower = ReleasedPart("the text tower")
+                freed.append("text tower")
+        return freed
+
     def frozen_parts(self) -> tuple[bool, bool]:
         """(the whole image tower is frozen, the text tower has a frozen part whose output the rest starts from):
         the parts whose outputs a cache or a second pass can reuse."""
@@ -123,3 +140,23 @@ class ContrastiveModel(nn.Module):
         if mode:
             keep_frozen_in_eval(self)
         return self
+
+
+class ReleasedPart(nn.Module):
+    """Stands for a frozen part freed because its outputs come from a feature cache: no weights; its output is
+    passed in (`image_frozen`, `text_frozen`), so running it is a bug and says so."""
+
+    def __init__(self, what: str):
+        super().__init__()
+        self.what = what
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(f"{self.what} was freed (its outputs come from the feature cache); pass them instead")
+
+    frozen_features = forward
+
+    def project(self, frozen: Tensor) -> Tensor:  # a native text tower: its whole output is the frozen part
+        return frozen
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Nothing to recompute: no weights."""

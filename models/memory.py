@@ -276,8 +276,12 @@ def estimate_for_model(
     *,
     texts_per_sample: int = 1,
     accumulation: int = 1,
+    released: frozenset[str] = frozenset(),
 ) -> MemoryEstimate:
     """The estimate for a built (or meta-device) ContrastiveModel, possibly wrapped by DDP.
+
+    `released`: the frozen parts ("image", "text", "llm") whose outputs come from a feature cache; training frees
+    them (ContrastiveModel.release_frozen_parts), so they hold neither weights nor activations.
 
     `precision` is the recipe's (fp32, bf16, fp16); `texts_per_sample` is 2 when hard negatives share the text
     batch; `accumulation` is the micro-batches per optimizer step and process (global batch // (micro-batch x
@@ -291,6 +295,9 @@ def estimate_for_model(
     notes = []
     specs = []
     for part, counts in _parameter_counts(model).items():
+        if part in released:
+            notes.append(f"{part}: outputs from the feature cache, the part is freed (no weights, no activations)")
+            continue
         shape, per_sample, chunk = None, 1, 0
         if part == "image":
             shape = _image_shape(model.image_tower)
@@ -410,6 +417,7 @@ def estimate_for_config(
     *,
     texts_per_sample: int = 1,
     accumulation: int = 1,
+    released: frozenset[str] = frozenset(),
     llm_config: PretrainedConfig | None = None,
     cache_dir: Path | None = None,
 ) -> MemoryEstimate:
@@ -424,6 +432,7 @@ def estimate_for_config(
         zero_stage,
         texts_per_sample=texts_per_sample,
         accumulation=accumulation,
+        released=released,
     )
 
 

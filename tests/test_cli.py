@@ -76,7 +76,8 @@ def test_launch_checks_the_recipe_once_before_any_worker_and_keeps_the_trainers_
     bad = cli("launch", "--config_file", "launch/accelerate/cpu_2proc.yaml", "tiny_clip_neg", "data.batch_size=abc")
     assert bad.returncode == 2 and bad.stderr.count("data.batch_size: expected an integer") == 1
     assert "Traceback" not in bad.stderr and "ChildFailedError" not in bad.stderr
-    failures = {1: ProcessFailure(1, 11, 75, "<N/A>"), 0: ProcessFailure(0, 10, 75, "<N/A>")}
-    assert failure_code(ChildFailedError("finetune.py", failures)) == (75, "rank 0 (of 2 failed)")
+    failures = {0: ProcessFailure(0, 10, -15, "<N/A>"), 1: ProcessFailure(1, 11, 75, "<N/A>")}
+    failures[0].timestamp, failures[1].timestamp = 200, 100  # rank 1 failed first; the agent then stopped rank 0
+    assert failure_code(ChildFailedError("finetune.py", failures)) == (75, "rank 1 (of 2 failed)")
     assert failure_code(sp.CalledProcessError(130, ["python"])) == (130, "the trainer")
     assert failure_code(ValueError("not a trainer failure")) is None

@@ -132,7 +132,7 @@ def test_five_mistakes_are_all_reported_with_key_paths(tmp_path):
 
 
 def test_the_cli_reports_problems_without_a_traceback(tmp_path):
-    path = write(tmp_path, "data: {shards: [s], batch_size: 0}\noptim: {lr: -1}\nwandb: {mode: loud}\n")
+    path = write(tmp_path, "data: {shards: [s], batch_size: -1}\noptim: {lr: -1}\nwandb: {mode: loud}\n")
     result = subprocess.run(
         [sys.executable, "-m", "train.config", str(path), "seed=abc", "optim.nope=1"],
         capture_output=True,

@@ -47,9 +47,12 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def trained(recipe: str, shards: Path, out: Path, cache: str) -> tuple[list[float], dict, dict]:
-    run(finetune_cmd(recipe, shards, out, *STEPS, f"cache={cache}", f"cache_dir={out.parent / 'features'}"))
+    done = run(finetune_cmd(recipe, shards, out, *STEPS, f"cache={cache}", f"cache_dir={out.parent / 'features'}"))
     run_dir = out / recipe
     record = json.loads((run_dir / "feature_caches.json").read_text())
+    # the frozen parts a cache replaces are freed before training (their weights leave the model)
+    freed = [part for kind, part in (("image", "image tower"), ("text", "LLM2Vec LLM")) if record[kind]]
+    assert (f"freed (their outputs come from the cache): {', '.join(freed)}" in done.stdout) == bool(freed)
     return [r["loss"] for r in metrics(run_dir)], final_weights(run_dir), record
 
 

@@ -145,7 +145,7 @@ def test_bad_recipe_keys_and_names_are_found_before_anything_runs(tmp_path):
         name: bad
         recipes: [tiny_clip_neg, no_such_recipe]
         run_name: "{recipe}-{optim.lrr}"
-        grid: {optim.lrr: [1, 2], data.batch_size: [0]}
+        grid: {optim.lrr: [1, 2], data.batch_size: [-1]}
         """,
     )
     with pytest.raises(ConfigError) as err:
@@ -153,8 +153,8 @@ def test_bad_recipe_keys_and_names_are_found_before_anything_runs(tmp_path):
     text = str(err.value)
     assert "grid.optim.lrr: unknown key; did you mean 'optim.lr'?" in text  # each problem once, naming its runs
     assert text.count("optim.lrr: unknown key") == 1
-    assert "[tiny_clip_neg optim.lrr=1 data.batch_size=0, tiny_clip_neg optim.lrr=2 data.batch_size=0]" in text
-    assert "grid.data.batch_size: must be > 0" in text
+    assert "[tiny_clip_neg optim.lrr=1 data.batch_size=-1, tiny_clip_neg optim.lrr=2 data.batch_size=-1]" in text
+    assert "grid.data.batch_size: must be > 0, or 0 for auto" in text
     assert "command line: train.epochz: unknown key; did you mean 'train.epochs'?" in text
     assert "command line: output_dir is set by the sweep" in text
     assert "no_such_recipe.yaml: recipe file not found" in text
@@ -301,7 +301,7 @@ def test_multi_node_and_cpu_scripts(tmp_path):
     assert "#SBATCH --nodes=2\n" in train and "#SBATCH --gpus-per-node=4\n" in train
     assert "#SBATCH --partition=gpu\n" in train and "#SBATCH --time=2-00:00:00\n" in train
     assert "--num_processes 8" in train and '--nodes="$SLURM_NNODES"' in train
-    assert "global_batch=512 (64/process x 8 x 1)" in train  # the unlocked recipes: 64 per device
+    assert "global_batch=512 (auto/process x 8 x ?)" in train  # the unlocked recipes: the trainer fits it
     assert "#SBATCH --signal=B:USR1@300" in train  # the sweep file's own setting
 
     cpu = sweep_cli("tiny_grid", "--backend", "slurm", "--dry-run", "--output-dir", str(tmp_path / "c"))

@@ -53,6 +53,7 @@ from train.data import (
     texts_with_negatives,
 )
 
+AUTO_BUILD_BATCH = 128  # texts or images per build forward when data.batch_size is 0 (auto): no gradients kept
 FORMAT_VERSION = 2  # bump when what a cache holds changes meaning
 FEATURES = "features.npy"  # float32 (rows, dim)
 OFFSETS = "offsets.npy"  # text: int64 (samples + 1); sample i's captions are rows offsets[i]:offsets[i+1]
@@ -730,7 +731,7 @@ def prepare_recipe_caches(
         bundle=bundle,
         index=index,
         shard_folders=cfg.data.shards,
-        batch_size=cfg.data.batch_size,
+        batch_size=cfg.data.batch_size or AUTO_BUILD_BATCH,
         workers=cfg.data.workers,
         device=accelerator.device,
         autocast=accelerator.autocast,

@@ -53,7 +53,9 @@ Benchmark = Literal[
 class DataConfig:
     shards: tuple[str, ...] = ()  # folders written by data_prep.build_shards (each with sizes.json)
     caption_policy: Literal["random", "concat", "first"] = "random"  # paper: random (CLIP), concat (LLM2Vec)
-    batch_size: int = 32  # samples per device per forward pass (micro-batch)
+    # Samples per device per forward pass (micro-batch); 0 = auto: the largest that fits the GPU by the memory
+    # estimate, one pass where possible (train/batch_planner.py). The loss is the global batch's for any value.
+    batch_size: int = 32
     # open_clip's train transform (random resized crop, scale 0.9-1), as the authors' release even with the image
     # tower locked. false trains on the eval transform, which is deterministic, so a locked image tower's features
     # can be cached (see `cache`); the paper does not say.
@@ -71,8 +73,8 @@ class DataConfig:
         out = []
         if not self.shards:
             out.append(Problem(("shards",), "at least one shard folder is required"))
-        if self.batch_size <= 0:
-            out.append(Problem(("batch_size",), "must be > 0"))
+        if self.batch_size < 0:
+            out.append(Problem(("batch_size",), "must be > 0, or 0 for auto (the largest that fits)"))
         if self.workers < 0:
             out.append(Problem(("workers",), "must be >= 0"))
         return out

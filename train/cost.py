@@ -53,6 +53,7 @@ from typing import Any
 import torch
 
 from models.config import ModelConfig
+from train.batch_planner import AUTO, plan_micro_batch, released_parts
 from train.cache import image_cache_blocker, text_cache_blocker, text_view
 from train.config import RecipeConfig, is_run_folder, load_recipe
 from train.data import BatchPlan
@@ -66,6 +67,7 @@ GPUS: dict[str, dict[str, float]] = {
     "h200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
     "a100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
 }
+GPU_MEMORY_BYTES = {"h100": 80 * 10**9, "h200": 141 * 10**9, "a100": 80 * 10**9}  # the SXM parts' HBM
 DEFAULT_GPU = "h100"
 DEFAULT_UTILISATION = 0.4
 DEFAULT_PROCESSES = 4  # the paper's 4 GPUs (where the global batch divides into them)
@@ -422,7 +424,7 @@ def check_utilisation(utilisation: float) -> float:
 
 def default_processes(cfg: RecipeConfig) -> int:
     """The paper's 4 processes where the global batch divides into 4 x micro-batches, else 1."""
-    span = cfg.data.batch_size * DEFAULT_PROCESSES
+    span = (cfg.data.batch_size or 1) * DEFAULT_PROCESSES
     return DEFAULT_PROCESSES if cfg.train.global_batch_size % span == 0 else 1
 
 
@@ -504,7 +506,8 @@ def estimate_run(
     flops = model_flops(cfg.model, llm_tokens)
     assumptions += list(flops.notes)
 
-    plan = BatchPlan(data.samples, cfg.train.global_batch_size, cfg.data.batch_size, processes)
+    per_process = max(cfg.train.global_batch_size // processes, 1)
+    plan = BatchPlan(data.samples, cfg.train.global_batch_size, cfg.data.batch_size or per_process, processes)
     problems = plan.problems()
     if problems:
         raise ValueError(f"{name or cfg.run_name}: " + "; ".join(problems))
@@ -512,6 +515,14 @@ def estimate_run(
     if cfg.train.max_steps:
         steps = min(steps, cfg.train.max_steps)
     trained_samples = steps * plan.global_batch
+    if cfg.data.batch_size == AUTO:  # as the trainer will choose on this GPU (train/batch_planner.py)
+        chosen = plan_micro_batch(
+            cfg, processes, GPU_MEMORY_BYTES[gpu.strip().lower()],
+            released=released_parts(cfg, trained_samples, data.samples),
+            texts_per_sample=2 if cfg.loss.uses_hard_negatives else 1,
+        )  # fmt: skip
+        plan = replace(plan, micro_batch=chosen.micro_batch)
+        assumptions.append(f"micro-batch {chosen.how} (memory estimate, {gpu.lower()})")
     passes = 2 if plan.accumulation > 1 else 1
     texts = 1 + negatives_per_sample(cfg, data) if cfg.loss.uses_hard_negatives else 1
     recompute = 1 if cfg.model.grad_checkpointing else 0

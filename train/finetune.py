@@ -59,6 +59,7 @@ from train.checkpoints import (
     trainable_state,
 )
 from train.config import OptimConfig, RecipeConfig, is_run_folder, load_recipe
+from train.batch_planner import AUTO, plan_micro_batch, released_parts
 from train.cpu_threads import apply_threads, choose_threads, processes_on_host
 from train.data import Batch, BatchPlan, ShardError, epoch_loader, index_shards, negatives_by_sample
 from train.losses import build_loss
@@ -173,7 +174,10 @@ def train_run(cfg: RecipeConfig, argv: list[str], accelerator: Accelerator) -> N
         cfg.data.shards, unrecorded=cfg.data.unrecorded_shards
     )  # a damaged shard stops the run here, before anything is written
     plan, total_steps = plan_steps(cfg, len(index), accelerator.num_processes)
-    shown = check_memory(cfg, accelerator, plan)  # before any weights load: a 7B tower that cannot fit fails fast
+    # The frozen parts whose outputs will come from a cache: freed once the caches are ready, so not counted.
+    released = released_parts(cfg, total_steps * plan.global_batch, len(index))
+    plan = choose_micro_batch(cfg, accelerator, plan, released)
+    shown = check_memory(cfg, accelerator, plan, released)  # before any weights load: what cannot fit fails fast
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if is_main:
         write_run_start(run_dir, cfg, argv, threads.as_record())
@@ -188,9 +192,14 @@ def train_run(cfg: RecipeConfig, argv: list[str], accelerator: Accelerator) -> N
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         configure_deepspeed(accelerator, plan, cfg.optim.grad_clip_norm)
     caches = prepare_recipe_caches(cfg, bundle, index, accelerator, trained_samples=total_steps * plan.global_batch)
+    freed = bundle.model.release_frozen_parts(image=caches.image is not None, text=caches.text is not None)
     if is_main:
         print("\n".join(caches.notes))
+        if freed:
+            print(f"freed (their outputs come from the cache): {', '.join(freed)}")
         write_caches_record(run_dir, caches)
+    if freed and torch.cuda.is_available():
+        torch.cuda.empty_cache()
     samples, collate = recipe_training_data(cfg, bundle, index, caches)
 
     trainer = Trainer(cfg, accelerator, bundle.model, plan, total_steps, run_dir, Path(argv[0]).stem if argv else "")
@@ -205,8 +214,10 @@ def train_run(cfg: RecipeConfig, argv: list[str], accelerator: Accelerator) -> N
 
 
 def plan_steps(cfg: RecipeConfig, samples: int, num_processes: int) -> tuple[BatchPlan, int]:
-    """The batch plan and the number of optimizer steps, or ConfigError with every problem."""
-    plan = BatchPlan(samples, cfg.train.global_batch_size, cfg.data.batch_size, num_processes)
+    """The batch plan and the number of optimizer steps, or ConfigError with every problem. With data.batch_size 0
+    (auto) the micro-batch is the whole per-process batch here; `choose_micro_batch` then fits it to the device."""
+    micro = cfg.data.batch_size or max(cfg.train.global_batch_size // num_processes, 1)
+    plan = BatchPlan(samples, cfg.train.global_batch_size, micro, num_processes)
     problems = plan.problems()
     total_steps = plan.steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
@@ -218,18 +229,36 @@ def plan_steps(cfg: RecipeConfig, samples: int, num_processes: int) -> tuple[Bat
     return plan, total_steps
 
 
-def check_memory(cfg: RecipeConfig, accelerator: Accelerator, plan: BatchPlan) -> bool:
+def choose_micro_batch(cfg: RecipeConfig, accelerator: Accelerator, plan: BatchPlan, released) -> BatchPlan:
+    """`plan` with data.batch_size 0 (auto) resolved: the largest micro-batch that fits this device (CPU: one
+    pass); the recipe's micro-batch otherwise."""
+    if cfg.data.batch_size != AUTO:
+        return plan
+    plugin = accelerator.state.deepspeed_plugin
+    chosen = plan_micro_batch(
+        cfg, accelerator.num_processes, device_total_bytes(accelerator.device),
+        zero_stage=plugin.zero_stage if plugin is not None else 0, released=released,
+        texts_per_sample=2 if cfg.loss.uses_hard_negatives else 1,
+    )  # fmt: skip
+    if accelerator.is_main_process:
+        print(f"micro-batch: {chosen.how}")
+    return replace(plan, micro_batch=chosen.micro_batch)
+
+
+def check_memory(cfg: RecipeConfig, accelerator: Accelerator, plan: BatchPlan, released=frozenset()) -> bool:
     """On a GPU, prints the per-device memory estimate (with the parameters of each part) and returns True; raises
-    ConfigError when it exceeds the GPU (train.check_memory). On a CPU there is nothing to fit: False, no table."""
+    ConfigError when it exceeds the GPU (train.check_memory). On a CPU there is nothing to fit: False, no table.
+    `released`: the frozen parts training frees (their outputs come from a cache)."""
     plugin = accelerator.state.deepspeed_plugin
     estimate = estimate_for_config(
         cfg.model,
-        cfg.data.batch_size,
+        plan.micro_batch,
         cfg.train.precision,
         accelerator.num_processes,
         plugin.zero_stage if plugin is not None else 0,
         texts_per_sample=2 if cfg.loss.uses_hard_negatives else 1,
         accumulation=plan.accumulation,
+        released=released,
     )
     device_bytes = device_total_bytes(accelerator.device)
     if not device_bytes:  # a CPU run: nothing to fit, one line instead of the GPU table

@@ -41,8 +41,8 @@ def failure_code(error: BaseException) -> tuple[int, str] | None:
 
     if isinstance(error, subprocess.CalledProcessError):  # one process: accelerate's simple launcher
         return error.returncode, "the trainer"
-    if isinstance(error, ChildFailedError):  # several: torchrun's agent, first failure by rank
-        rank, failure = min(error.failures.items())
+    if isinstance(error, ChildFailedError):  # several: torchrun's agent; the first to fail (the others may be
+        rank, failure = error.get_first_failure()  # stopped by the agent after it)
         return failure.exitcode, f"rank {rank} (of {len(error.failures)} failed)"
     return None
 
