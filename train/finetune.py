@@ -45,6 +45,7 @@ from models.memory import (
     format_memory_estimate,
     format_memory_line,
 )
+from train.batch_planner import AUTO, plan_micro_batch, released_parts
 from train.cache import CacheDamaged, prepare_recipe_caches, recipe_training_data
 from train.checkpoints import (
     ENGINE,
@@ -59,7 +60,6 @@ from train.checkpoints import (
     trainable_state,
 )
 from train.config import OptimConfig, RecipeConfig, is_run_folder, load_recipe
-from train.batch_planner import AUTO, plan_micro_batch, released_parts
 from train.cpu_threads import apply_threads, choose_threads, processes_on_host
 from train.data import Batch, BatchPlan, ShardError, epoch_loader, index_shards, negatives_by_sample
 from train.losses import build_loss
