@@ -111,10 +111,11 @@ GPU_PARTS = (
     Part(
         "siglip_unlocked_neg",
         "siglip_unlocked_neg",
-        (*GPU_COMMON, "data.batch_size=64", "train.global_batch_size=128"),
+        (*GPU_COMMON, "data.batch_size=0", "train.global_batch_size=128"),
         timeout_s=150,
         zero2=True,
-        what="SigLIP ViT-L/16-384 (random), both towers train, DeepSpeed ZeRO-2 on 1 process; 64 x 2 two-pass",
+        what="SigLIP ViT-L/16-384 (random), both towers train, DeepSpeed ZeRO-2 on 1 process; the planned micro-batch "
+        "of 128 (data.batch_size 0: the largest that fits)",
     ),
     Part(
         "siglip_llm2vec_neg",
@@ -305,7 +306,7 @@ def worker(spec_path: Path) -> int:
     from train.cache import Processes, build_image_cache, prepare_recipe_caches, recipe_training_data
     from train.config import load_recipe
     from train.data import epoch_loader, index_shards
-    from train.finetune import Trainer, configure_deepspeed, plan_steps
+    from train.finetune import Trainer, choose_micro_batch, configure_deepspeed, plan_steps
     from train.process_group import use_cpu_group
 
     spec = json.loads(Path(spec_path).read_text())
@@ -334,6 +335,7 @@ def worker(spec_path: Path) -> int:
 
     index = index_shards(cfg.data.shards, unrecorded=cfg.data.unrecorded_shards)
     plan, total_steps = plan_steps(cfg, len(index), accelerator.num_processes)
+    plan = choose_micro_batch(cfg, accelerator, plan, frozenset())  # data.batch_size 0: as training plans it
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     plugin = accelerator.state.deepspeed_plugin
     zero_stage = plugin.zero_stage if plugin is not None else 0
@@ -421,7 +423,7 @@ def worker(spec_path: Path) -> int:
         begin = time.perf_counter()
         store = build_image_cache(
             Path(cfg.cache_dir), bundle, index, cfg.data.shards, precision=cfg.train.precision,
-            batch_size=cfg.data.batch_size, workers=cfg.data.workers, device=device, autocast=accelerator.autocast,
+            batch_size=plan.micro_batch, workers=cfg.data.workers, device=device, autocast=accelerator.autocast,
             processes=Processes(),
         )  # fmt: skip
         sync()
@@ -433,7 +435,7 @@ def worker(spec_path: Path) -> int:
                 "images": rows,
                 "seconds": round(cache_seconds, 3),
                 "images_per_s": round(rows / cache_seconds, 1),
-                "batch_size": cfg.data.batch_size,
+                "batch_size": plan.micro_batch,
                 "workers": cfg.data.workers,
                 "how": "train.cache.build_image_cache (read, decode, eval transform, locked image tower, write)",
             },
@@ -609,10 +611,11 @@ class _GlobalTotalsOnly:
 
 
 def count_step_flops(trainer, stream) -> tuple[int, int]:
-    """One optimizer step under FlopCounterMode: (all FLOPs counted, those of the gradient-free first pass).
+    """One optimizer step under FlopCounterMode: (all FLOPs counted, those of the recomputation).
 
-    The first pass of two-pass accumulation runs the model under torch.no_grad; the model calls made without
-    gradients are that recomputation (HFU counts them, MFU does not).
+    Two-pass accumulation runs every part once without gradients, then the trainable parts again with gradients
+    (from pass 1's outputs of the frozen parts): the second forward of the trainable parts is the recomputation
+    (HFU counts it, MFU does not).
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -622,15 +625,17 @@ def count_step_flops(trainer, stream) -> tuple[int, int]:
     # outputs, and torch.autograd.grad then refuses the two-pass step's leaf features ("A leaf node was passed to
     # _will_engine_execute_node ..."). The counting itself (flop_registry over aten ops) is unchanged.
     counter.mod_tracker = _GlobalTotalsOnly()
-    recompute = 0
+    forward_with_grad, two_pass = 0, False
     model_outputs = trainer.model_outputs
 
-    def counted_outputs(batch):
-        nonlocal recompute
+    def counted_outputs(batch, keep_frozen=False):
+        nonlocal forward_with_grad, two_pass
         grad, before = torch.is_grad_enabled(), counter.get_total_flops()
-        out = model_outputs(batch)
-        if not grad:
-            recompute += counter.get_total_flops() - before
+        out = model_outputs(batch, keep_frozen=keep_frozen)
+        if grad:
+            forward_with_grad += counter.get_total_flops() - before
+        else:
+            two_pass = True
         return out
 
     trainer.model_outputs = counted_outputs
@@ -639,6 +644,9 @@ def count_step_flops(trainer, stream) -> tuple[int, int]:
             trainer.step(stream)
     finally:
         del trainer.model_outputs  # back to the class's method
+    # Two passes: pass 1 (no grad) runs every part; pass 2 runs the trainable parts again, from pass 1's outputs of
+    # the frozen ones. That second forward of the trainable parts is the recomputation.
+    recompute = forward_with_grad if two_pass else 0
     return int(counter.get_total_flops()), int(recompute)
 
 

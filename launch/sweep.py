@@ -143,7 +143,8 @@ def _estimate(source: Path, args: argparse.Namespace) -> int:
 
     try:
         gpu_peak(args.gpu, "bf16")
-        check_utilisation(args.utilisation)
+        if args.utilisation is not None:
+            check_utilisation(args.utilisation)
         spec = with_cli_options(load_sweep(source), args)
         if not args.overrides:
             args.overrides = stored_overrides(sweep_dir_of(spec, args.output_dir))

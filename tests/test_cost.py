@@ -179,3 +179,21 @@ def test_the_flop_floor_of_the_paper_grid_and_sweeps_estimated_together(capsys):
 def test_a_recipe_and_a_sweep_cannot_be_mixed(capsys):
     assert cost.main(["tiny_clip_neg", "tiny_grid"]) == 2
     assert "tiny_clip_neg is not a sweep" in capsys.readouterr().err
+
+
+def test_the_utilisation_make_gpu_check_measured_replaces_the_assumption(tmp_path, monkeypatch):
+    """bench/gpu_results.json from a GPU of the estimate's kind: each run takes the MFU of its closest step; another
+    GPU kind, or no file, keeps the assumed 40%; --utilisation wins."""
+    results = {"device_name": "NVIDIA H100 80GB HBM3", "parts": {
+        "clip_neg": {"status": "ok", "summary": {"mfu": 0.31}},
+        "siglip_unlocked_neg": {"status": "ok", "summary": {"mfu": 0.52}},
+        "siglip_llm2vec_neg": {"status": "ok", "summary": {"mfu": 0.45}}}}  # fmt: skip
+    (tmp_path / "gpu_results.json").write_text(json.dumps(results))
+    monkeypatch.setattr(cost, "GPU_RESULTS", tmp_path / "gpu_results.json")
+    for recipe, expected in (("clip_neg", 0.31), ("siglip_unlocked_neg", 0.52), ("siglip_llm2vec_neg", 0.45)):
+        est = cost.estimate_run(load_recipe(recipe))
+        assert est.utilisation == expected and any("measured by make gpu-check" in a for a in est.assumptions)
+    assert cost.estimate_run(load_recipe("clip_neg"), gpu="a100").utilisation == cost.DEFAULT_UTILISATION
+    assert cost.estimate_run(load_recipe("clip_neg"), utilisation=0.25).utilisation == 0.25
+    monkeypatch.setattr(cost, "GPU_RESULTS", tmp_path / "absent.json")
+    assert cost.estimate_run(load_recipe("clip_neg")).utilisation == cost.DEFAULT_UTILISATION

@@ -416,6 +416,35 @@ def gpu_peak(gpu: str, precision: str) -> float:
     return GPUS[name][precision]
 
 
+GPU_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "gpu_results.json"  # written by make gpu-check
+
+
+def chosen_utilisation(cfg: RecipeConfig, gpu: str, given: float | None) -> tuple[float, str]:
+    """(utilisation, where it comes from): `given`, else the MFU `make gpu-check` measured on this GPU kind for the
+    step closest to `cfg`'s (a trainable image tower: the unlocked SigLIP step; an LLM2Vec tower: the 7B LLM step;
+    else the locked CLIP step), else DEFAULT_UTILISATION."""
+    if given is not None:
+        return given, "given"
+    try:
+        results = json.loads(GPU_RESULTS.read_text())
+    except (OSError, ValueError):
+        results = None
+    device = str((results or {}).get("device_name", ""))
+    if results and gpu.strip().lower() in device.lower():
+        image_trains = not cfg.model.image.locked or bool(cfg.model.image.unlocked_last_blocks)
+        part = (
+            "siglip_unlocked_neg"
+            if image_trains
+            else "siglip_llm2vec_neg"
+            if cfg.model.text.tower == "llm2vec"
+            else "clip_neg"
+        )
+        measured = (((results.get("parts") or {}).get(part) or {}).get("summary") or {}).get("mfu")
+        if isinstance(measured, int | float) and 0 < measured <= 1:
+            return float(measured), f"measured by make gpu-check on {device}, its {part} step ({GPU_RESULTS.name})"
+    return DEFAULT_UTILISATION, "assumed; make gpu-check measures it on a GPU"
+
+
 def check_utilisation(utilisation: float) -> float:
     if not 0 < utilisation <= 1:
         raise ValueError(f"utilisation {utilisation}: a share of the peak in (0, 1], e.g. 0.4")
@@ -491,11 +520,13 @@ def estimate_run(
     recipe: str = "",
     processes: int | None = None,
     gpu: str = DEFAULT_GPU,
-    utilisation: float = DEFAULT_UTILISATION,
+    utilisation: float | None = None,
 ) -> RunEstimate:
     """The cost of training `cfg` (a resolved recipe) on `processes` processes, with and without its caches.
 
-    `name` and `recipe` label the run (default: the config's run_name)."""
+    `name` and `recipe` label the run (default: the config's run_name). `utilisation` None: what `make gpu-check`
+    measured on this GPU for the closest step (bench/gpu_results.json), else DEFAULT_UTILISATION."""
+    utilisation, utilisation_source = chosen_utilisation(cfg, gpu, utilisation)
     check_utilisation(utilisation)
     precision = cfg.train.precision
     peak = gpu_peak(gpu, precision)
@@ -592,7 +623,8 @@ def estimate_run(
     elif (blocker := image_cache_blocker(cfg.model, cfg.data.augment)) is not None:
         assumptions.append(f"image tower runs every step ({blocker})")
     assumptions.append(
-        f"GPU: {gpu.lower()} at {peak / 1e12:g} TFLOP/s dense {precision} x {utilisation:.0%} utilisation"
+        f"GPU: {gpu.lower()} at {peak / 1e12:g} TFLOP/s dense {precision} x {utilisation:.0%} utilisation "
+        f"({utilisation_source})"
     )
     return RunEstimate(
         name=name or cfg.run_name,
@@ -734,7 +766,7 @@ def estimate_sweep(
     *,
     processes: int | None = None,
     gpu: str = DEFAULT_GPU,
-    utilisation: float = DEFAULT_UTILISATION,
+    utilisation: float | None = None,
 ) -> SweepEstimate:
     """Every run's estimate ((run name, recipe label, config) each); a cache several runs share (the same key) is
     counted once in the totals."""
@@ -756,7 +788,7 @@ def combine(name: str, estimates: Sequence[RunEstimate]) -> SweepEstimate:
 
 def estimate_sweeps(
     sources: Sequence[str | Path], overrides: Sequence[str] = (), *, gpu: str = DEFAULT_GPU,
-    utilisation: float = DEFAULT_UTILISATION,
+    utilisation: float | None = None,
 ) -> SweepEstimate:  # fmt: skip
     """Sweep files (or names) estimated together, each run on its sweep's processes: a cache two sweeps share is
     built once (the paper's grid: paper_table5 + paper_unlocked). Run names get their sweep's name in front when
@@ -963,8 +995,9 @@ def add_cost_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--utilisation",
         type=float,
-        default=DEFAULT_UTILISATION,
-        help=f"share of the dense peak reached (default {DEFAULT_UTILISATION})",
+        default=None,
+        help="share of the dense peak reached (default: measured by make gpu-check on this GPU kind, in "
+        f"bench/gpu_results.json, else {DEFAULT_UTILISATION})",
     )
     parser.add_argument("--out", type=Path, help="also write the estimate as JSON to this file")
     parser.add_argument(
@@ -994,7 +1027,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = [a for a in args.inputs if "=" in a]
     try:
         gpu_peak(args.gpu, "bf16")
-        check_utilisation(args.utilisation)
+        if args.utilisation is not None:
+            check_utilisation(args.utilisation)
         if not sources:
             raise ValueError("give a recipe or a sweep before the key=value overrides")
         sweeps = [s for s in sources if is_sweep_file(s)]
