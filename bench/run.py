@@ -23,7 +23,9 @@ Writes bench/results.json and bench/results.md. Measured here, on the generated 
 - training steps/s beside a busy process with the default CPU thread count against each hand-set count
   (bench/threads_speed.py);
 - what a feature cache's checksums cost on every open against one pass over its rows (bench/cache_verify_speed.py);
-- the test suite's wall time: `make test` and the system tier (`--only tests`: about half an hour).
+- the test suite's wall time: `make test` and the system tier (`--only tests`: about half an hour);
+- the hard-negative recipes' step at real width (clip_neg, siglip_neg text towers): 2B texts with copies of the
+  caption against the B + k real negatives only (bench/negative_rows_speed.py).
 """
 
 from __future__ import annotations
@@ -787,7 +789,7 @@ def markdown(results: dict) -> str:
 
 BENCHES = (
     "build_shards", "training", "cache", "loader", "eval", "accumulation", "negatives", "real_size", "llava", "threads",
-    "cache_verify", "tests",
+    "cache_verify", "tests", "negative_rows",
 )  # fmt: skip
 
 
@@ -810,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         world = scratch / "world"
         benchmarks = {}
-        if chosen - {"real_size", "negatives", "llava", "cache_verify", "tests"}:  # those need no world or shards
+        if chosen - {"real_size", "negatives", "llava", "cache_verify", "tests", "negative_rows"}:  # no world needed
             print(f"generating a {args.scale} world in {scratch} ...", flush=True)
             generate(world, seed=0, scale=args.scale)
             print("build_shards ...", flush=True)  # it writes the shards every benchmark below reads
@@ -857,6 +859,13 @@ def main(argv: list[str] | None = None) -> int:
 
             print("feature-cache checksums on open against one pass over the rows ...", flush=True)
             benchmarks["Feature cache: checksums on every open against one pass over its rows"] = bench_cache_verify()
+        if "negative_rows" in chosen:
+            from negative_rows_speed import bench_negative_rows  # bench/ is on sys.path: this file runs as a script
+
+            print("hard-negative recipes at real width: 2B texts against B + k ...", flush=True)
+            benchmarks["Hard-negative step at real width: copies of the caption against real negatives only"] = (
+                bench_negative_rows()
+            )
         if "tests" in chosen:
             print("the test suite: make test and the system tier ...", flush=True)
             benchmarks["Test suite wall time (2 xdist workers)"] = bench_test_suite()
