@@ -221,6 +221,33 @@ def load_llm2vec(
     return encoder
 
 
+def load_llm2vec_tokenizer(source: str, *, max_length: int, pooling: str, instruction: str = "",
+                           doc_max_length: int = 0) -> tuple[LLM2VecTokenizer, list[str]]:  # fmt: skip
+    """The LLM2VecTokenizer of `source` (a base model as load_llm2vec takes it) without loading the LLM: its config
+    and tokenizer only (a random:<arch> model: the tokenizer build_random_llm2vec uses). For counting tokens."""
+    from llm2vec import LLM2Vec
+    from transformers import AutoConfig, AutoTokenizer
+
+    if source.startswith(RANDOM_PREFIX):
+        arch, _ = parse_random_spec(source)
+        config = random_llm_config(source)
+        config._name_or_path = RANDOM_LLM_ARCHS[arch].chat_name
+        tokenizer, notes = _random_llm_tokenizer(arch)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(source)
+            tokenizer, notes = AutoTokenizer.from_pretrained(source), []
+        except (OSError, ValueError) as err:
+            raise FileNotFoundError(f"text.llm2vec.base_model={source}: its config and tokenizer: {err}") from err
+    tokenizer.pad_token = tokenizer.eos_token  # as LLM2Vec.from_pretrained
+    tokenizer.padding_side = "left"
+    encoder = LLM2Vec(_ConfigOnly(config), tokenizer, pooling_mode=pooling, max_length=max_length)
+    if not source.startswith(RANDOM_PREFIX):
+        encoder.model.config._name_or_path = resolve_template_name(encoder, source)
+    encoder.doc_max_length = fit_doc_max_length(encoder, instruction, doc_max_length)
+    return LLM2VecTokenizer(encoder, instruction), notes
+
+
 def llm_notes(encoder: LLM2Vec, base_model: str) -> list[str]:
     """What a run log should say about the LLM: random weights, a stand-in tokenizer (from build_random_llm2vec,
     or recorded in the folder by write_random_llama)."""

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from launch import sweep
 from models.config import LLM2VecConfig, ModelConfig, TextTowerConfig
@@ -132,7 +134,7 @@ def test_the_command_runs_on_a_tiny_recipe_and_a_paper_recipe_without_downloadin
     cmd = [sys.executable, "-m", "train.cost", "recipes/tiny_clip_llm2vec_neg.yaml", f"data.shards=[{world_shards}]"]
     result = subprocess.run([*cmd, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| LLM2Vec LLM | no | 64 |" in result.stdout  # 128 assumed, capped at the tiny model's max_length
+    assert "| LLM2Vec LLM | no | 58 |" in result.stdout  # measured on the shards: each pass padded to its longest
     tiny = json.loads(out.read_text())
     assert tiny["samples"] == 700 and {c["kind"] for c in tiny["caches"]} == {"image", "text"}
 
@@ -197,3 +199,29 @@ def test_the_utilisation_make_gpu_check_measured_replaces_the_assumption(tmp_pat
     assert cost.estimate_run(load_recipe("clip_neg"), utilisation=0.25).utilisation == 0.25
     monkeypatch.setattr(cost, "GPU_RESULTS", tmp_path / "absent.json")
     assert cost.estimate_run(load_recipe("clip_neg")).utilisation == cost.DEFAULT_UTILISATION
+
+
+def test_llm_tokens_are_measured_on_the_shards_with_the_recipes_tokenizer(world_shards):
+    """The LLM2Vec LLM's tokens per text come from a sample of the shards, tokenized as training does: the mean
+    for cache builds, each pass padded to its longest for uncached steps; no shards: the stated assumption."""
+    from models import build_model
+    from train.data import ShardSamples, index_shards, sample_seed
+    from train.text_lengths import expected_padded, measure_llm_tokens
+
+    cfg = load_recipe("tiny_clip_llm2vec_neg", [f"data.shards=[{world_shards}]"])
+    lengths = measure_llm_tokens(cfg, samples=10_000)  # every sample
+    tokenizer = build_model(cfg.model).tokenizer  # the tokenizer training uses, from the whole model
+    data = ShardSamples(index_shards([world_shards]), None, cfg.data.caption_policy, cfg.seed)
+    texts = [t for i in range(len(data)) for t in data.caption(i, sample_seed(cfg.seed, 0, i)) if t is not None]
+    direct = torch.cat([tokenizer([t])["attention_mask"].sum(dim=1) for t in texts]).double()
+    assert lengths.texts == len(texts) and lengths.mean == pytest.approx(direct.mean().item())
+    assert lengths.mean < lengths.padded_mean <= direct.max().item()
+    est = cost.estimate_run(cfg)
+    (llm,) = [p for p in est.parts if p.part == "llm"]
+    assert llm.tokens == round(lengths.padded_mean)
+    assert any(
+        a.startswith(f"LLM2Vec tokens per text: {round(lengths.mean)} / {llm.tokens} (measured")
+        for a in est.assumptions
+    )
+    assert expected_padded(np.array([5, 5, 5]), 4) == 5.0
+    assert cost.estimate_run(load_recipe("siglip_llm2vec_neg")).parts[1].tokens == cost.ASSUMED_LLM_TOKENS

@@ -31,7 +31,8 @@ weights, the LLM2Vec settings as the model's info records them, precision, shard
 Data: samples from the shard folders' sizes.json and hard negatives from their manifest.json where the folders
 exist; else LLaVA-1.5's data as the paper uses it (PAPER_DATA). Tokens: a native text tower always runs its full
 context (77 for CLIP, 64 for SigLIP); the LLM runs each text's own length (its batches are padded to their longest
-text and sorted by length, train/cache.py), from the manifest's `caption_tokens.mean` where recorded, else
+text and sorted by length, train/cache.py), measured on the shards with the recipe's tokenizer
+(train/text_lengths.py: the mean for cache builds, padded to each pass's longest for uncached steps), else
 ASSUMED_LLM_TOKENS (template and caption), capped at text.llm2vec.max_length.
 
 GPU-hours = FLOPs / (the GPU's dense peak at the recipe's precision x utilisation) / 3600.
@@ -72,7 +73,7 @@ DEFAULT_GPU = "h100"
 DEFAULT_UTILISATION = 0.4
 DEFAULT_PROCESSES = 4  # the paper's 4 GPUs (where the global batch divides into them)
 
-ASSUMED_LLM_TOKENS = 128  # LLM2Vec: chat template + caption, where the manifest records no caption tokens
+ASSUMED_LLM_TOKENS = 128  # LLM2Vec: chat template + caption, where the shards or the tokenizer are not here
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,6 @@ class DataCounts:
     captions: int  # caption options (every gpt answer)
     samples_with_negative: int
     captions_with_negative: int
-    llm_tokens: float | None  # mean LLM2Vec tokens per text from the manifest, None if not recorded
     source: str  # where the counts come from, in words
     measured: bool  # from the shards (True) or PAPER_DATA (False)
 
@@ -288,12 +288,10 @@ def data_counts(shards: tuple[str, ...]) -> DataCounts:
             paper.samples,
             paper.samples_with_negative,
             paper.captions_with_negative,
-            None,
             f"{paper.describe()} [missing: {', '.join(missing) or 'no shard folder'}]",
             False,
         )
     samples = captions = with_negative = captions_negative = 0
-    token_sums: list[tuple[float, int]] = []
     manifests = 0
     for folder in folders:
         sizes = json.loads((folder / "sizes.json").read_text())
@@ -309,19 +307,13 @@ def data_counts(shards: tuple[str, ...]) -> DataCounts:
         captions += int(negatives.get("captions", n))
         with_negative += int(negatives.get("samples_with_negative", 0))
         captions_negative += int(negatives.get("captions_with_negative", 0))
-        tokens = (manifest.get("caption_tokens") or {}).get("mean")
-        if isinstance(tokens, int | float):
-            token_sums.append((float(tokens), n))
-    mean_tokens = None
-    if token_sums and len(token_sums) == len(folders):
-        mean_tokens = sum(t * n for t, n in token_sums) / max(sum(n for _, n in token_sums), 1)
     source = f"{samples:,} samples in {', '.join(map(str, folders))} (sizes.json)"
     source += (
         f"; hard negatives for {with_negative:,} samples / {captions_negative:,} of {captions:,} captions (manifest)"
         if manifests
         else "; no manifest: no hard negatives counted"
     )
-    return DataCounts(samples, captions, with_negative, captions_negative, mean_tokens, source, True)
+    return DataCounts(samples, captions, with_negative, captions_negative, source, True)
 
 
 # --- one run ------------------------------------------------------------------------------------------------------
@@ -335,7 +327,7 @@ class PartCost:
     attention: str
     forward_gflop: float  # per item
     train_gflop: float  # forward + backward per item (frozen: = forward)
-    items_per_sample: int  # 1 image; texts per sample for the text parts
+    items_per_sample: float  # 1 image; texts per sample for the text parts (captions + real negatives)
     uncached_gflop: float  # per training sample, every part run
     cached_gflop: float  # per training sample, cached parts read from their cache
     cached: bool  # read from a cache in the cached estimate
@@ -461,19 +453,34 @@ def _gpu_hours(pflop: float, peak: float, utilisation: float) -> float:
     return pflop * 1e15 / (peak * utilisation) / 3600
 
 
-def _llm_tokens(cfg: RecipeConfig, data: DataCounts, assumptions: list[str]) -> int:
+def _llm_tokens(cfg: RecipeConfig, assumptions: list[str]) -> tuple[int, int]:
+    """(tokens per text of a cache build, of an uncached step) for the LLM2Vec LLM: measured on the shards with the
+    recipe's tokenizer (train/text_lengths.py), else ASSUMED_LLM_TOKENS for both; capped at max_length."""
     max_length = cfg.model.text.llm2vec.max_length
-    if data.llm_tokens is not None:
-        tokens = round(data.llm_tokens)
-        where = "the shards' manifest (caption_tokens.mean)"
+    measured = _measured_llm_tokens(cfg)
+    if measured is not None:
+        build, step = round(measured.mean), round(measured.padded_mean)
+        where = measured.describe() + "".join(f"; {note}" for note in measured.notes)
     else:
-        tokens = ASSUMED_LLM_TOKENS
-        where = "assumed, no caption token statistics in the shards' manifest"
-    if tokens > max_length:
-        assumptions.append(f"LLM2Vec tokens per text: {tokens} ({where}), capped at max_length {max_length}")
-        return max_length
-    assumptions.append(f"LLM2Vec tokens per text: {tokens} ({where}; chat template included)")
-    return tokens
+        build = step = ASSUMED_LLM_TOKENS
+        where = "assumed: the shards or the recipe's tokenizer are not on this machine to measure them"
+    capped = f", capped at max_length {max_length}" if max(build, step) > max_length else ""
+    assumptions.append(f"LLM2Vec tokens per text: {min(build, max_length)} / {min(step, max_length)} ({where}{capped})")
+    return min(build, max_length), min(step, max_length)
+
+
+def _measured_llm_tokens(cfg: RecipeConfig):
+    """train.text_lengths' measurement, once per LLM, shards and text rule (a sweep asks once per run)."""
+    key = (cfg.model.text.llm2vec, tuple(cfg.data.shards), cfg.data.caption_policy, cfg.data.negative_rule,
+           cfg.loss.uses_hard_negatives, cfg.seed, cfg.data.batch_size, cfg.data.unrecorded_shards)  # fmt: skip
+    if key not in _MEASURED:
+        from train.text_lengths import measure_llm_tokens
+
+        _MEASURED[key] = measure_llm_tokens(cfg)
+    return _MEASURED[key]
+
+
+_MEASURED: dict[tuple, Any] = {}
 
 
 def cache_keys(cfg: RecipeConfig, flops: ModelFlops) -> dict[str, str]:
@@ -533,8 +540,9 @@ def estimate_run(
     processes = processes or default_processes(cfg)
     data = data_counts(tuple(cfg.data.shards))
     assumptions = [f"data: {data.source}"]
-    llm_tokens = _llm_tokens(cfg, data, assumptions) if cfg.model.text.tower == "llm2vec" else 0
-    flops = model_flops(cfg.model, llm_tokens)
+    build_tokens, step_tokens = _llm_tokens(cfg, assumptions) if cfg.model.text.tower == "llm2vec" else (0, 0)
+    flops = model_flops(cfg.model, step_tokens)  # per step: each pass padded to its longest text
+    build_flops = model_flops(cfg.model, build_tokens)  # a cache build batches texts by length: ~no padding
     assumptions += list(flops.notes)
 
     per_process = max(cfg.train.global_batch_size // processes, 1)
@@ -601,8 +609,8 @@ def estimate_run(
         for p in parts
         if p.trains or p.part not in cacheable
     )
-    caches = _cache_builds(cfg, keys, data, flops, peak, utilisation)
-    floor_caches = _cache_builds(cfg, possible_keys, data, flops, peak, utilisation)
+    caches = _cache_builds(cfg, keys, data, build_flops, peak, utilisation)
+    floor_caches = _cache_builds(cfg, possible_keys, data, build_flops, peak, utilisation)
 
     if passes > 1:
         assumptions.append(
@@ -858,7 +866,7 @@ def part_table(est: RunEstimate) -> list[str]:
                 str(p.tokens) if p.tokens else "-",
                 _g(p.forward_gflop),
                 _g(p.train_gflop) if p.trains else "-",
-                str(p.items_per_sample),
+                f"{p.items_per_sample:.3g}",
                 _g(p.uncached_gflop),
                 "0 (cache)" if p.cached else _g(p.cached_gflop),
             ]
