@@ -95,6 +95,7 @@ class Part:
     timeout_s: int
     zero2: bool = False  # accelerate launch with launch/accelerate/deepspeed_zero2.yaml, one process
     cache_build: bool = False  # after the steps, time the locked image tower's feature cache build
+    text_cache_build: bool = False  # after the steps, time the LLM2Vec LLM's text cache build (every caption, negative)
     what: str = ""
 
 
@@ -127,7 +128,8 @@ GPU_PARTS = (
             "train.global_batch_size=128",
         ),
         timeout_s=210,
-        what="SigLIP locked + frozen 32-layer 7B LLM2Vec (random, bf16) + connector; 128 x 1",
+        text_cache_build=True,
+        what="SigLIP locked + frozen 32-layer 7B LLM2Vec (random, bf16) + connector; 128 x 1; then its LLM cache build",
     ),
 )
 # The same parts with the tiny CPU recipes: what `make test` runs (tests/test_gpu_check.py).
@@ -154,7 +156,8 @@ SMOKE_PARTS = (
         "tiny_clip_llm2vec_neg",
         (*SMOKE_COMMON, "data.batch_size=8", "train.global_batch_size=8"),
         timeout_s=90,
-        what="tiny-clip + tiny LLM2Vec stand-in; 8 x 1",
+        text_cache_build=True,
+        what="tiny-clip + tiny LLM2Vec stand-in; 8 x 1; then its LLM cache build",
     ),
 )
 PART_NAMES = tuple(p.name for p in GPU_PARTS)
@@ -276,6 +279,7 @@ def part_spec(part: Part, shards: Path, scratch: Path, timed_steps: int) -> dict
         "timed_steps": timed_steps,
         "count_flops": True,
         "cache_build": part.cache_build,
+        "text_cache_build": part.text_cache_build,
         "run_dir": str(folder / "run"),
         "result": str(folder / "result.json"),
     }
@@ -303,7 +307,13 @@ def worker(spec_path: Path) -> int:
 
     from models import build_model
     from models.memory import check_fits, estimate_for_config
-    from train.cache import Processes, build_image_cache, prepare_recipe_caches, recipe_training_data
+    from train.cache import (
+        Processes,
+        build_image_cache,
+        build_text_cache,
+        prepare_recipe_caches,
+        recipe_training_data,
+    )
     from train.config import load_recipe
     from train.data import epoch_loader, index_shards
     from train.finetune import Trainer, choose_micro_batch, configure_deepspeed, plan_steps
@@ -407,7 +417,7 @@ def worker(spec_path: Path) -> int:
         waits.append(result.wait)
         losses.append(result.loss)
     write(
-        phase="done" if not spec.get("cache_build") else "cache",
+        phase="cache" if spec.get("cache_build") or spec.get("text_cache_build") else "done",
         step_seconds=[round(s, 5) for s in seconds],
         data_wait_seconds=[round(w, 5) for w in waits],
         losses=losses,
@@ -438,6 +448,29 @@ def worker(spec_path: Path) -> int:
                 "batch_size": plan.micro_batch,
                 "workers": cfg.data.workers,
                 "how": "train.cache.build_image_cache (read, decode, eval transform, locked image tower, write)",
+            },
+        )
+    if spec.get("text_cache_build"):
+        sync()
+        begin = time.perf_counter()
+        store = build_text_cache(
+            Path(cfg.cache_dir), bundle, index, cfg.data.shards, caption_policy=cfg.data.caption_policy,
+            precision=cfg.train.precision, batch_size=plan.micro_batch, device=device, autocast=accelerator.autocast,
+            processes=Processes(), negative_rule=cfg.data.negative_rule,
+        )  # fmt: skip
+        sync()
+        text_seconds = time.perf_counter() - begin
+        rows = int(store.features.shape[0])
+        write(
+            phase="done",
+            text_cache_build={
+                "texts": rows,
+                "seconds": round(text_seconds, 3),
+                "texts_per_s": round(rows / text_seconds, 1),
+                "batch_size": plan.micro_batch,
+                "chunk_size": cfg.model.text.llm2vec.chunk_size,
+                "how": "train.cache.build_text_cache (each sample's joined captions and hard negatives, batched by "
+                "token count, through the frozen LLM, write)",
             },
         )
     return 0
@@ -734,6 +767,15 @@ def markdown(results: dict) -> str:
         )
     else:
         lines.append("Image-feature cache build: not measured (see the clip_neg part's error).")
+    text_cache = results.get("text_cache_build")
+    if text_cache:
+        lines.append(
+            f"LLM text cache build ({text_cache['part']}): {text_cache['texts']} texts in {text_cache['seconds']} s, "
+            f"**{text_cache['texts_per_s']} texts/s** (batch {text_cache['batch_size']}, chunks of "
+            f"{text_cache['chunk_size']})."
+        )
+    else:
+        lines.append("LLM text cache build: not measured (see the siglip_llm2vec_neg part's error).")
     llava_record = results.get("llava")
     if llava_record:
         s = llava_record.get("summary", {})
@@ -889,6 +931,9 @@ def main(argv: list[str] | None = None) -> int:
     for record in parts.values():
         record["summary"] = summarize(record, peak)
     cache = next(({"part": n, **p["cache_build"]} for n, p in parts.items() if p.get("cache_build")), None)
+    text_cache = next(
+        ({"part": n, **p["text_cache_build"]} for n, p in parts.items() if p.get("text_cache_build")), None
+    )
     results = {
         "device_name": device_name,
         "peak_bf16_dense_tflops": peak,
@@ -902,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_implementation()} {platform.python_version()}",
         "shards": shards_record,
         "cache_build": cache,
+        "text_cache_build": text_cache,
         "parts": parts,
         "llava": llava_record,
     }

@@ -49,9 +49,14 @@ def test_cpu_smoke_runs_every_part_through_the_real_trainer(tmp_path):
     cache = results["cache_build"]
     assert cache["part"] == "clip_neg" and cache["images"] == results["parts"]["clip_neg"]["samples_in_shards"]
     assert cache["images_per_s"] > 0
+    # the LLM cache build: every sample's joined captions plus its hard negatives
+    text_cache = results["text_cache_build"]
+    samples = results["parts"]["siglip_llm2vec_neg"]["samples_in_shards"]
+    assert text_cache["part"] == "siglip_llm2vec_neg" and text_cache["texts"] > samples
+    assert text_cache["texts_per_s"] > 0
 
     table = out.with_suffix(".md").read_text()
-    assert "| part | status |" in table and "images/s" in table
+    assert "| part | status |" in table and "images/s" in table and "texts/s" in table
     for name in gpu_check.PART_NAMES:
         assert f"| {name} | ok |" in table
 

@@ -229,7 +229,9 @@ def plan_steps(cfg: RecipeConfig, samples: int, num_processes: int) -> tuple[Bat
     return plan, total_steps
 
 
-def choose_micro_batch(cfg: RecipeConfig, accelerator: Accelerator, plan: BatchPlan, released) -> BatchPlan:
+def choose_micro_batch(
+    cfg: RecipeConfig, accelerator: Accelerator, plan: BatchPlan, released: frozenset[str]
+) -> BatchPlan:
     """`plan` with data.batch_size 0 (auto) resolved: the largest micro-batch that fits this device (CPU: one
     pass); the recipe's micro-batch otherwise."""
     if cfg.data.batch_size != AUTO:
@@ -245,7 +247,9 @@ def choose_micro_batch(cfg: RecipeConfig, accelerator: Accelerator, plan: BatchP
     return replace(plan, micro_batch=chosen.micro_batch)
 
 
-def check_memory(cfg: RecipeConfig, accelerator: Accelerator, plan: BatchPlan, released=frozenset()) -> bool:
+def check_memory(
+    cfg: RecipeConfig, accelerator: Accelerator, plan: BatchPlan, released: frozenset[str] = frozenset()
+) -> bool:
     """On a GPU, prints the per-device memory estimate (with the parameters of each part) and returns True; raises
     ConfigError when it exceeds the GPU (train.check_memory). On a CPU there is nothing to fit: False, no table.
     `released`: the frozen parts training frees (their outputs come from a cache)."""
