@@ -110,6 +110,22 @@ class ContrastiveModel(nn.Module):
                 freed.append("text tower")
         return freed
 
+    def compile_trainable_parts(self) -> list[str]:
+        """torch.compile (in place: the same module, the same state_dict names) each part that trains: a tower
+        with trainable weights, or only the connector of an LLM2Vec tower (its LLM is frozen). Dynamic shapes: the
+        text batch's rows vary with its hard negatives. Returns what was compiled."""
+        compiled = []
+        if any(p.requires_grad for p in self.image_tower.parameters()):
+            self.image_tower.compile(dynamic=True)
+            compiled.append("image tower")
+        if self.connector is not None:
+            self.connector.compile(dynamic=True)
+            compiled.append("connector")
+        elif any(p.requires_grad for p in self.text_tower.parameters()):
+            self.text_tower.compile(dynamic=True)
+            compiled.append("text tower")
+        return compiled
+
     def frozen_parts(self) -> tuple[bool, bool]:
         """(the whole image tower is frozen, the text tower has a frozen part whose output the rest starts from):
         the parts whose outputs a cache or a second pass can reuse."""

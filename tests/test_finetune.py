@@ -194,6 +194,24 @@ def test_train_launch_passes_the_trainers_exit_code_without_a_launcher_traceback
     assert "Traceback" not in again.stderr and "train.resume=latest" in again.stderr
 
 
+@pytest.mark.system
+def test_train_compile_gives_the_losses_and_weights_of_eager(world_shards, tmp_path):
+    """train.compile=true compiles the trainable text tower (tiny_clip_neg: the image tower is locked) with dynamic
+    shapes, as the hard negatives vary the text rows: the same losses and weights within float tolerance, the same
+    checkpoint names. Its speed is make gpu-check's to measure."""
+    settings = ["train.max_steps=3", "optim.warmup_steps=1", "train.log_every_steps=1", "cache=off"]
+    run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "eager", *settings))
+    compiled = run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "compiled", *settings, "train.compile=true"))
+    assert "torch.compile (train.compile): text tower" in compiled.stdout
+    eager, built = tmp_path / "eager" / "tiny_clip_neg", tmp_path / "compiled" / "tiny_clip_neg"
+    assert [r["loss"] for r in metrics(built)] == pytest.approx([r["loss"] for r in metrics(eager)], rel=1e-4)
+    a = load_file(str(eager / "checkpoints" / "step_3" / "trainable.safetensors"))
+    b = load_file(str(built / "checkpoints" / "step_3" / "trainable.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
 def test_a_finished_run_is_not_overwritten_and_a_resume_must_keep_the_config(world_shards, tmp_path):
     settings = ["train.max_steps=2", "optim.warmup_steps=1"]
     run(finetune_cmd("tiny_clip_finetune", world_shards, tmp_path, *settings))

@@ -34,6 +34,9 @@ def test_cpu_smoke_runs_every_part_through_the_real_trainer(tmp_path):
         assert summary["losses_finite"]
         step = sorted(part["step_seconds"])[0] / 2 + sorted(part["step_seconds"])[1] / 2  # median of two
         assert summary["samples_per_s"] == pytest.approx(part["global_batch"] / step, rel=1e-2)
+        if name == "clip_neg_compiled":  # timed only: FLOPs are not counted through a compiled graph
+            assert "hardware_flops_per_step" not in part and "mfu" not in summary
+            continue
         model = part["hardware_flops_per_step"] - part["recompute_flops_per_step"]
         assert model > 0
         assert summary["mfu"] == pytest.approx(model / step / 2e12, rel=1e-2, abs=1e-4)
@@ -50,6 +53,10 @@ def test_cpu_smoke_runs_every_part_through_the_real_trainer(tmp_path):
     assert cache["part"] == "clip_neg" and cache["images"] == results["parts"]["clip_neg"]["samples_in_shards"]
     assert cache["images_per_s"] > 0
     # the LLM cache build: every sample's joined captions plus its hard negatives
+    compiled = results["compile"]  # the same steps with train.compile=true, timed against eager
+    assert compiled["speedup"] == pytest.approx(
+        compiled["eager_seconds_per_step"] / compiled["compiled_seconds_per_step"], rel=1e-2
+    )
     text_cache = results["text_cache_build"]
     samples = results["parts"]["siglip_llm2vec_neg"]["samples_in_shards"]
     assert text_cache["part"] == "siglip_llm2vec_neg" and text_cache["texts"] > samples
@@ -65,6 +72,7 @@ def test_a_part_that_fails_or_runs_out_of_time_is_recorded_and_the_others_still_
     fake = {
         "clip_neg": "raise SystemExit(3)",
         "siglip_unlocked_neg": "import time; time.sleep(60)",
+        "clip_neg_compiled": "raise SystemExit(4)",
         "siglip_llm2vec_neg": (
             "import json, sys; spec = json.load(open(sys.argv[1])); "
             "raw = dict(device_name='NVIDIA H100 80GB HBM3', micro_batch=64, accumulation=2, global_batch=128, "
@@ -97,7 +105,7 @@ def test_a_part_that_fails_or_runs_out_of_time_is_recorded_and_the_others_still_
     assert ok["summary"]["hfu"] == pytest.approx(9e14 / 2 / 989.4e12, abs=1e-4)
     assert ok["summary"]["samples_per_s"] == 64 and ok["summary"]["steps_per_s"] == 0.5
     assert ok["summary"]["measured_over_estimate"] == 0.8
-    assert results["cache_build"] is None
+    assert results["cache_build"] is None and results["compile"] is None
     table = out.with_suffix(".md").read_text()
     assert (
         "| siglip_llm2vec_neg | ok | 64 x 2 = 128 | 2.0 | 0.5 | 64.0 | 600.0 | 30.3% | 45.5% | 40.0 | 50.0 | 0.8 |"
@@ -151,7 +159,9 @@ def test_mfu_is_model_flops_over_time_over_peak():
 
 def test_the_gpu_parts_are_the_recipes_the_check_promises():
     parts = {p.name: p for p in gpu_check.GPU_PARTS}
-    assert [p.recipe for p in gpu_check.GPU_PARTS] == list(gpu_check.PART_NAMES)
+    assert [p.recipe for p in gpu_check.GPU_PARTS] == ["clip_neg", "siglip_unlocked_neg", "siglip_llm2vec_neg",
+                                                       "clip_neg"]  # fmt: skip
+    assert "train.compile=true" in parts["clip_neg_compiled"].overrides  # clip_neg again, compiled
     assert all(
         "model.pretrained=random" in p.overrides and "train.precision=bf16" in p.overrides for p in parts.values()
     )

@@ -138,6 +138,10 @@ class TrainConfig:
     # torch threads per process; 0 = auto: the cores this process may use / processes on the host - data workers
     # (train/cpu_threads.py; $OMP_NUM_THREADS wins over auto). Recorded in starts.jsonl; may change on resume.
     cpu_threads: int = 0
+    # torch.compile the parts that train (a native tower, the LLM2Vec connector), with dynamic shapes (the text rows
+    # vary with the hard negatives). Off until `make gpu-check` measures what it gains; the same losses within float
+    # tolerance (tests/test_finetune.py); may change on resume.
+    compile: bool = False
 
     @property
     def accelerate_mixed_precision(self) -> str:

@@ -299,6 +299,10 @@ class Trainer:
         self.loss_fn = build_loss(cfg.loss.name)
         # train.logit_scale_clamp: ln 100 for every model (the release), or no lower than the pretrained value
         self.logit_scale_ceiling = LOG_100 if cfg.train.logit_scale_clamp == "log100" else model.max_logit_scale
+        if cfg.train.compile:
+            compiled = model.compile_trainable_parts()
+            if self.is_main:
+                print(f"torch.compile (train.compile): {', '.join(compiled) or 'nothing trains'}")
         optimizer = build_optimizer(model, cfg.optim)
         # The scheduler stays unprepared: accelerate's wrapper would step it once per process per optimizer step.
         self.scheduler = build_scheduler(optimizer, cfg.optim, total_steps)

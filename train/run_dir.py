@@ -20,7 +20,7 @@ from train.yaml_loading import load_yaml_file
 _RESUMABLE_DIFFERENCES = {
     "train.resume", "train.check_memory", "cache", "cache_dir", "data.workers", "train.cpu_threads",
     "train.log_every_steps", "train.checkpoint_every_steps", "train.max_steps", "train.epochs",
-    "train.stretch_schedule", "output_dir", "run_name",  # where the folder lies: it may be moved or renamed
+    "train.stretch_schedule", "train.compile", "output_dir", "run_name",  # where the folder lies: it may be moved or renamed
 }  # fmt: skip
 _RESUMABLE_PREFIXES = ("wandb.", "eval.")
 
