@@ -145,14 +145,18 @@ class ModelScorer:
         enabled = self.precision == "fp16"
         return torch.autocast(self.device.type, dtype=torch.float16, enabled=enabled)
 
-    @torch.no_grad()
-    def _encode_images(self, paths: list[str]) -> torch.Tensor:
+    def pixels(self, paths: Sequence[str]) -> torch.Tensor:
+        """The eval transform of each image, stacked on the device: what the image tower sees."""
         pixels = []
         for path in paths:
             with Image.open(path) as image:
                 pixels.append(self.preprocess(image.convert("RGB")))
+        return torch.stack(pixels).to(self.device)
+
+    @torch.no_grad()
+    def _encode_images(self, paths: list[str]) -> torch.Tensor:
         with self._autocast():
-            features = self.model.encode_image(torch.stack(pixels).to(self.device), normalize=True)
+            features = self.model.encode_image(self.pixels(paths), normalize=True)
         return F.normalize(features.float(), dim=-1)
 
     @torch.no_grad()
