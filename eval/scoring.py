@@ -116,6 +116,8 @@ class ModelScorer:
         # fp16: the towers run under fp16 autocast, as the authors' eval_clip.py (eval.scoring=released)
         self.precision = precision
         self._tower_key: str | None = None
+        if getattr(self.model, "head", None) is not None:  # an alignment head scores pairs (eval.common.make_table)
+            self.score_table = self._pair_table
 
     def tower_key(self) -> str | None:
         """Model identity + eval transform + image tower weights; None when the tower cannot be told apart."""
@@ -125,6 +127,8 @@ class ModelScorer:
         if self._tower_key is None:
             parts = [self.identity, repr(self.preprocess), str(self.device.type), self.precision]
             parts.append(tower_fingerprint(visual))
+            if getattr(self.model, "head", None) is not None:  # image features are the head's projections
+                parts.append(tower_fingerprint(self.model.head))
             self._tower_key = hashlib.sha256("\n".join(parts).encode()).hexdigest()
         return self._tower_key
 
@@ -140,6 +144,9 @@ class ModelScorer:
 
     def text_features(self, texts: list[str]) -> torch.Tensor:
         return chunked_features(texts, self._encode_texts, chunk_size=self.chunk_size, desc="texts")
+
+    def _pair_table(self, images: Sequence[str], texts: Sequence[str]) -> PairScoreTable:
+        return PairScoreTable(self, images, texts)
 
     def _autocast(self):
         enabled = self.precision == "fp16"
@@ -169,3 +176,31 @@ class ModelScorer:
         with self._autocast():
             features = self.model.encode_text(tokens, normalize=True)
         return F.normalize(features.float(), dim=-1)
+
+
+class PairScoreTable:
+    """As eval.common.ScoreTable, for a model whose score depends on the pair (an alignment head): the features of
+    every image (patches x D) and text are computed once, each asked-for pair's score when asked."""
+
+    def __init__(self, scorer: ModelScorer, images: Sequence[str], texts: Sequence[str]):
+        self.images = list(dict.fromkeys(images))
+        self.texts = list(dict.fromkeys(texts))
+        self._image_row = {p: i for i, p in enumerate(self.images)}
+        self._text_row = {t: i for i, t in enumerate(self.texts)}
+        self.image_features = scorer.image_features(self.images)
+        self.text_features = scorer.text_features(self.texts)
+        self._similarity = scorer.model.similarity
+        self._scores: dict[tuple[int, int], float] = {}
+
+    @torch.no_grad()
+    def __call__(self, image: str, text: str) -> float:
+        i, j = self._image_row[image], self._text_row[text]
+        if (i, j) not in self._scores:
+            score = self._similarity(self.image_features[i : i + 1], self.text_features[j : j + 1])
+            self._scores[(i, j)] = float(score[0, 0])
+        return self._scores[(i, j)]
+
+    def image_cosine(self, first: str, second: str) -> float:
+        """Cosine similarity of the two images' mean projected patch embeddings."""
+        a, b = (F.normalize(self.image_features[self._image_row[p]].mean(0), dim=-1) for p in (first, second))
+        return float(a @ b)

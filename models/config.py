@@ -88,6 +88,17 @@ class TextTowerConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HeadConfig:
+    # How an image and a text are scored: "dot" = CLIP's cosine of the pooled embeddings; "pacl" = the text attends
+    # over the locked image tower's patch tokens through trained projections (models/alignment_heads.py)
+    kind: Literal["dot", "pacl"] = "dot"
+    temperature: float = 0.1  # pacl: of the softmax over patch-text cosines that weights the patches
+
+    def problems(self) -> list[Problem]:
+        return [Problem(("temperature",), "must be > 0")] if self.temperature <= 0 else []
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     name: str = "tiny-clip"  # a models.MODELS preset (clip-vit-l14-336, siglip-vit-l16-384, tiny-*) or open_clip name
     # open_clip pretrained tag (openai, webli), a local weights file or folder (a preset's file gets its tag's
@@ -100,12 +111,21 @@ class ModelConfig:
     # their open_clip 2.32 built `ViT-L-14-336` + `openai` with GELU and only warned. false = QuickGELU, as trained.
     # No effect on models without QuickGELU (SigLIP).
     released_gelu: bool = False
+    head: HeadConfig = field(default_factory=HeadConfig)  # the alignment: dot product, or a head on patch tokens
 
     def problems(self) -> list[Problem]:
         image_frozen = self.image.locked and self.image.unlocked_last_blocks == 0
-        if image_frozen and self.text.tower == "native" and self.text.locked:
-            return [Problem(("image.locked", "text.locked"), "both towers are frozen: nothing would train")]
-        return []
+        out = []
+        if self.head.kind != "dot" and not image_frozen:
+            out.append(
+                Problem(
+                    ("head.kind", "image.locked", "image.unlocked_last_blocks"),
+                    f"head.kind={self.head.kind} reads the locked image tower's patch tokens: lock the whole tower",
+                )
+            )
+        elif image_frozen and self.text.tower == "native" and self.text.locked and self.head.kind == "dot":
+            out.append(Problem(("image.locked", "text.locked"), "both towers are frozen: nothing would train"))
+        return out
 
     def has_logit_bias(self) -> bool | None:
         """Whether the model has a logit bias (SigLIP's), as its preset or open_clip config says; None: cannot tell

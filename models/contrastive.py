@@ -30,10 +30,14 @@ class ContrastiveModel(nn.Module):
         text_tower: nn.Module,
         logit_scale: nn.Parameter,
         logit_bias: nn.Parameter | None = None,
+        head: nn.Module | None = None,
     ):
         super().__init__()
         self.image_tower = image_tower  # pixels (B, 3, H, W) -> (B, D)
         self.text_tower = text_tower  # tokenizer dict -> (B, D)
+        # None: CLIP's dot product of pooled embeddings; else an alignment head on the patch tokens
+        # (models/alignment_heads.py): image features are then (B, patches, D) and scores come from `similarity`
+        self.head = head
         self.logit_scale = logit_scale  # log of the inverse temperature, as open_clip
         self.register_parameter("logit_bias", logit_bias)  # SigLIP's bias; None for CLIP
         # The ceiling to clamp logit_scale to while training: max(log 100, its value at build). A plain float, fixed
@@ -46,12 +50,30 @@ class ContrastiveModel(nn.Module):
         return getattr(self.text_tower, "connector", None)
 
     def encode_image(self, pixels: Tensor, normalize: bool = True) -> Tensor:
+        """(B, D) pooled embeddings; with a head, (B, patches, D) projected patch tokens (always normalised)."""
+        if self.head is not None:
+            return self.head.image_side(self.frozen_image_features(pixels))
         features = self.image_tower(pixels)
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_text(self, text: dict[str, Tensor], normalize: bool = True) -> Tensor:
         features = self.text_tower(text)
+        if self.head is not None:
+            return self.head.text_side(features)
         return F.normalize(features, dim=-1) if normalize else features
+
+    def similarity(self, image_features: Tensor, text_features: Tensor) -> Tensor:
+        """(n_images, n_texts) scores of encoded images and texts: cosines, or the head's pair scores."""
+        if self.head is not None:
+            return self.head.similarity(image_features, text_features)
+        return image_features @ text_features.T
+
+    def frozen_image_features(self, pixels: Tensor) -> Tensor:
+        """What a locked image tower contributes, what an image cache stores: the pooled embedding, or with a head
+        the last block's patch tokens."""
+        if self.head is not None:
+            return self.head.patch_tokens(self.image_tower, pixels)
+        return self.image_tower(pixels)
 
     def frozen_text_features(self, text: dict[str, Tensor]) -> Tensor:
         """The output of the text tower's frozen part (the LLM2Vec LLM, or a whole locked native tower).
@@ -76,14 +98,18 @@ class ContrastiveModel(nn.Module):
         `keep_frozen` also returns the outputs of the parts that are frozen as "image_frozen" / "text_frozen" (None
         for a part that trains), for a second pass over the same batch to start from (the two-pass step).
         """
-        image = self.image_tower(pixels) if image_frozen is None else image_frozen
+        image = self.frozen_image_features(pixels) if image_frozen is None else image_frozen
         text_frozen_part = keep_frozen and text_frozen is None and self.frozen_parts()[1]
         if text_frozen_part:
             text_frozen = self.text_tower.frozen_features(text)
         text_out = self.text_tower(text) if text_frozen is None else self.text_tower.project(text_frozen)
+        if self.head is not None:
+            image_features, text_features = self.head.image_side(image), self.head.text_side(text_out)
+        else:
+            image_features, text_features = F.normalize(image, dim=-1), F.normalize(text_out, dim=-1)
         out = {
-            "image_features": F.normalize(image, dim=-1),
-            "text_features": F.normalize(text_out, dim=-1),
+            "image_features": image_features,
+            "text_features": text_features,
             "logit_scale": self.logit_scale.exp(),
             "logit_bias": self.logit_bias,
         }
@@ -141,6 +167,8 @@ class ContrastiveModel(nn.Module):
 
     def open_clip_state_dict(self) -> dict[str, Tensor]:
         """The weights under open_clip's own names: a file of them loads with model.pretrained=<file> (or in open_clip)."""
+        if self.head is not None:
+            raise ValueError("open_clip has no alignment head: only a model scored by the dot product maps back")
         if not isinstance(self.text_tower, ClipTextTower | CustomTextTower):
             raise ValueError("open_clip has no LLM2Vec text tower: only a model with its own text tower maps back")
         renamed = {}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from models.alignment_heads import build_head
 from models.cache import resolve_cache_dir
 from models.config import ModelConfig
 from models.contrastive import ContrastiveModel
@@ -121,8 +122,10 @@ def build_model(cfg: ModelConfig, *, cache_dir: Path | None = None) -> ModelBund
     else:
         text_tower, tokenizer, info["llm2vec"], llm_notes = _llm2vec_tower(cfg, embed_dim, cache)
         notes += llm_notes
-    model = ContrastiveModel(clip.visual, text_tower, clip.logit_scale, clip.logit_bias)
+    head = build_head(cfg.head.kind, clip.visual, embed_dim, cfg.head.temperature)
+    model = ContrastiveModel(clip.visual, text_tower, clip.logit_scale, clip.logit_bias, head=head)
     info["max_logit_scale"] = model.max_logit_scale
+    info["head"] = cfg.head.kind
     apply_freezing(model, cfg)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -130,7 +133,7 @@ def build_model(cfg: ModelConfig, *, cache_dir: Path | None = None) -> ModelBund
 
 
 def check_config(cfg: ModelConfig) -> None:
-    parts = [cfg, cfg.image, cfg.text, cfg.text.llm2vec, cfg.text.connector]
+    parts = [cfg, cfg.image, cfg.text, cfg.text.llm2vec, cfg.text.connector, cfg.head]
     problems = [f"{', '.join(p.keys)}: {p.message}" for part in parts for p in part.problems()]
     if problems:
         raise ValueError("model config: " + "; ".join(problems))

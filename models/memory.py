@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from models.alignment_heads import build_head
 from models.cache import resolve_cache_dir
 from models.config import LLM2VecConfig, ModelConfig
 from models.contrastive import ContrastiveModel
@@ -461,7 +462,8 @@ def model_on_meta(
         else:
             encoder = _llm2vec_on_meta(llm, llm_config)
             text_tower = LLM2VecTextTower(encoder, embed_dim, model_cfg.text.connector.hidden_dim, llm.chunk_size)
-        model = ContrastiveModel(clip.visual, text_tower, clip.logit_scale, clip.logit_bias)
+        head = build_head(model_cfg.head.kind, clip.visual, embed_dim, model_cfg.head.temperature)
+        model = ContrastiveModel(clip.visual, text_tower, clip.logit_scale, clip.logit_bias, head=head)
     apply_freezing(model, model_cfg)
     return model
 

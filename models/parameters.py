@@ -11,7 +11,8 @@ PARTS = (
     ("llm", "text_tower.llm2vec."),
     ("connector", "text_tower.connector."),
     ("text", "text_tower."),
-    ("head", "logit_"),
+    ("head", "logit_"),  # the logit scale and bias
+    ("alignment", "head."),  # an alignment head on the patch tokens (models/alignment_heads.py)
 )
 
 

@@ -27,6 +27,10 @@ TINY_RECIPES = {
     "tiny_siglip_neg",
     "tiny_clip_llm2vec_neg",
 }
+HEAD_RECIPES = {  # beyond the paper: a PACL head on the patch tokens (launch/sweeps/paper_heads.yaml)
+    "clip_pacl_neg", "clip_llm2vec_pacl_neg", "siglip_pacl_neg", "siglip_llm2vec_pacl_neg",
+    "tiny_clip_pacl_neg", "tiny_siglip_pacl_neg", "tiny_clip_llm2vec_pacl_neg",
+}  # fmt: skip
 
 
 def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
@@ -37,8 +41,8 @@ def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
 
 def test_every_shipped_recipe_validates_and_round_trips(tmp_path):
     recipes = sorted((ROOT / "recipes").glob("*.yaml"))
-    assert {p.stem for p in recipes} == PAPER_RECIPES | TINY_RECIPES
-    assert len(recipes) == 17
+    assert {p.stem for p in recipes} == PAPER_RECIPES | TINY_RECIPES | HEAD_RECIPES
+    assert len(recipes) == 24
     for path in recipes:
         cfg = load_recipe(path)
         assert cfg.run_name == path.stem

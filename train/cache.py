@@ -75,6 +75,28 @@ def image_cache_blocker(model: ModelConfig, augment: bool) -> str | None:
     return None
 
 
+def image_cache_width(model: torch.nn.Module, bundle: ModelBundle) -> int:
+    """Floats per image an image cache row holds: the embedding, or an alignment head's patches x width."""
+    head = model.head
+    return head.patches * head.width if head is not None else int(bundle.info["embed_dim"])
+
+
+def patch_cache_blocker(rows: int, width: int, folder: Path) -> str | None:
+    """Why a patch-token cache of `rows` x `width` float32 is not built under `folder`: it would take more than 90% of
+    the disk's free space (None: it fits). At real size that is 577 x 1024 floats, 2.4 MB per image."""
+    need = rows * width * 4
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need <= 0.9 * free:
+        return None
+    return (
+        f"a patch-token cache would need {need / 1e9:,.1f} GB ({width * 4 / 1e6:.2f} MB per image x {rows:,}), more than "
+        f"90% of the {free / 1e9:,.1f} GB free under {probe}"
+    )
+
+
 def text_cache_blocker(model: ModelConfig) -> str | None:
     """Why the text tower's frozen part cannot be cached (None: it can)."""
     if model.text.tower == "llm2vec" or model.text.locked:
@@ -361,6 +383,8 @@ def build_image_cache(
             k: bundle.info.get(k) for k in ("name", "open_clip_model", "pretrained", "image_tower", "activation")
         },
         "weights": module_fingerprint(model.image_tower),
+        # an alignment head reads the last block's patch tokens, not the pooled embedding
+        **({"output": "patch_tokens"} if model.head is not None else {}),
         "transform": repr(bundle.preprocess_eval),
         "precision": precision,
         "shards": shards_fingerprint(index, shard_folders),
@@ -376,10 +400,10 @@ def build_image_cache(
         loader = DataLoader(pixels, batch_sampler=[chunks[c].tolist() for c in ids], num_workers=workers)
         for chunk_id, batch in zip(ids, loader, strict=True):
             with torch.no_grad(), autocast():
-                features = model.image_tower(batch.to(device))
-            yield chunk_id, features
+                features = model.frozen_image_features(batch.to(device))
+            yield chunk_id, features.reshape(len(features), -1)  # patch tokens as flat rows
 
-    dim = int(bundle.info["embed_dim"])
+    dim = image_cache_width(model, bundle)
     build_cache(folder, key, len(index), dim, chunks, compute, processes=processes, desc="image features")
     return FeatureStore(folder)
 
@@ -692,6 +716,8 @@ def prepare_caches(
     notes = []
     image = text = None
     blocker = image_cache_blocker(model_cfg, augment)
+    if blocker is None and bundle.model.head is not None:  # patch tokens: only when they fit on the disk
+        blocker = patch_cache_blocker(len(index), image_cache_width(bundle.model, bundle), root)
     if blocker is None:
         image = build_image_cache(
             root, bundle, index, shard_folders, precision=precision, batch_size=batch_size, workers=workers,

@@ -53,9 +53,10 @@ from typing import Any
 
 import torch
 
+from models.cache import resolve_cache_dir
 from models.config import ModelConfig
 from train.batch_planner import AUTO, plan_micro_batch, released_parts
-from train.cache import image_cache_blocker, text_cache_blocker, text_view
+from train.cache import image_cache_blocker, patch_cache_blocker, text_cache_blocker, text_view
 from train.config import RecipeConfig, is_run_folder, load_recipe
 from train.data import BatchPlan
 from train.typed_config import ConfigError
@@ -102,12 +103,13 @@ class PaperData:
 
 PAPER_DATA = PaperData()
 
-PARTS = ("image", "text", "llm", "connector")
+PARTS = ("image", "text", "llm", "connector", "alignment")
 PART_LABELS = {
     "image": "image tower",
     "text": "text tower",
     "llm": "LLM2Vec LLM",
     "connector": "connector",
+    "alignment": "alignment head",  # per sample: its patch and text projections, and its scores for every text
 }
 # FlopCounterMode's names for ops that compute attention scores and their weighted sums.
 ATTENTION_OPS = ("bmm", "scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention")
@@ -133,6 +135,8 @@ class ModelFlops:
     parts: dict[str, PartFlops]
     connector_width: int  # LLM2Vec connector's hidden width (part of the LLM cache's key), 0 without one
     notes: tuple[str, ...] = ()
+    pair_flops: float = 0.0  # an alignment head's forward FLOPs to score one (image, text) pair (0: dot product)
+    patch_cache_width: int = 0  # floats per image of a patch-token cache (an alignment head), 0 without one
 
 
 @contextmanager
@@ -253,7 +257,17 @@ def model_flops(model_cfg: ModelConfig, llm_tokens: int) -> ModelFlops:
         parts["text"] = _measure("text", tower, lambda: tower({"input_ids": ids}), context, shape, notes)
         if shape is None:
             notes.append(f"text tower ({type(tower).__name__}): attention not checked (layout unknown)")
-    return ModelFlops(parts, connector_width, tuple(notes))
+    pair_flops = patch_width = 0
+    if model.head is not None:  # its projections measured; its pair scores counted (~4 x patches x dim per pair)
+        head = model.head
+        tokens = torch.empty(1, head.patches, head.width, device="meta")
+        text = torch.empty(1, head.text_projection[-1].in_features, device="meta")
+        parts["alignment"] = _measure(
+            "alignment", head, lambda: head.image_side(tokens).sum() + head.text_side(text).sum(), 0, None, notes
+        )
+        pair_flops = 4.0 * head.patches * head.text_projection[-1].out_features
+        patch_width = head.patches * head.width
+    return ModelFlops(parts, connector_width, tuple(notes), pair_flops, patch_width)
 
 
 def _context_length(tower: torch.nn.Module) -> int:
@@ -495,9 +509,10 @@ def cache_keys(cfg: RecipeConfig, flops: ModelFlops) -> dict[str, str]:
     shards = [str(Path(s).resolve()) for s in cfg.data.shards]
     common = {"precision": cfg.train.precision, "shards": shards}
     keys = {}
-    if image_cache_blocker(model, cfg.data.augment) is None:
+    if image_cache_blocker(model, cfg.data.augment) is None and not _patch_cache_blocker(cfg, flops):
         image_model = [model.name, model.pretrained, model.released_gelu]
-        keys["image"] = json.dumps({"kind": "image", "model": image_model, **common})
+        output = {"output": "patch_tokens"} if flops.patch_cache_width else {}
+        keys["image"] = json.dumps({"kind": "image", "model": image_model, **output, **common})
     if text_cache_blocker(model) is None:
         if model.text.tower == "llm2vec":
             llm = model.text.llm2vec
@@ -518,6 +533,15 @@ def cache_keys(cfg: RecipeConfig, flops: ModelFlops) -> dict[str, str]:
         text = {"kind": "text", "view": view, "tower": model.text.tower, "negatives": negatives, **tower, **common}
         keys["text"] = json.dumps(text)
     return keys
+
+
+def _patch_cache_blocker(cfg: RecipeConfig, flops: ModelFlops) -> str | None:
+    """Why an alignment head's patch-token cache would not be built here (train/cache.py: it must fit on the disk of
+    the cache folder); None: it would, or the model has no head."""
+    if not flops.patch_cache_width:
+        return None
+    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else resolve_cache_dir() / "features"
+    return patch_cache_blocker(data_counts(tuple(cfg.data.shards)).samples, flops.patch_cache_width, root)
 
 
 def estimate_run(
@@ -586,7 +610,10 @@ def estimate_run(
         if part not in flops.parts:
             continue
         f = flops.parts[part]
-        items = 1 if part == "image" else texts
+        items = 1 if part in ("image", "alignment") else texts
+        if part == "alignment":  # per sample: its scores against every text of the global batch, x3 with backward
+            pairs = plan.global_batch * texts
+            f = replace(f, forward=f.forward + pairs * flops.pair_flops, train=f.train + 3 * pairs * flops.pair_flops)
         if f.trains:  # forward + backward, the two-pass step's extra forward, checkpointing's recomputed forward
             per_item = f.train + (passes - 1 + recompute) * f.forward
         else:  # frozen: once per step (the two-pass step reuses pass 1's outputs, train/finetune.py)
@@ -628,8 +655,14 @@ def estimate_run(
         )
     if cfg.cache == "off":
         assumptions.append("cache=off: the cached figures equal the uncached ones")
-    elif (blocker := image_cache_blocker(cfg.model, cfg.data.augment)) is not None:
+    elif blocker := image_cache_blocker(cfg.model, cfg.data.augment) or _patch_cache_blocker(cfg, flops):
         assumptions.append(f"image tower runs every step ({blocker})")
+    elif flops.patch_cache_width:
+        size = data.samples * flops.patch_cache_width * 4 / 1e9
+        assumptions.append(
+            f"alignment head: the image cache holds the last block's patch tokens ({flops.patch_cache_width * 4 / 1e6:.2f} "
+            f"MB per image, {size:,.1f} GB for {data.samples:,} samples), which fit on the cache folder's disk"
+        )
     assumptions.append(
         f"GPU: {gpu.lower()} at {peak / 1e12:g} TFLOP/s dense {precision} x {utilisation:.0%} utilisation "
         f"({utilisation_source})"

@@ -296,7 +296,8 @@ class Trainer:
         self.recipe = recipe
         self.is_main = accelerator.is_main_process
         self.deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-        self.loss_fn = build_loss(cfg.loss.name)
+        # An alignment head scores pairs itself (no weights of its own: the loss may call it outside the wrapper)
+        self.loss_fn = build_loss(cfg.loss.name, model.head.similarity if model.head is not None else None)
         # train.logit_scale_clamp: ln 100 for every model (the release), or no lower than the pretrained value
         self.logit_scale_ceiling = LOG_100 if cfg.train.logit_scale_clamp == "log100" else model.max_logit_scale
         if cfg.train.compile:

@@ -11,6 +11,7 @@ local batch; here labels are built on the gathered batch, so they stay right for
 """
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,12 +20,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+Similarity = Callable[[Tensor, Tensor], Tensor]  # (images, texts) -> (n_images, n_texts) scores
+
 
 @dataclass(frozen=True)
 class GlobalBatch:
     """Features of the whole batch across ranks, in rank order."""
 
-    image_features: Tensor  # (B_global, D)
+    image_features: Tensor  # (B_global, D), or (B_global, patches, D) for an alignment head
     text_features: Tensor  # (B_global, D)
     # (n_valid, D): only the real hard negatives, in sample order; None when the loss does not use them.
     valid_negative_features: Tensor | None
@@ -77,28 +80,35 @@ def gather_global_batch(
         valid_negatives = negative_features[negative_mask] if has_negatives else None
         return GlobalBatch(image_features, text_features, valid_negatives)
 
-    dim = image_features.shape[1]
+    # An alignment head's image features are (batch, patches, dim): they travel as flat rows.
+    image_shape = image_features.shape[1:]
+    image_width = int(torch.Size(image_shape).numel())
+    dim = text_features.shape[1]
     # One differentiable collective carries everything; the mask rides along as a 0/1 column (exact in any
     # float dtype, and it gets no gradient). Padding rows get mask 0, so they can never count as negatives.
-    columns = [image_features, text_features]
+    columns = [image_features.reshape(len(image_features), image_width), text_features]
     if has_negatives:
         columns += [negative_features, negative_mask.to(negative_features.dtype).unsqueeze(1)]
     gathered = _all_gather_rows(torch.cat(columns, dim=1))
     valid_negatives = None
     if has_negatives:
-        global_mask = gathered[:, 3 * dim] > 0.5
-        valid_negatives = gathered[:, 2 * dim : 3 * dim][global_mask]
-    return GlobalBatch(gathered[:, :dim], gathered[:, dim : 2 * dim], valid_negatives)
+        global_mask = gathered[:, image_width + 2 * dim] > 0.5
+        valid_negatives = gathered[:, image_width + dim : image_width + 2 * dim][global_mask]
+    image = gathered[:, :image_width].reshape(len(gathered), *image_shape)
+    return GlobalBatch(image, gathered[:, image_width : image_width + dim], valid_negatives)
 
 
-def _image_to_text_logits(batch: GlobalBatch, logit_scale: Tensor, logit_bias: Tensor | None) -> Tensor:
+def _image_to_text_logits(
+    batch: GlobalBatch, logit_scale: Tensor, logit_bias: Tensor | None, similarity: Similarity | None = None
+) -> Tensor:
     """(B, B + n_valid) logits: column j < B is caption j, the remaining columns are the valid hard negatives."""
     candidates = batch.text_features
     negatives = batch.valid_negative_features
     # Skipping an empty concat keeps the no-negative case bit-identical to the plain loss.
     if negatives is not None and negatives.shape[0] > 0:
         candidates = torch.cat([candidates, negatives])
-    logits = logit_scale * batch.image_features @ candidates.T
+    scores = batch.image_features @ candidates.T if similarity is None else similarity(batch.image_features, candidates)
+    logits = logit_scale * scores
     if logit_bias is not None:
         logits = logits + logit_bias
     return logits
@@ -113,11 +123,14 @@ def _check_inputs(
     negative_features: Tensor | None,
     negative_mask: Tensor | None,
     uses_hard_negatives: bool,
+    patches: bool = False,
 ) -> None:
     # Purely local checks: every rank runs the same code, so they fail on all ranks alike, before any collective.
-    if image_features.ndim != 2:
-        raise ValueError(f"{loss_name}: image_features must be (batch, dim), got shape {tuple(image_features.shape)}")
-    if text_features.shape != image_features.shape:
+    if image_features.ndim != (3 if patches else 2):
+        expected = "(batch, patches, dim) with a patch head" if patches else "(batch, dim)"
+        raise ValueError(f"{loss_name}: image_features must be {expected}, got shape {tuple(image_features.shape)}")
+    rows_and_width = (image_features.shape[0], image_features.shape[-1])
+    if text_features.ndim != 2 or tuple(text_features.shape) != rows_and_width:
         raise ValueError(
             f"{loss_name}: text_features shape {tuple(text_features.shape)} "
             f"!= image_features shape {tuple(image_features.shape)}"
@@ -152,9 +165,16 @@ def _check_inputs(
 
 
 class GlobalBatchLoss(nn.Module):
-    """Validates the local batch, gathers the global batch, and computes `global_loss` on it."""
+    """Validates the local batch, gathers the global batch, and computes `global_loss` on it.
+
+    `similarity` (default: the dot product) scores images against texts: an alignment head's pair score
+    (models/alignment_heads.py) takes (batch, patches, dim) image features; it has no weights of its own."""
 
     uses_hard_negatives: ClassVar[bool] = False
+
+    def __init__(self, similarity: Similarity | None = None):
+        super().__init__()
+        self.similarity = similarity
 
     def forward(
         self,
@@ -175,6 +195,7 @@ class GlobalBatchLoss(nn.Module):
             negative_features,
             negative_mask,
             self.uses_hard_negatives,
+            patches=self.similarity is not None,
         )
         if not self.uses_hard_negatives:  # ignored, and not worth gathering
             negative_features = negative_mask = None
@@ -193,7 +214,7 @@ class ClipLoss(GlobalBatchLoss):
     def global_loss(self, batch: GlobalBatch, logit_scale: Tensor, logit_bias: Tensor | None) -> Tensor:
         batch_size = batch.image_features.shape[0]
         # logit_bias (if any) is added like open_clip does; a constant shift leaves softmax CE unchanged.
-        logits_per_image = _image_to_text_logits(batch, logit_scale, logit_bias)
+        logits_per_image = _image_to_text_logits(batch, logit_scale, logit_bias, self.similarity)
         # Hard negatives have no image, hence no row in the text->image direction.
         logits_per_text = logits_per_image[:, :batch_size].T
         labels = torch.arange(batch_size, device=logits_per_image.device)
@@ -215,7 +236,7 @@ class SigLipLoss(GlobalBatchLoss):
 
     def global_loss(self, batch: GlobalBatch, logit_scale: Tensor, logit_bias: Tensor | None) -> Tensor:
         batch_size = batch.image_features.shape[0]
-        logits = _image_to_text_logits(batch, logit_scale, logit_bias)
+        logits = _image_to_text_logits(batch, logit_scale, logit_bias, self.similarity)
         # diagonal() of the (B, B + n) matrix is exactly the B matching pairs; every other pair is negative.
         pair_signs = -torch.ones_like(logits)
         pair_signs.diagonal().fill_(1.0)
@@ -240,9 +261,9 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
-def build_loss(name: str) -> nn.Module:
+def build_loss(name: str, similarity: Similarity | None = None) -> nn.Module:
     try:
         loss_class = LOSSES[name]
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}") from None
-    return loss_class()
+    return loss_class(similarity)

@@ -1,0 +1,115 @@
+"""Alignment heads beyond the dot product: how an image and a text are scored, from the image's patch tokens.
+
+`dot` (no head): CLIP's cosine of the pooled image embedding and the text embedding.
+`pacl` (Patch Aligned Contrastive Learning, Mukhoti et al., CVPR 2023): each patch token of the locked image tower's
+last block is projected into the text space (LayerNorm, then a linear map plus a GELU MLP, as PACL's vision
+embedder); the text embedding is projected too (LayerNorm, linear). For a pair (image i, text t) the text attends
+over the image's patches, a_p = softmax_p(cos(v_ip, u_t) / temperature), and the score is the cosine of the
+attended patch embedding with the text: cos(sum_p a_p v_ip, u_t). The score depends on the text, so eval scores
+pairs (eval.scoring) and the losses take the head's `similarity` in place of the dot product; it has no weights of
+its own, so every loss, the two-pass step and the gather across processes work on its inputs unchanged.
+
+The authors' release (lst627/CLIP-Embeds, Patch-Aligned-Contrastive-Learning/) weights patches with sigmoid(10 cos)
+while training and sums them unweighted in eval; this is PACL as published (softmax weights, also in eval).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.image_tokens import BlockOutputs, token_layout
+
+HEADS = ("dot", "pacl")
+
+
+class PatchProjection(nn.Module):
+    """PACL's vision embedder: a linear map plus a one-hidden-layer GELU MLP, summed."""
+
+    def __init__(self, width: int, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(width, dim)
+        self.mlp = nn.Sequential(nn.Linear(width, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x) + self.mlp(x)
+
+
+class PatchAlignedHead(nn.Module):
+    """PACL: trainable projections of the patch tokens and of the text embedding, and the text-attended score."""
+
+    kind = "pacl"
+
+    def __init__(self, width: int, embed_dim: int, prefix_tokens: int, patches: int, temperature: float):
+        super().__init__()
+        self.width, self.prefix_tokens, self.patches = width, prefix_tokens, patches
+        self.temperature = temperature
+        self.image_projection = nn.Sequential(nn.LayerNorm(width), PatchProjection(width, embed_dim))
+        self.text_projection = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, embed_dim))
+
+    def patch_tokens(self, tower: nn.Module, pixels: Tensor) -> Tensor:
+        """(n, patches, width): the last block's patch tokens (what a patch cache stores, flattened)."""
+        with BlockOutputs(tower, [-1]) as hidden:
+            tower(pixels)
+        return hidden[-1][:, self.prefix_tokens :]
+
+    def unflatten(self, tokens: Tensor) -> Tensor:
+        """A patch cache's rows (n, patches x width) back to (n, patches, width); 3-D input as it is."""
+        return tokens.reshape(len(tokens), self.patches, self.width) if tokens.ndim == 2 else tokens
+
+    def image_side(self, tokens: Tensor) -> Tensor:
+        return F.normalize(self.image_projection(self.unflatten(tokens)), dim=-1)
+
+    def text_side(self, text: Tensor) -> Tensor:
+        return F.normalize(self.text_projection(text), dim=-1)
+
+    def similarity(self, image: Tensor, text: Tensor) -> Tensor:
+        return patch_aligned_similarity(image, text, self.temperature)
+
+
+def patch_aligned_similarity(patches: Tensor, text: Tensor, temperature: float, chunk: int = 64) -> Tensor:
+    """(n_images, n_texts) scores of normalised patch embeddings (n_images, P, D) against normalised texts (n_texts,
+    D): cos(sum_p softmax_p(cos(v_p, u) / temperature) v_p, u). Computed in chunks of images: the attended
+    embeddings are (chunk, n_texts, D) at a time."""
+    rows = []
+    for start in range(0, patches.shape[0], chunk):
+        part = patches[start : start + chunk]
+        cosines = torch.einsum("ipd,td->itp", part, text)
+        weights = torch.softmax(cosines / temperature, dim=-1)
+        attended = torch.einsum("itp,ipd->itd", weights, part)
+        # cos(attended, u) with |u| = 1: (weights . cosines) / |attended|
+        rows.append((weights * cosines).sum(-1) / attended.norm(dim=-1).clamp_min(1e-6))
+    return torch.cat(rows) if rows else patches.new_zeros(0, text.shape[0])
+
+
+def build_head(kind: str, tower: nn.Module, embed_dim: int, temperature: float) -> nn.Module | None:
+    """The head of `kind` for this image tower (None for the dot product)."""
+    if kind == "dot":
+        return None
+    if kind != "pacl":
+        raise ValueError(f"unknown model.head.kind {kind!r}; known: {', '.join(HEADS)}")
+    layout = token_layout(tower)
+    size = getattr(tower, "image_size", None) or tower.trunk.patch_embed.img_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    patch = _patch_size(tower)
+    patches = math.prod(s // p for s, p in zip(size, patch, strict=True))
+    return PatchAlignedHead(layout.width, embed_dim, layout.prefix_tokens, patches, temperature)
+
+
+def _patch_size(tower: nn.Module) -> tuple[int, int]:
+    if hasattr(tower, "conv1"):  # open_clip VisionTransformer
+        kernel = tower.conv1.kernel_size
+    else:  # timm ViT
+        kernel = tower.trunk.patch_embed.patch_size
+    return (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+
+
+def dot_similarity(image: Tensor, text: Tensor) -> Tensor:
+    return image @ text.T
+
+
+Similarity = Callable[[Tensor, Tensor], Tensor]

@@ -1,0 +1,117 @@
+"""Alignment heads (models/alignment_heads.py): the PACL score, its place in the model, the losses, the feature cache,
+eval's pair scoring, the config checks and a run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import ModelConfig, build_model
+from models.alignment_heads import patch_aligned_similarity
+from models.config import HeadConfig, ImageTowerConfig, TextTowerConfig
+from train.losses import build_loss
+
+PACL = ModelConfig(name="tiny-clip", head=HeadConfig(kind="pacl"))
+
+
+def test_the_pacl_score_is_the_cosine_of_the_text_attended_patches():
+    torch.manual_seed(0)
+    patches = F.normalize(torch.randn(5, 9, 16), dim=-1)
+    texts = F.normalize(torch.randn(7, 16), dim=-1)
+    scores = patch_aligned_similarity(patches, texts, temperature=0.1, chunk=2)
+    for i in range(5):
+        for t in range(7):
+            weights = torch.softmax(patches[i] @ texts[t] / 0.1, dim=0)
+            attended = (weights[:, None] * patches[i]).sum(0)
+            assert scores[i, t] == pytest.approx(float(F.cosine_similarity(attended, texts[t], dim=0)), abs=1e-6)
+    torch.testing.assert_close(scores, patch_aligned_similarity(patches, texts, temperature=0.1, chunk=64))
+
+
+@pytest.mark.parametrize("name", ["tiny-clip", "tiny-siglip"])
+def test_a_head_model_scores_patch_tokens_and_a_cache_row_gives_the_same_features(name):
+    bundle = build_model(ModelConfig(name=name, head=HeadConfig(kind="pacl")))
+    model, head = bundle.model, bundle.model.head
+    assert head.patches == 64 and head.prefix_tokens == (1 if name == "tiny-clip" else 0)
+    pixels = torch.randn(3, 3, 64, 64)
+    text = bundle.tokenizer(["a red ball to the left of a blue box", "a cup", "a star"])
+    with torch.no_grad():
+        out = model(pixels, text, keep_frozen=True)
+        assert out["image_features"].shape == (3, 64, 64) and out["image_frozen"].shape == (3, 64, head.width)
+        flat = model(None, text, image_frozen=out["image_frozen"].reshape(3, -1))  # as the image cache stores it
+        torch.testing.assert_close(flat["image_features"], out["image_features"], rtol=0, atol=0)
+        scores = model.similarity(model.encode_image(pixels), model.encode_text(text))
+        torch.testing.assert_close(scores, model.similarity(out["image_features"], out["text_features"]))
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert "head" in trainable and "image_tower" not in trainable
+    with pytest.raises(ValueError, match="alignment head"):
+        model.open_clip_state_dict()
+
+
+def test_losses_take_the_heads_score_in_place_of_the_dot_product():
+    torch.manual_seed(0)
+    image = F.normalize(torch.randn(4, 6, 8, dtype=torch.float64), dim=-1).requires_grad_()
+    text = F.normalize(torch.randn(4, 8, dtype=torch.float64), dim=-1)
+    negatives = F.normalize(torch.randn(4, 8, dtype=torch.float64), dim=-1)
+    mask = torch.tensor([True, False, True, True])
+    scale = torch.tensor(10.0, dtype=torch.float64)
+
+    def similarity(a, b):
+        return patch_aligned_similarity(a, b, 0.1)
+
+    loss = build_loss("negclip", similarity)(image, text, scale, None, negatives, mask)
+    logits = scale * similarity(image, torch.cat([text, negatives[mask]]))
+    expected = (F.cross_entropy(logits, torch.arange(4)) + F.cross_entropy(logits[:, :4].T, torch.arange(4))) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="patches, dim"):
+        build_loss("negclip", similarity)(image[:, 0], text, scale, None, negatives, mask)
+
+
+def test_config_keeps_a_head_on_a_locked_image_tower():
+    problems = [p.message for p in ModelConfig(name="tiny-clip", image=ImageTowerConfig(locked=False),
+                                               head=HeadConfig(kind="pacl")).problems()]  # fmt: skip
+    assert problems == ["head.kind=pacl reads the locked image tower's patch tokens: lock the whole tower"]
+    # both towers frozen: the head still trains
+    assert (
+        ModelConfig(name="tiny-clip", text=TextTowerConfig(locked=True), head=HeadConfig(kind="pacl")).problems() == []
+    )
+    assert HeadConfig(kind="pacl", temperature=0).problems()[0].message == "must be > 0"
+
+
+def test_eval_scores_pairs_through_the_head_and_keys_cached_features_by_its_weights(world):
+    from eval.benchmarks import run_benchmark
+    from eval.scoring import ImageFeatureCache, ModelScorer
+
+    bundle = build_model(PACL)
+    cache = ImageFeatureCache()
+    scorer = ModelScorer(bundle, image_cache=cache)
+    result = run_benchmark("whatsup_a", scorer, world / "bench")
+    example = result.examples[0]
+    with torch.no_grad():
+        image = bundle.model.encode_image(scorer.pixels([str(world / "bench" / example["image"])]))
+        text = bundle.model.encode_text(bundle.tokenizer(example["options"]))
+        expected = bundle.model.similarity(image, text)[0]
+    assert example["scores"] == pytest.approx(expected.tolist(), abs=1e-5)
+    key = scorer.tower_key()
+    with torch.no_grad():
+        bundle.model.head.image_projection[0].weight.add_(1.0)  # a new head, the same image tower
+    assert ModelScorer(bundle, image_cache=cache).tower_key() != key
+
+
+def test_a_pacl_run_trains_checkpoints_and_evaluates_from_its_folder(world, world_shards, tmp_path):
+    from test_finetune import finetune_cmd, run
+
+    from eval.run import main as eval_main
+
+    run(finetune_cmd("tiny_clip_pacl_neg", world_shards, tmp_path, "train.max_steps=3", "optim.warmup_steps=1",
+                     "train.checkpoint_every_steps=3"))  # fmt: skip
+    folder = tmp_path / "tiny_clip_pacl_neg"
+    config = (folder / "config.yaml").read_text()
+    assert "kind: pacl" in config
+    assert eval_main([str(folder), "--data-root", str(world / "bench"), "--benchmarks", "whatsup_a"]) == 0
+    scored = json.loads((folder / "eval" / "step_3" / "whatsup_a.json").read_text())
+    start = json.loads((folder / "eval" / "step_0" / "whatsup_a.json").read_text())
+    assert scored["model"]["info"]["head"] == "pacl"
+    assert scored["metrics"] != start["metrics"] or scored["scores_sha256"] != start["scores_sha256"]
