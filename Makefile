@@ -30,8 +30,11 @@ demo: $(STAMP)
 	rm -rf $(DEMO)/llava $(DEMO)/llava_vqascore
 	$(PY) -m eval.llava --model tiny-llava --data-root $(WORLD)/bench --out $(DEMO)/llava --protocol choice
 	$(PY) -m eval.llava --model tiny-llava --data-root $(WORLD)/bench --out $(DEMO)/llava_vqascore --protocol vqascore
+	$(PY) -m eval.probe $(RUNS)/tiny_clip_neg-seed0 --out $(DEMO)/probe --representations pooled patch_attention \
+	    --layers 0 -1 --probes linear
 	$(PY) -m launch.report launch/sweeps/tiny_grid.yaml --output-dir $(RUNS) --out $(DEMO)/report \
-	    --mllm "tiny-llava (choice)=$(DEMO)/llava" --mllm "tiny-llava (vqascore)=$(DEMO)/llava_vqascore"
+	    --mllm "tiny-llava (choice)=$(DEMO)/llava" --mllm "tiny-llava (vqascore)=$(DEMO)/llava_vqascore" \
+	    --probe $(DEMO)/probe
 
 # The slurm backend is tested against a real private cluster on this host: Debian's slurm and munge.
 system-deps:

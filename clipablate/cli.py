@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval.run", "score a run's checkpoints (or a bare model) on the spatial benchmarks"),
     "table5": ("eval.table5", "the paper's Table 5 layout for evaluated runs"),
     "llava": ("eval.llava", "a LLaVA-style MLLM on the same benchmarks; `llava table` for the paper's tables"),
+    "probe": ("eval.probe", "probes on frozen image features beside zero-shot: where is the spatial information lost"),
+    "agreement": ("eval.agreement", "image-pair cosines for any encoder (DINOv2 too); mine CLIP-blind pairs"),
     "sweep": ("launch.sweep", "run a sweep locally or on SLURM (--status, --estimate, --dry-run)"),
     "report": ("launch.report", "a sweep's results as report.md/.csv, plots and W&B"),
     "export": ("models.export", "a checkpoint as an open_clip state dict (or the connector and its LLM2Vec recipe)"),

@@ -480,15 +480,7 @@ def markdown(results: dict[str, Any], title: str) -> str:
     lines = [f"# {title}", "", "Two-way accuracy (percent, chance 50) of the same rows: zero-shot caption matching "
              "against probes on the frozen image features, held out by object group; 95% bootstrap intervals over "
              "object groups.", ""]  # fmt: skip
-    lines += ["## Where is it lost", "", "| task | rows | zero-shot | best probe | probe | reading |", "|---" * 6 + "|"]
-    for entry in results["tasks"]:
-        best = best_probe(entry)
-        zero = entry["zero_shot"]
-        shown = f"{best['accuracy']:.1f} {_interval(best['ci95'])}" if best else "–"
-        lines.append(
-            f"| {entry['task']} | {entry['rows']} | {zero['accuracy']:.1f} {_interval(zero['ci95'])} | {shown} | "
-            f"{best['label'] if best else '–'} | {entry['reading']} |"
-        )
+    lines += ["## Where is it lost", "", *where_lost_table(results["tasks"])]
     for entry in results["tasks"]:
         lines += ["", f"## {entry['task']}", "", f"{entry['rows']} rows, {entry['groups']} object groups.", ""]
         lines += ["| features | accuracy | 95% interval | minus zero-shot | 95% interval |", "|---" * 5 + "|"]
@@ -503,6 +495,20 @@ def markdown(results: dict[str, Any], title: str) -> str:
     for note in results.get("notes", []):
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"
+
+
+def where_lost_table(tasks: Sequence[dict[str, Any]]) -> list[str]:
+    """Per task: zero-shot, the best probe (95% intervals) and the reading (also launch.report's section)."""
+    lines = ["| task | rows | zero-shot | best probe | probe | reading |", "|---" * 6 + "|"]
+    for entry in tasks:
+        best = best_probe(entry)
+        zero = entry["zero_shot"]
+        shown = f"{best['accuracy']:.1f} {_interval(best['ci95'])}" if best else "–"
+        lines.append(
+            f"| {entry['task']} | {entry['rows']} | {zero['accuracy']:.1f} {_interval(zero['ci95'])} | {shown} | "
+            f"{best['label'] if best else '–'} | {entry['reading']} |"
+        )
+    return lines
 
 
 def csv_text(results: dict[str, Any]) -> str:

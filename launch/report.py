@@ -5,6 +5,7 @@
     python -m launch.report paper_table5 --wandb-mode online         # also log the table to the sweep's W&B group
     python -m launch.report paper_table5 --gpu a100 --utilisation 0.3  # the estimate's GPU and share of its peak
     python -m launch.report paper_table5 --mllm llava-1.5-7b=llava_eval/choice  # LLaVA rows beside the runs
+    python -m launch.report tiny_grid --probe demo_out/probe       # ends with eval.probe's "where is it lost"
 
 Writes report.md and report.csv (rows: each model's starting weights, then each run's last evaluated checkpoint,
 then random chance; columns: What'sUp A/B Left/Right individual and pair accuracy, COCO/GQA-spatial one/two
@@ -30,6 +31,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import statistics
 import sys
 from collections.abc import Sequence
@@ -781,8 +783,31 @@ def write_mllm_tables(out: Path, rows: Sequence[Row], mllms: Sequence[tuple[str,
     return tables
 
 
+def probe_section(out: Path, probes: Sequence[Path]) -> list[str]:
+    """report.md's "Where is it lost" section: each eval.probe folder's probe-vs-zero-shot table, its plot copied
+    into plots/."""
+    from eval.probe import where_lost_table
+
+    lines = ["## Where is it lost", "",
+             "Probes on the frozen image features against the zero-shot dot product on the same two-way rows (chance "
+             "50; 95% bootstrap intervals over object groups; eval.probe). A probe above chance where zero-shot is not "
+             "means the image features hold the relation and the alignment does not use it.", ""]  # fmt: skip
+    for n, folder in enumerate(probes):
+        record = json.loads((folder / "probe.json").read_text())
+        what = (f"{record['run']} ({record['checkpoint']})" if record.get("run")
+                else f"{record['model']} ({record.get('pretrained') or 'default weights'})")  # fmt: skip
+        lines += [f"### {what}", "", *where_lost_table(record["tasks"]), ""]
+        if (folder / "probe.png").is_file():
+            shutil.copyfile(folder / "probe.png", out / "plots" / f"probe_{n}.png")
+            lines += [f"![probe]({Path('plots') / f'probe_{n}.png'})", ""]
+    return lines
+
+
 def write_report(
-    source: ReportSource, compute: Compute = Compute(), mllms: Sequence[tuple[str, Path]] = ()
+    source: ReportSource,
+    compute: Compute = Compute(),
+    mllms: Sequence[tuple[str, Path]] = (),
+    probes: Sequence[Path] = (),
 ) -> tuple[list[Row], Row, dict[str, Path]]:
     from launch import plots as figures
 
@@ -835,6 +860,8 @@ def write_report(
             tables,
         ]
         text = text.rstrip("\n") + "\n\n" + "\n".join(section)
+    if probes:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(probe_section(out, probes))
     (out / REPORT_MD).write_text(text)
     for note in unreadable:
         print(f"report: could not read {note}", file=sys.stderr)
@@ -900,6 +927,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--mllm", action="append", default=[], metavar="LABEL=FOLDER",
                         help="an eval.llava result folder shown beside the runs in the paper's Table 1/2/3 layouts "
                         "(repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--probe",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FOLDER",
+        help="an eval.probe --out folder: its probe-vs-zero-shot table ends the report (repeatable)",
+    )
     parser.add_argument("--devices", type=int, help="processes (GPUs) each run trained on, where the sweep's "
                         "resources do not say or are wrong (default: the sweep's; 1 for run folders)")  # fmt: skip
     return parser.parse_intermixed_args(argv)
@@ -927,6 +962,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         gpu_peak(args.gpu, "bf16")
         check_utilisation(args.utilisation)
         mllms = parse_mllms(args.mllm)
+        missing = [str(p) for p in args.probe if not (p / "probe.json").is_file()]
+        if missing:
+            raise ConfigError("--probe", [f"{p}: no probe.json (an eval.probe --out folder)" for p in missing])
     except ConfigError as err:
         print(f"report: {err}", file=sys.stderr)
         return 2
@@ -934,7 +972,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"report: {err}", file=sys.stderr)
         return 2
     try:
-        rows, chance, plots = write_report(source, Compute(args.gpu.strip().lower(), args.utilisation), mllms)
+        rows, chance, plots = write_report(
+            source, Compute(args.gpu.strip().lower(), args.utilisation), mllms, args.probe
+        )
     except OSError as err:  # e.g. --out names a file, or a folder that cannot be written
         print(f"report: cannot write the report in {source.out_dir}: {err}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.image_tokens import BlockOutputs, token_layout
+from models.image_tokens import BlockOutputs, resolve_layers, token_layout
 
 HEADS = ("dot", "pacl")
 
@@ -44,18 +44,20 @@ class PatchAlignedHead(nn.Module):
 
     kind = "pacl"
 
-    def __init__(self, width: int, embed_dim: int, prefix_tokens: int, patches: int, temperature: float):
+    def __init__(
+        self, width: int, embed_dim: int, prefix_tokens: int, patches: int, temperature: float, layer: int = -1
+    ):
         super().__init__()
         self.width, self.prefix_tokens, self.patches = width, prefix_tokens, patches
-        self.temperature = temperature
+        self.temperature, self.layer = temperature, layer
         self.image_projection = nn.Sequential(nn.LayerNorm(width), PatchProjection(width, embed_dim))
         self.text_projection = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, embed_dim))
 
     def patch_tokens(self, tower: nn.Module, pixels: Tensor) -> Tensor:
-        """(n, patches, width): the last block's patch tokens (what a patch cache stores, flattened)."""
-        with BlockOutputs(tower, [-1]) as hidden:
+        """(n, patches, width): the patch tokens of block `layer` (what a patch cache stores, flattened)."""
+        with BlockOutputs(tower, [self.layer]) as hidden:
             tower(pixels)
-        return hidden[-1][:, self.prefix_tokens :]
+        return hidden[self.layer][:, self.prefix_tokens :]
 
     def unflatten(self, tokens: Tensor) -> Tensor:
         """A patch cache's rows (n, patches x width) back to (n, patches, width); 3-D input as it is."""
@@ -86,7 +88,7 @@ def patch_aligned_similarity(patches: Tensor, text: Tensor, temperature: float, 
     return torch.cat(rows) if rows else patches.new_zeros(0, text.shape[0])
 
 
-def build_head(kind: str, tower: nn.Module, embed_dim: int, temperature: float) -> nn.Module | None:
+def build_head(kind: str, tower: nn.Module, embed_dim: int, temperature: float, layer: int = -1) -> nn.Module | None:
     """The head of `kind` for this image tower (None for the dot product)."""
     if kind == "dot":
         return None
@@ -97,7 +99,8 @@ def build_head(kind: str, tower: nn.Module, embed_dim: int, temperature: float) 
     size = (size, size) if isinstance(size, int) else tuple(size)
     patch = _patch_size(tower)
     patches = math.prod(s // p for s, p in zip(size, patch, strict=True))
-    return PatchAlignedHead(layout.width, embed_dim, layout.prefix_tokens, patches, temperature)
+    resolve_layers([layer], len(layout.blocks))  # a clear error for a block the tower does not have
+    return PatchAlignedHead(layout.width, embed_dim, layout.prefix_tokens, patches, temperature, layer)
 
 
 def _patch_size(tower: nn.Module) -> tuple[int, int]:

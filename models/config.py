@@ -93,6 +93,7 @@ class HeadConfig:
     # over the locked image tower's patch tokens through trained projections (models/alignment_heads.py)
     kind: Literal["dot", "pacl"] = "dot"
     temperature: float = 0.1  # pacl: of the softmax over patch-text cosines that weights the patches
+    layer: int = -1  # pacl: the image tower block whose patch tokens it reads (-1 = the last, as PACL)
 
     def problems(self) -> list[Problem]:
         return [Problem(("temperature",), "must be > 0")] if self.temperature <= 0 else []

@@ -875,3 +875,31 @@ def test_the_report_averages_seeds_and_puts_gpu_hours_used_next_to_the_estimate(
         "processes)" in (out / "report.md").read_text()
     )
     assert report_main([*argv, "--gpu", "tpu"]) == 2 and report_main([*argv, "--devices", "0"]) == 2
+
+
+@pytest.mark.system
+def test_report_ends_with_where_is_it_lost_from_a_run_folders_probe(tiny_sweep, tmp_path):
+    """eval.probe on a run folder (its last checkpoint), then launch.report --probe: the last section sets the probe
+    beside that checkpoint's zero-shot, and the probe's zero-shot is the checkpoint's own two-way accuracy."""
+    from eval.probe import main as probe_main
+
+    out, _, _ = tiny_sweep
+    probe = tmp_path / "probe"
+    run = out / "tiny_clip_neg-seed0"
+    args = [str(run), "--out", str(probe), "--benchmarks", "whatsup_a", "--representations", "pooled",
+            "--probes", "linear", "--steps", "30", "--bootstrap", "100"]  # fmt: skip
+    assert probe_main(args) == 0
+    record = json.loads((probe / "probe.json").read_text())
+    assert record["checkpoint"] == "epoch_1"
+    tasks = {t["task"]: t for t in record["tasks"]}
+    scored = json.loads((run / "eval" / "epoch_1" / "whatsup_a.json").read_text())["metrics"]
+    assert tasks["whatsup_a/left/right"]["zero_shot"]["accuracy"] == pytest.approx(scored["left_right/indiv"])
+    bad = report_cli("launch/sweeps/tiny_grid.yaml", "--output-dir", str(out), "--probe", str(tmp_path))
+    assert bad.returncode == 2 and "no probe.json" in bad.stderr
+    report = tmp_path / "report"
+    result = report_cli("launch/sweeps/tiny_grid.yaml", "--output-dir", str(out), "--out", str(report),
+                        "--probe", str(probe))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    section = (report / "report.md").read_text().split("## Where is it lost")[1]
+    assert f"### {run} (epoch_1)" in section and "| whatsup_a/left/right |" in section
+    assert (report / "plots" / "probe_0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -384,7 +384,7 @@ def build_image_cache(
         },
         "weights": module_fingerprint(model.image_tower),
         # an alignment head reads the last block's patch tokens, not the pooled embedding
-        **({"output": "patch_tokens"} if model.head is not None else {}),
+        **({"output": f"patch_tokens@{model.head.layer}"} if model.head is not None else {}),
         "transform": repr(bundle.preprocess_eval),
         "precision": precision,
         "shards": shards_fingerprint(index, shard_folders),

@@ -511,7 +511,7 @@ def cache_keys(cfg: RecipeConfig, flops: ModelFlops) -> dict[str, str]:
     keys = {}
     if image_cache_blocker(model, cfg.data.augment) is None and not _patch_cache_blocker(cfg, flops):
         image_model = [model.name, model.pretrained, model.released_gelu]
-        output = {"output": "patch_tokens"} if flops.patch_cache_width else {}
+        output = {"output": f"patch_tokens@{model.head.layer}"} if flops.patch_cache_width else {}
         keys["image"] = json.dumps({"kind": "image", "model": image_model, **output, **common})
     if text_cache_blocker(model) is None:
         if model.text.tower == "llm2vec":
