@@ -89,6 +89,21 @@ def medium_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def medium_shards(medium_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The medium world's LLaVA data as shards (about 7,000 samples)."""
+    from data_prep import build_shards
+
+    def build(out: Path) -> None:
+        llava = medium_world / "llava"
+        args = ["--dataset", "lcs558k", "--json", str(llava / "blip_laion_cc_sbu_558k.json")]
+        args += ["--image-root", str(llava / "images")]
+        args += ["--dataset", "mix665k", "--json", str(llava / "llava_v1_5_mix665k.json"), "--image-root", str(llava)]
+        assert build_shards.main([*args, "--out", str(out), "--shard-size", "1024", "--overwrite"]) == 0
+
+    return built_once(tmp_path_factory, "medium_shards", build)
+
+
+@pytest.fixture(scope="session")
 def dirty_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Small, seed 0, with the broken inputs of real LLaVA data (--dirty)."""
 
