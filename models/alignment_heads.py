@@ -1,6 +1,8 @@
 """Alignment heads beyond the dot product: how an image and a text are scored, from the image's patch tokens.
 
 `dot` (no head): CLIP's cosine of the pooled image embedding and the text embedding.
+`xattn`: a small multi-head cross-attention matching head (CrossAttentionHead): per head, the text's query attends
+over the patches' keys; the attended values are compared with the text's output embedding.
 `pacl` (Patch Aligned Contrastive Learning, Mukhoti et al., CVPR 2023): each patch token of the locked image tower's
 last block is projected into the text space (LayerNorm, then a linear map plus a GELU MLP, as PACL's vision
 embedder); the text embedding is projected too (LayerNorm, linear). For a pair (image i, text t) the text attends
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 
 from models.image_tokens import BlockOutputs, resolve_layers, token_layout
 
-HEADS = ("dot", "pacl")
+HEADS = ("dot", "pacl", "xattn")
 
 
 class PatchProjection(nn.Module):
@@ -73,6 +75,53 @@ class PatchAlignedHead(nn.Module):
         return patch_aligned_similarity(image, text, self.temperature)
 
 
+class CrossAttentionHead(PatchAlignedHead):
+    """A small multi-head cross-attention matching head: the text's query (one per head) attends over the patches'
+    keys, the attended values are compared with the text's output embedding by cosine. Unlike PACL's single
+    softmax, each head can attend to another object of a caption. Every projection is per side (keys and values from
+    the patches, query and output from the text), so the pair score itself has no weights: the losses, the gather and
+    eval take it as they take PACL's. Image features: (n, patches, 2 x dim) = [keys, values]; text: (n, 2 x dim) =
+    [query, output]."""
+
+    kind = "xattn"
+
+    def __init__(
+        self, width: int, embed_dim: int, prefix_tokens: int, patches: int, temperature: float, layer: int, heads: int
+    ):
+        super().__init__(width, embed_dim, prefix_tokens, patches, temperature, layer)
+        if embed_dim % heads:
+            raise ValueError(f"model.head.heads={heads} does not divide the embedding width {embed_dim}")
+        self.heads = heads
+        self.image_projection = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * embed_dim))
+        self.text_projection = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, 2 * embed_dim))
+
+    def image_side(self, tokens: Tensor) -> Tensor:
+        return self.image_projection(self.unflatten(tokens))
+
+    def text_side(self, text: Tensor) -> Tensor:
+        return self.text_projection(text)
+
+    def similarity(self, image: Tensor, text: Tensor) -> Tensor:
+        return cross_attention_similarity(image, text, self.heads)
+
+
+def cross_attention_similarity(image: Tensor, text: Tensor, heads: int, chunk: int = 32) -> Tensor:
+    """(n_images, n_texts): cos(multi-head attention(query_t; keys_i, values_i), output_t), images in chunks."""
+    keys, values = image.chunk(2, dim=-1)
+    query, output = text.chunk(2, dim=-1)
+    n_t, dim = query.shape
+    query = query.reshape(n_t, heads, dim // heads)
+    output = F.normalize(output, dim=-1)
+    rows = []
+    for start in range(0, image.shape[0], chunk):
+        k = keys[start : start + chunk].unflatten(-1, (heads, dim // heads))  # (i, p, h, d)
+        v = values[start : start + chunk].unflatten(-1, (heads, dim // heads))
+        weights = torch.softmax(torch.einsum("thd,iphd->ithp", query, k) / math.sqrt(dim // heads), dim=-1)
+        attended = torch.einsum("ithp,iphd->ithd", weights, v).flatten(2)  # (i, t, dim)
+        rows.append(torch.einsum("itd,td->it", F.normalize(attended, dim=-1), output))
+    return torch.cat(rows) if rows else image.new_zeros(0, text.shape[0])
+
+
 def patch_aligned_similarity(patches: Tensor, text: Tensor, temperature: float, chunk: int = 64) -> Tensor:
     """(n_images, n_texts) scores of normalised patch embeddings (n_images, P, D) against normalised texts (n_texts,
     D): cos(sum_p softmax_p(cos(v_p, u) / temperature) v_p, u). Computed in chunks of images: the attended
@@ -88,11 +137,13 @@ def patch_aligned_similarity(patches: Tensor, text: Tensor, temperature: float, 
     return torch.cat(rows) if rows else patches.new_zeros(0, text.shape[0])
 
 
-def build_head(kind: str, tower: nn.Module, embed_dim: int, temperature: float, layer: int = -1) -> nn.Module | None:
+def build_head(
+    kind: str, tower: nn.Module, embed_dim: int, temperature: float, layer: int = -1, heads: int = 8
+) -> nn.Module | None:
     """The head of `kind` for this image tower (None for the dot product)."""
     if kind == "dot":
         return None
-    if kind != "pacl":
+    if kind not in HEADS:
         raise ValueError(f"unknown model.head.kind {kind!r}; known: {', '.join(HEADS)}")
     layout = token_layout(tower)
     size = getattr(tower, "image_size", None) or tower.trunk.patch_embed.img_size
@@ -100,6 +151,8 @@ def build_head(kind: str, tower: nn.Module, embed_dim: int, temperature: float, 
     patch = _patch_size(tower)
     patches = math.prod(s // p for s, p in zip(size, patch, strict=True))
     resolve_layers([layer], len(layout.blocks))  # a clear error for a block the tower does not have
+    if kind == "xattn":
+        return CrossAttentionHead(layout.width, embed_dim, layout.prefix_tokens, patches, temperature, layer, heads)
     return PatchAlignedHead(layout.width, embed_dim, layout.prefix_tokens, patches, temperature, layer)
 
 

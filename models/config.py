@@ -91,12 +91,17 @@ class TextTowerConfig:
 class HeadConfig:
     # How an image and a text are scored: "dot" = CLIP's cosine of the pooled embeddings; "pacl" = the text attends
     # over the locked image tower's patch tokens through trained projections (models/alignment_heads.py)
-    kind: Literal["dot", "pacl"] = "dot"
+    # "xattn" = a small multi-head cross-attention matching head (text query over patch keys and values)
+    kind: Literal["dot", "pacl", "xattn"] = "dot"
     temperature: float = 0.1  # pacl: of the softmax over patch-text cosines that weights the patches
-    layer: int = -1  # pacl: the image tower block whose patch tokens it reads (-1 = the last, as PACL)
+    layer: int = -1  # pacl, xattn: the image tower block whose patch tokens it reads (-1 = the last, as PACL)
+    heads: int = 8  # xattn: attention heads (each may attend to another object); must divide the embedding width
 
     def problems(self) -> list[Problem]:
-        return [Problem(("temperature",), "must be > 0")] if self.temperature <= 0 else []
+        out = [Problem(("temperature",), "must be > 0")] if self.temperature <= 0 else []
+        if self.heads < 1:
+            out.append(Problem(("heads",), "must be >= 1"))
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -70,7 +70,7 @@ class ContrastiveModel(nn.Module):
 
     def frozen_image_features(self, pixels: Tensor) -> Tensor:
         """What a locked image tower contributes, what an image cache stores: the pooled embedding, or with a head
-        the last block's patch tokens."""
+        the patch tokens of the block it reads (model.head.layer)."""
         if self.head is not None:
             return self.head.patch_tokens(self.image_tower, pixels)
         return self.image_tower(pixels)

@@ -462,7 +462,14 @@ def model_on_meta(
         else:
             encoder = _llm2vec_on_meta(llm, llm_config)
             text_tower = LLM2VecTextTower(encoder, embed_dim, model_cfg.text.connector.hidden_dim, llm.chunk_size)
-        head = build_head(model_cfg.head.kind, clip.visual, embed_dim, model_cfg.head.temperature, model_cfg.head.layer)
+        head = build_head(
+            model_cfg.head.kind,
+            clip.visual,
+            embed_dim,
+            model_cfg.head.temperature,
+            model_cfg.head.layer,
+            model_cfg.head.heads,
+        )
         model = ContrastiveModel(clip.visual, text_tower, clip.logit_scale, clip.logit_bias, head=head)
     apply_freezing(model, model_cfg)
     return model

@@ -148,3 +148,28 @@ def test_learning_signal_a_pacl_head_learns_front_behind_from_the_worlds_shards(
     assert n == 204
     assert abs(start["metrics"]["front_behind/indiv"] - 50) < 3 * se
     assert end["metrics"]["front_behind/indiv"] > 50 + 4 * se, end["metrics"]
+
+
+def test_the_cross_attention_head_scores_each_pair_by_per_head_attention(world):
+    """xattn: per head, the text's query attends over the patches' keys; the attended values (all heads) against the
+    text's output embedding by cosine; checked against a loop over heads, and through the model and eval."""
+    from eval.benchmarks import run_benchmark
+    from eval.scoring import ModelScorer
+    from models.alignment_heads import cross_attention_similarity
+
+    torch.manual_seed(0)
+    image, text = torch.randn(3, 5, 16), torch.randn(4, 16)
+    scores = cross_attention_similarity(image, text, heads=2, chunk=2)
+    keys, values = image.chunk(2, -1)
+    query, output = text.chunk(2, -1)
+    for i in range(3):
+        for t in range(4):
+            attended = torch.cat([torch.softmax(keys[i, :, h * 4 : h * 4 + 4] @ query[t, h * 4 : h * 4 + 4] / 2, 0)
+                                  @ values[i, :, h * 4 : h * 4 + 4] for h in range(2)])  # fmt: skip
+            assert scores[i, t] == pytest.approx(float(F.cosine_similarity(attended, output[t], dim=0)), abs=1e-6)
+    bundle = build_model(ModelConfig(name="tiny-clip", head=HeadConfig(kind="xattn", heads=4)))
+    assert bundle.model.head.heads == 4
+    result = run_benchmark("whatsup_b", ModelScorer(bundle), world / "bench")
+    assert result.metrics["indiv"] >= 0 and len(result.examples) == result.details["counts"]["rows"]
+    with pytest.raises(ValueError, match="does not divide"):
+        build_model(ModelConfig(name="tiny-clip", head=HeadConfig(kind="xattn", heads=3)))

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -225,3 +226,25 @@ def test_llm_tokens_are_measured_on_the_shards_with_the_recipes_tokenizer(world_
     )
     assert expected_padded(np.array([5, 5, 5]), 4) == 5.0
     assert cost.estimate_run(load_recipe("siglip_llm2vec_neg")).parts[1].tokens == cost.ASSUMED_LLM_TOKENS
+
+
+def test_an_alignment_head_counts_its_pair_scores_and_caches_patch_tokens_only_where_they_fit(
+    world_shards, monkeypatch
+):
+    """tiny_clip_pacl_neg: the head is a part (its projections, and ~4 x patches x dim FLOPs per scored pair, every
+    text of the global batch); its image cache holds patch tokens, kept only while they fit on the cache's disk."""
+    shards = f"data.shards=[{world_shards}]"
+    estimate = cost.estimate_run(load_recipe("tiny_clip_pacl_neg", [shards]))
+    parts = {p.part: p for p in estimate.parts}
+    assert parts["alignment"].trains and parts["image"].cached
+    pairs = estimate.global_batch * estimate.texts_per_sample
+    flops = cost.model_flops(load_recipe("tiny_clip_pacl_neg", [shards]).model, 0)
+    assert flops.pair_flops == 4 * 64 * 64 and flops.patch_cache_width == 64 * 64
+    assert parts["alignment"].forward_gflop * 1e9 == pytest.approx(
+        flops.parts["alignment"].forward + pairs * flops.pair_flops
+    )
+    assert any("patch tokens (0.02 MB per image" in a for a in estimate.assumptions)
+    monkeypatch.setattr("train.cache.shutil.disk_usage", lambda path: SimpleNamespace(free=1000))  # a full disk
+    full = cost.estimate_run(load_recipe("tiny_clip_pacl_neg", [shards]))
+    assert not {p.part: p for p in full.parts}["image"].cached
+    assert any("a patch-token cache would need" in a for a in full.assumptions)

@@ -83,7 +83,7 @@ def image_cache_width(model: torch.nn.Module, bundle: ModelBundle) -> int:
 
 def patch_cache_blocker(rows: int, width: int, folder: Path) -> str | None:
     """Why a patch-token cache of `rows` x `width` float32 is not built under `folder`: it would take more than 90% of
-    the disk's free space (None: it fits). At real size that is 577 x 1024 floats, 2.4 MB per image."""
+    the disk's free space (None: it fits). At ViT-L/14-336 that is 576 patches x 1024 floats, 2.4 MB per image."""
     need = rows * width * 4
     probe = folder
     while not probe.exists() and probe != probe.parent:
@@ -383,7 +383,7 @@ def build_image_cache(
             k: bundle.info.get(k) for k in ("name", "open_clip_model", "pretrained", "image_tower", "activation")
         },
         "weights": module_fingerprint(model.image_tower),
-        # an alignment head reads the last block's patch tokens, not the pooled embedding
+        # an alignment head reads the patch tokens of block model.head.layer, not the pooled embedding
         **({"output": f"patch_tokens@{model.head.layer}"} if model.head is not None else {}),
         "transform": repr(bundle.preprocess_eval),
         "precision": precision,

@@ -265,7 +265,7 @@ def model_flops(model_cfg: ModelConfig, llm_tokens: int) -> ModelFlops:
         parts["alignment"] = _measure(
             "alignment", head, lambda: head.image_side(tokens).sum() + head.text_side(text).sum(), 0, None, notes
         )
-        pair_flops = 4.0 * head.patches * head.text_projection[-1].out_features
+        pair_flops = 4.0 * head.patches * head.text_projection[-1].in_features  # the embedding width
         patch_width = head.patches * head.width
     return ModelFlops(parts, connector_width, tuple(notes), pair_flops, patch_width)
 

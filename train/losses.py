@@ -107,8 +107,10 @@ def _image_to_text_logits(
     # Skipping an empty concat keeps the no-negative case bit-identical to the plain loss.
     if negatives is not None and negatives.shape[0] > 0:
         candidates = torch.cat([candidates, negatives])
-    scores = batch.image_features @ candidates.T if similarity is None else similarity(batch.image_features, candidates)
-    logits = logit_scale * scores
+    if similarity is None:  # (s * I) @ T^T, in this order, as before (the float rounding of every existing run)
+        logits = logit_scale * batch.image_features @ candidates.T
+    else:
+        logits = logit_scale * similarity(batch.image_features, candidates)
     if logit_bias is not None:
         logits = logits + logit_bias
     return logits
