@@ -135,6 +135,18 @@ def image_listing(images: Sequence[Path], data_root: Path) -> dict[str, Any]:
     return {"count": len(set(images)), "sha256": digest.hexdigest()}
 
 
+def split_at_difference(a: Sequence[str], b: Sequence[str]) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Two word sequences as (common prefix, a's middle, b's middle, common suffix): for two captions that differ in
+    their relation phrase, the middles are the phrases and the rest names the objects."""
+    start = 0
+    while start < min(len(a), len(b)) and a[start] == b[start]:
+        start += 1
+    end = 0
+    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
+        end += 1
+    return list(a[:start]), list(a[start : len(a) - end]), list(b[start : len(b) - end]), list(a[len(a) - end :])
+
+
 def first_argmax(scores: Sequence[float]) -> int:
     """numpy.argmax: the first index of the maximum, so ties go to the lower index."""
     best = 0

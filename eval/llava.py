@@ -38,7 +38,16 @@ from typing import Any
 
 from eval import mmvp_vlm, spatial_qa, whatsup
 from eval.benchmarks import BENCHMARKS as CLIP_BENCHMARKS
-from eval.common import SCORING_VERSION, BenchmarkResult, file_record, mean, percent, require_images, sha256_file
+from eval.common import (
+    SCORING_VERSION,
+    BenchmarkResult,
+    file_record,
+    mean,
+    percent,
+    require_images,
+    sha256_file,
+    split_at_difference,
+)
 from eval.distributed import decided_on_rank0, exit_process, init_distributed, rank_and_world
 from eval.llava_protocols import (
     M3ID_ALPHA,
@@ -158,16 +167,9 @@ def whatsup_items(data_root: Path, subset: str, *, label_fixes: str, limit: int)
 
 def _diff_keywords(first: str, second: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The content words that differ between two captions that differ only by their preposition."""
-    a, b = first.lower().split(), second.lower().split()
-    start = 0
-    while start < min(len(a), len(b)) and a[start] == b[start]:
-        start += 1
-    end = 0
-    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
-        end += 1
+    _, first_middle, second_middle, _ = split_at_difference(first.lower().split(), second.lower().split())
     words = []
-    for side in (a, b):
-        middle = side[start : len(side) - end]
+    for middle in (first_middle, second_middle):
         content = tuple(w for w in middle if w not in STOP_WORDS) or tuple(middle)
         words.append(content)
     if set(words[0]) & set(words[1]) or not words[0] or not words[1]:

@@ -47,21 +47,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eval.benchmarks import get_benchmark
-from eval.common import BenchmarkResult
+from eval.benchmarks import SPECS, get_benchmark
+from eval.common import BenchmarkResult, split_at_difference
 from eval.scoring import ModelScorer, chunked_features
 
 REPRESENTATIONS = ("pooled", "cls", "patch_mean", "patch_attention")
 PROBES = ("linear", "mlp")
 # The benchmarks whose rows are spatial relations (MMVP-VLM's statements are not one relation each).
-RELATION_BENCHMARKS = (
-    "whatsup_a",
-    "whatsup_b",
-    "coco_spatial_one",
-    "coco_spatial_two",
-    "gqa_spatial_one",
-    "gqa_spatial_two",
-)
+RELATION_BENCHMARKS = tuple(name for name in SPECS if not name.startswith("mmvp"))
 RELATION_KEYWORDS = frozenset({"left", "right", "front", "behind", "on", "under", "above", "below", "top", "bottom"})
 STOP_WORDS = frozenset({"a", "an", "the", "photo", "of", "is", "image", "picture", "to", "at", "in"})
 CHANCE = 50.0
@@ -108,14 +101,7 @@ def words(text: str) -> list[str]:
 def option_parts(correct: str, wrong: str) -> tuple[list[str], list[str], list[str], list[str]]:
     """(common prefix, correct's middle, wrong's middle, common suffix) of two captions, in words: the middles are
     the relation phrases, the rest names the objects."""
-    a, b = words(correct), words(wrong)
-    start = 0
-    while start < min(len(a), len(b)) and a[start] == b[start]:
-        start += 1
-    end = 0
-    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
-        end += 1
-    return a[:start], a[start : len(a) - end], b[start : len(b) - end], a[len(a) - end :]
+    return split_at_difference(words(correct), words(wrong))
 
 
 def probe_row(task_prefix: str, example: str, image: str, correct: str, wrong: str, one_object: bool, zero_shot: bool):
@@ -278,8 +264,9 @@ def fit_and_predict(
     mean = x[train].mean(reduce, keepdim=True)
     std = x[train].std(reduce, keepdim=True).clamp_min(1e-6)
     inputs = (x - mean) / std
-    torch.manual_seed(seed)
-    probe = Probe(x.shape[-1], vocabulary, kind, attention, settings.hidden)
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):  # the caller's stream stays
+        torch.manual_seed(seed)
+        probe = Probe(x.shape[-1], vocabulary, kind, attention, settings.hidden).to(x.device)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     for _ in range(settings.steps):
         loss = F.cross_entropy(probe(inputs[train], candidates[train]), targets[train])
@@ -296,16 +283,17 @@ def cross_validated(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(held-out correctness per row, fold per row)."""
     candidates, vocabulary = encode_candidates(rows)
-    targets = torch.tensor([row.target for row in rows])
+    candidates = candidates.to(x.device)  # the probe trains where the features are (a GPU when there is one)
+    targets = torch.tensor([row.target for row in rows], device=x.device)
     fold_of = fold_of_groups([row.group for row in rows], settings.folds, settings.seed)
-    folds = torch.tensor([fold_of[row.group] for row in rows])
-    correct = torch.zeros(len(rows), dtype=torch.bool)
+    folds = torch.tensor([fold_of[row.group] for row in rows], device=x.device)
+    correct = torch.zeros(len(rows), dtype=torch.bool, device=x.device)
     for fold in range(int(folds.max()) + 1):
         test = torch.nonzero(folds == fold).squeeze(1)
         train = torch.nonzero(folds != fold).squeeze(1)
         seed = settings.seed * 1000 + fold
         correct[test] = fit_and_predict(x, candidates, targets, train, test, vocabulary, kind, settings, seed)
-    return correct.numpy(), folds.numpy()
+    return correct.cpu().numpy(), folds.cpu().numpy()
 
 
 def bootstrap_interval(
@@ -382,7 +370,7 @@ def run_probes(
         }
         answers: dict[str, np.ndarray] = {}
         for representation, layer in configs:
-            x = features.representation(representation, layer)[select]
+            x = features.representation(representation, layer)[select].to(device)
             for kind in probes:
                 correct, folds = cross_validated(task_rows, x, kind, settings)
                 label = f"{representation_label(representation, layer, depth)} {kind}"

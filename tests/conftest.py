@@ -91,16 +91,7 @@ def medium_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def medium_shards(medium_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The medium world's LLaVA data as shards (about 7,000 samples)."""
-    from data_prep import build_shards
-
-    def build(out: Path) -> None:
-        llava = medium_world / "llava"
-        args = ["--dataset", "lcs558k", "--json", str(llava / "blip_laion_cc_sbu_558k.json")]
-        args += ["--image-root", str(llava / "images")]
-        args += ["--dataset", "mix665k", "--json", str(llava / "llava_v1_5_mix665k.json"), "--image-root", str(llava)]
-        assert build_shards.main([*args, "--out", str(out), "--shard-size", "1024", "--overwrite"]) == 0
-
-    return built_once(tmp_path_factory, "medium_shards", build)
+    return built_once(tmp_path_factory, "medium_shards", lambda out: llava_shards(medium_world, out, 1024))
 
 
 @pytest.fixture(scope="session")
@@ -116,16 +107,18 @@ def dirty_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def world_shards(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The clean world's two LLaVA datasets converted into one shard folder (left/right hard negatives)."""
+    return built_once(tmp_path_factory, "world_shards", lambda out: llava_shards(world, out, 128))
+
+
+def llava_shards(world: Path, out: Path, shard_size: int) -> None:
+    """A generated world's LCS-558K and DataMix-665K files as one shard folder, as make demo converts them."""
     from data_prep import build_shards
 
-    def build(out: Path) -> None:
-        llava = world / "llava"
-        args = ["--dataset", "lcs558k", "--json", str(llava / "blip_laion_cc_sbu_558k.json")]
-        args += ["--image-root", str(llava / "images")]
-        args += ["--dataset", "mix665k", "--json", str(llava / "llava_v1_5_mix665k.json"), "--image-root", str(llava)]
-        assert build_shards.main([*args, "--out", str(out), "--shard-size", "128", "--overwrite"]) == 0
-
-    return built_once(tmp_path_factory, "world_shards", build)
+    llava = world / "llava"
+    args = ["--dataset", "lcs558k", "--json", str(llava / "blip_laion_cc_sbu_558k.json")]
+    args += ["--image-root", str(llava / "images")]
+    args += ["--dataset", "mix665k", "--json", str(llava / "llava_v1_5_mix665k.json"), "--image-root", str(llava)]
+    assert build_shards.main([*args, "--out", str(out), "--shard-size", str(shard_size), "--overwrite"]) == 0
 
 
 @pytest.fixture
