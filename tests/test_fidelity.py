@@ -102,7 +102,9 @@ def test_a_negative_equal_to_its_caption_after_truncation_is_no_negative():
 
 
 def paper_recipes() -> list[Path]:
-    return sorted(p for p in (ROOT / "recipes").glob("*.yaml") if not p.stem.startswith("tiny_"))
+    """The paper's recipes: not the tiny ones, nor those beyond the paper (an alignment head, profile clipablate)."""
+    recipes = (p for p in (ROOT / "recipes").glob("*.yaml") if not p.stem.startswith("tiny_"))
+    return sorted(p for p in recipes if load_recipe(p).model.head.kind == "dot")
 
 
 @pytest.mark.parametrize("recipe", paper_recipes(), ids=lambda p: p.stem)

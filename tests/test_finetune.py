@@ -285,8 +285,8 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_samples(world_shard
     real_build_loss = finetune.build_loss
     calls = {"n": 0}
 
-    def poisoned(name):
-        loss_fn = real_build_loss(name)
+    def poisoned(name, similarity=None):
+        loss_fn = real_build_loss(name, similarity)
 
         def compute(*args, **kwargs):
             calls["n"] += 1

@@ -890,9 +890,9 @@ def test_report_ends_with_where_is_it_lost_from_a_run_folders_probe(tiny_sweep, 
             "--probes", "linear", "--steps", "30", "--bootstrap", "100"]  # fmt: skip
     assert probe_main(args) == 0
     record = json.loads((probe / "probe.json").read_text())
-    assert record["checkpoint"] == "epoch_1"
+    assert record["step"] == 10  # the last checkpoint (epoch_1 and step_10 are both step 10)
     tasks = {t["task"]: t for t in record["tasks"]}
-    scored = json.loads((run / "eval" / "epoch_1" / "whatsup_a.json").read_text())["metrics"]
+    scored = json.loads((run / "eval" / record["checkpoint"] / "whatsup_a.json").read_text())["metrics"]
     assert tasks["whatsup_a/left/right"]["zero_shot"]["accuracy"] == pytest.approx(scored["left_right/indiv"])
     bad = report_cli("launch/sweeps/tiny_grid.yaml", "--output-dir", str(out), "--probe", str(tmp_path))
     assert bad.returncode == 2 and "no probe.json" in bad.stderr
@@ -901,5 +901,5 @@ def test_report_ends_with_where_is_it_lost_from_a_run_folders_probe(tiny_sweep, 
                         "--probe", str(probe))  # fmt: skip
     assert result.returncode == 0, result.stderr
     section = (report / "report.md").read_text().split("## Where is it lost")[1]
-    assert f"### {run} (epoch_1)" in section and "| whatsup_a/left/right |" in section
+    assert f"### {run} ({record['checkpoint']})" in section and "| whatsup_a/left/right |" in section
     assert (report / "plots" / "probe_0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
