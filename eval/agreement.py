@@ -11,7 +11,8 @@ pooled image embedding, also for a run with an alignment head), and `dinov2:<HF 
 MMVP; `dinov2:tiny-dinov2` is a random stand-in). Weights are read offline: local files or the Hugging Face cache.
 
 Image pairs: the benchmarks' own (What'sUp: the two images of each axis pair of one object pair; MMVP-VLM: each
-question pair), written per pair and averaged per benchmark axis (the paper's Table 1 column "image-pair cosine",
+question pair), or for `--folder` the pairs of `--pairs CSV` (columns first, second) or else every pair, written per
+pair and averaged per benchmark axis (the paper's Table 1 column "image-pair cosine",
 for every encoder). With `--mine FIRST SECOND`, every pair of the image set (the benchmarks' images, or `--folder`'s)
 is a candidate: pairs with cosine >= --high under FIRST and <= --low under SECOND (MMVP's rule: CLIP > 0.95,
 DINOv2 < 0.6), disjoint (greedy by the cosine gap), at most --max-pairs. They are written as pairs.csv and, when every
@@ -175,13 +176,32 @@ def benchmark_images(data_root: Path, benchmarks: Sequence[str], label_fixes: st
     return ImageSet(list(images), captions, pairs)
 
 
-def folder_images(folder: Path) -> ImageSet:
-    """Every image under `folder` (sorted), with the caption of a `<stem>.txt` beside it where there is one."""
+def folder_images(folder: Path, pairs_file: Path | None = None) -> ImageSet:
+    """Every image under `folder` (sorted), with the caption of a `<stem>.txt` beside it where there is one; the pairs
+    of `pairs_file` (a CSV with columns first, second: image paths under `folder`), else every pair, as "all"."""
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
         raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
     captions = {str(p): p.with_suffix(".txt").read_text().strip() for p in paths if p.with_suffix(".txt").is_file()}
-    return ImageSet([str(p) for p in paths], captions, [])
+    images = [str(p) for p in paths]
+    if pairs_file is None:
+        pairs = [ImagePair("all", a, b) for i, a in enumerate(images) for b in images[i + 1 :]]
+        return ImageSet(images, captions, pairs)
+    known, pairs, problems = set(images), [], []
+    with open(pairs_file, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"first", "second"} <= set(reader.fieldnames or []):
+            raise ValueError(f"{pairs_file}: expected columns first, second; found {reader.fieldnames}")
+        for row in reader:
+            first, second = (str(folder / row[k].strip()) for k in ("first", "second"))
+            missing = [p for p in (first, second) if p not in known]
+            if missing:
+                problems.append(f"{pairs_file} line {reader.line_num}: no image {missing[0]}")
+            else:
+                pairs.append(ImagePair(pairs_file.stem, first, second))
+    if problems:
+        raise ValueError("; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+    return ImageSet(images, captions, pairs)
 
 
 # ---- cosines and mining -----------------------------------------------------------------------------------------
@@ -336,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, help="benchmark root (with --benchmarks)")
     parser.add_argument("--benchmarks", nargs="+", default=list(PAIR_BENCHMARKS))
     parser.add_argument("--folder", type=Path, help="any folder of images, instead of the benchmarks")
+    parser.add_argument("--pairs", type=Path, help="with --folder: a CSV of pairs (columns first, second; paths under "
+                        "the folder); default every pair")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--mine", nargs=2, metavar=("BLIND", "SEEING"), help="two of --encoders")
     parser.add_argument("--high", type=float, default=0.95)
@@ -346,7 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give --data-root (the benchmarks' images) or --folder, one of them")
     try:
         encoders = [parse_encoder(e) for e in args.encoders]
-        image_set = folder_images(args.folder) if args.folder else benchmark_images(args.data_root, args.benchmarks)
+        image_set = (
+            folder_images(args.folder, args.pairs) if args.folder else benchmark_images(args.data_root, args.benchmarks)
+        )
         device = "cuda" if torch.cuda.is_available() else "cpu"
         summary = run_agreement(image_set, encoders, args.out, mine=args.mine or (), high=args.high, low=args.low,
                                 max_pairs=args.max_pairs, device=device)  # fmt: skip

@@ -104,5 +104,21 @@ def test_a_folder_without_captions_mines_pairs_but_writes_no_benchmark(world, tm
                                       agreement.parse_encoder("dinov2:tiny-dinov2")], tmp_path / "out",
                                       mine=("tiny-clip", "dinov2:tiny-dinov2"), high=-1.0, low=1.0)  # fmt: skip
     assert summary["mined"]["pairs"] == 4 and summary["mined"]["benchmark"] is None
+    assert summary["pairs"] == {"all": 28}  # no pairs file: every pair of the 8 images
     assert "no caption" in summary["mined"]["why_no_benchmark"]
     assert not (tmp_path / "out" / "mined" / "MMVP_VLM").exists()
+
+
+def test_a_pairs_file_names_a_folders_pairs_and_a_wrong_line_is_reported(world, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = [p.name for p in sorted((world / "bench" / "data" / "controlled_clevr").iterdir())[:4]]
+    for name in names:
+        (folder / name).write_bytes((world / "bench" / "data" / "controlled_clevr" / name).read_bytes())
+    (tmp_path / "mine.csv").write_text(f"first,second\n{names[0]},{names[1]}\n{names[2]},{names[3]}\n")
+    image_set = agreement.folder_images(folder, tmp_path / "mine.csv")
+    assert [(p.set, p.first, p.second) for p in image_set.pairs] == [
+        ("mine", str(folder / names[0]), str(folder / names[1])), ("mine", str(folder / names[2]), str(folder / names[3]))]  # fmt: skip
+    (tmp_path / "bad.csv").write_text(f"first,second\n{names[0]},nope.jpeg\n")
+    with pytest.raises(ValueError, match="bad.csv line 2: no image .*nope.jpeg"):
+        agreement.folder_images(folder, tmp_path / "bad.csv")
