@@ -173,3 +173,24 @@ def test_the_cross_attention_head_scores_each_pair_by_per_head_attention(world):
     assert result.metrics["indiv"] >= 0 and len(result.examples) == result.details["counts"]["rows"]
     with pytest.raises(ValueError, match="does not divide"):
         build_model(ModelConfig(name="tiny-clip", head=HeadConfig(kind="xattn", heads=3)))
+
+
+@pytest.mark.parametrize(
+    ("name", "pretrained", "blocks", "prefix", "width", "patches"),
+    [
+        ("clip-vit-l14-336", "", 24, 1, 1024, 576),  # open_clip VisionTransformer, class token
+        ("siglip-vit-l16-384", "", 24, 0, 1024, 576),  # timm ViT, map-pooled: no prefix token
+        ("ViT-B-16-SigLIP2", "random", 12, 0, 768, 196),  # SigLIP 2
+        ("EVA02-B-16", "random", 12, 1, 768, 196),  # EVA-CLIP: timm EVA trunk
+    ],
+)
+def test_heads_and_token_reading_fit_the_real_architectures(name, pretrained, blocks, prefix, width, patches):
+    """On the meta device (no weights, no download): the block list, prefix tokens, width and patch count the probes
+    and heads read, for the paper's towers and the open_clip families eval.agreement names."""
+    from models.image_tokens import token_layout
+    from models.memory import model_on_meta
+
+    model = model_on_meta(ModelConfig(name=name, pretrained=pretrained, head=HeadConfig(kind="pacl")))
+    layout = token_layout(model.image_tower)
+    assert (len(layout.blocks), layout.prefix_tokens, layout.width) == (blocks, prefix, width)
+    assert (model.head.patches, model.head.width) == (patches, width)
