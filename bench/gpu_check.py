@@ -139,6 +139,14 @@ GPU_PARTS = (
         what="clip_neg with train.compile=true (torch.compile of the trainable text tower, dynamic shapes): its "
         "seconds per step against clip_neg's",
     ),
+    Part(
+        "clip_pacl_neg",
+        "clip_pacl_neg",
+        (*GPU_COMMON, "data.batch_size=128", "train.global_batch_size=256"),
+        timeout_s=120,
+        what="CLIP ViT-L/14-336 (random) locked, a PACL head on its 576 patch tokens (both towers frozen), NegCLIP; "
+        "128 x 2 two-pass: the pair scores' time and memory against the dot product's",
+    ),
 )
 # The same parts with the tiny CPU recipes: what `make test` runs (tests/test_gpu_check.py).
 SMOKE_COMMON = ("cache=off", "data.workers=0")
@@ -173,6 +181,13 @@ SMOKE_PARTS = (
         (*SMOKE_COMMON, "data.batch_size=8", "train.global_batch_size=16", "train.compile=true"),
         timeout_s=300,
         what="tiny-clip stand-in, train.compile=true; 8 x 2 two-pass",
+    ),
+    Part(
+        "clip_pacl_neg",
+        "tiny_clip_pacl_neg",
+        (*SMOKE_COMMON, "data.batch_size=8", "train.global_batch_size=16"),
+        timeout_s=90,
+        what="tiny-clip stand-in with a PACL head; 8 x 2 two-pass",
     ),
 )
 PART_NAMES = tuple(p.name for p in GPU_PARTS)
