@@ -459,45 +459,47 @@ def worker(spec_path: Path) -> int:
     )
     del stream
 
-    if spec.get("cache_build"):
+    def timed_build(build) -> tuple[int, float]:
+        """(rows, seconds) of one cache build, the device synchronised on both sides."""
         sync()
         begin = time.perf_counter()
-        store = build_image_cache(
-            Path(cfg.cache_dir), bundle, index, cfg.data.shards, precision=cfg.train.precision,
-            batch_size=plan.micro_batch, workers=cfg.data.workers, device=device, autocast=accelerator.autocast,
-            processes=Processes(),
-        )  # fmt: skip
+        store = build()
         sync()
-        cache_seconds = time.perf_counter() - begin
-        rows = int(store.features.shape[0])
+        return int(store.features.shape[0]), time.perf_counter() - begin
+
+    if spec.get("cache_build"):
+        rows, seconds = timed_build(
+            lambda: build_image_cache(
+                Path(cfg.cache_dir), bundle, index, cfg.data.shards, precision=cfg.train.precision,
+                batch_size=plan.micro_batch, workers=cfg.data.workers, device=device, autocast=accelerator.autocast,
+                processes=Processes(),
+            )
+        )  # fmt: skip
         write(
             phase="done",
             cache_build={
                 "images": rows,
-                "seconds": round(cache_seconds, 3),
-                "images_per_s": round(rows / cache_seconds, 1),
+                "seconds": round(seconds, 3),
+                "images_per_s": round(rows / seconds, 1),
                 "batch_size": plan.micro_batch,
                 "workers": cfg.data.workers,
                 "how": "train.cache.build_image_cache (read, decode, eval transform, locked image tower, write)",
             },
         )
     if spec.get("text_cache_build"):
-        sync()
-        begin = time.perf_counter()
-        store = build_text_cache(
-            Path(cfg.cache_dir), bundle, index, cfg.data.shards, caption_policy=cfg.data.caption_policy,
-            precision=cfg.train.precision, batch_size=plan.micro_batch, device=device, autocast=accelerator.autocast,
-            processes=Processes(), negative_rule=cfg.data.negative_rule,
+        rows, seconds = timed_build(
+            lambda: build_text_cache(
+                Path(cfg.cache_dir), bundle, index, cfg.data.shards, caption_policy=cfg.data.caption_policy,
+                precision=cfg.train.precision, batch_size=plan.micro_batch, device=device,
+                autocast=accelerator.autocast, processes=Processes(), negative_rule=cfg.data.negative_rule,
+            )
         )  # fmt: skip
-        sync()
-        text_seconds = time.perf_counter() - begin
-        rows = int(store.features.shape[0])
         write(
             phase="done",
             text_cache_build={
                 "texts": rows,
-                "seconds": round(text_seconds, 3),
-                "texts_per_s": round(rows / text_seconds, 1),
+                "seconds": round(seconds, 3),
+                "texts_per_s": round(rows / seconds, 1),
                 "batch_size": plan.micro_batch,
                 "chunk_size": cfg.model.text.llm2vec.chunk_size,
                 "how": "train.cache.build_text_cache (each sample's joined captions and hard negatives, batched by "

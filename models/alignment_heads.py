@@ -11,6 +11,9 @@ attended patch embedding with the text: cos(sum_p a_p v_ip, u_t). The score depe
 pairs (eval.scoring) and the losses take the head's `similarity` in place of the dot product; it has no weights of
 its own, so every loss, the two-pass step and the gather across processes work on its inputs unchanged.
 
+`sparc` (Bica et al., ICML 2024): PACL's projections, scored globally by the mean of the projected patches, and
+trained with a token-level loss beside the global one (SparcHead).
+
 The authors' release (lst627/CLIP-Embeds, Patch-Aligned-Contrastive-Learning/) weights patches with sigmoid(10 cos)
 while training and sums them unweighted in eval; this is PACL as published (softmax weights, also in eval).
 """
@@ -26,7 +29,7 @@ from torch import Tensor, nn
 
 from models.image_tokens import BlockOutputs, resolve_layers, token_layout
 
-HEADS = ("dot", "pacl", "xattn")
+HEADS = ("dot", "pacl", "xattn", "sparc")
 
 
 class PatchProjection(nn.Module):
@@ -105,6 +108,71 @@ class CrossAttentionHead(PatchAlignedHead):
         return cross_attention_similarity(image, text, self.heads)
 
 
+class SparcHead(PatchAlignedHead):
+    """SPARC (Bica et al., ICML 2024): PACL's projections, a global score, and a token-level loss beside it.
+
+    Global score (the losses, eval): cos(mean of the projected patches, projected text embedding).
+    Fine-grained loss, per sample: each caption token weights the image's patches by their similarity to it
+    (min-max normalised over the patches, zero below sparsity / patches, then normalised to sum 1); the weighted
+    patches ("language-grouped" vision embeddings) and the tokens are contrasted within the caption, both ways
+    (cross-entropy over the caption's own tokens, at `temperature`). It involves no other sample, so it adds to the
+    global loss per sample (`fine_grained_losses`), exact under accumulation and several processes.
+    Image features: (n, patches, dim), projected, not normalised (the token weights use raw similarities)."""
+
+    kind = "sparc"
+
+    def __init__(
+        self, width: int, embed_dim: int, prefix_tokens: int, patches: int, temperature: float, layer: int,
+        fine_weight: float, sparsity: float,
+    ):  # fmt: skip
+        super().__init__(width, embed_dim, prefix_tokens, patches, temperature, layer)
+        self.fine_weight, self.threshold = fine_weight, sparsity / patches
+
+    def image_side(self, tokens: Tensor) -> Tensor:
+        return self.image_projection(self.unflatten(tokens))
+
+    def token_side(self, tokens: Tensor) -> Tensor:
+        """A caption's per-token embeddings (n, L, dim), through the text projection, not normalised."""
+        return self.text_projection(tokens)
+
+    def similarity(self, image: Tensor, text: Tensor) -> Tensor:
+        return F.normalize(image.mean(dim=1), dim=-1) @ text.T
+
+    def fine_grained_losses(self, patches: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        """(n,) each sample's fine-grained loss: patches (n, P, dim) from image_side, its caption's tokens (n, L, dim)
+        from token_side, mask (n, L) the caption's own positions."""
+        return sparc_fine_grained_losses(patches, tokens, mask, self.threshold, self.temperature)
+
+
+def sparc_fine_grained_losses(
+    patches: Tensor, tokens: Tensor, mask: Tensor, threshold: float, temperature: float
+) -> Tensor:
+    """SPARC's token-level loss of each sample (n,): mean over the caption's tokens of the two cross-entropies
+    (grouped patches -> tokens, tokens -> grouped patches) among that caption's own tokens."""
+    precision = torch.promote_types(tokens.dtype, torch.float32)  # bf16/fp16 features: the loss in float32
+    tokens, patches = tokens.to(precision), patches.to(precision)
+    similarity = torch.einsum("ntd,npd->ntp", tokens, patches)
+    low = similarity.amin(dim=-1, keepdim=True)
+    high = similarity.amax(dim=-1, keepdim=True)
+    similarity = (similarity - low) / (high - low + 1e-8)
+    similarity = torch.where(similarity < threshold, torch.zeros_like(similarity), similarity)
+    weights = similarity / (similarity.sum(dim=-1, keepdim=True) + 1e-8)
+    grouped = F.normalize(torch.einsum("ntp,npd->ntd", weights, patches), dim=-1)
+    words = F.normalize(tokens, dim=-1)
+    logits = torch.einsum("nmd,nkd->nmk", grouped, words) / temperature
+    # Padding is never a candidate (a large finite negative: a padding row's own loss is computed, then dropped)
+    blocked = ~mask[:, None, :]
+    labels = torch.arange(logits.shape[1], device=logits.device).expand(logits.shape[0], -1)
+
+    def token_losses(scores: Tensor) -> Tensor:  # (n, L) cross-entropy of each row against its own token
+        scores = scores.masked_fill(blocked, -1e9)
+        return F.cross_entropy(scores.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
+
+    both = (token_losses(logits) + token_losses(logits.transpose(1, 2))) / 2
+    valid = mask.to(both.dtype)
+    return (both * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1)
+
+
 def cross_attention_similarity(image: Tensor, text: Tensor, heads: int, chunk: int = 32) -> Tensor:
     """(n_images, n_texts): cos(multi-head attention(query_t; keys_i, values_i), output_t), images in chunks."""
     keys, values = image.chunk(2, dim=-1)
@@ -138,8 +206,9 @@ def patch_aligned_similarity(patches: Tensor, text: Tensor, temperature: float, 
 
 
 def build_head(
-    kind: str, tower: nn.Module, embed_dim: int, temperature: float, layer: int = -1, heads: int = 8
-) -> nn.Module | None:
+    kind: str, tower: nn.Module, embed_dim: int, temperature: float, layer: int = -1, heads: int = 8,
+    fine_weight: float = 2.0, sparsity: float = 1.0,
+) -> nn.Module | None:  # fmt: skip
     """The head of `kind` for this image tower (None for the dot product)."""
     if kind == "dot":
         return None
@@ -153,6 +222,10 @@ def build_head(
     resolve_layers([layer], len(layout.blocks))  # a clear error for a block the tower does not have
     if kind == "xattn":
         return CrossAttentionHead(layout.width, embed_dim, layout.prefix_tokens, patches, temperature, layer, heads)
+    if kind == "sparc":
+        return SparcHead(
+            layout.width, embed_dim, layout.prefix_tokens, patches, temperature, layer, fine_weight, sparsity
+        )
     return PatchAlignedHead(layout.width, embed_dim, layout.prefix_tokens, patches, temperature, layer)
 
 

@@ -92,15 +92,26 @@ class HeadConfig:
     # How an image and a text are scored: "dot" = CLIP's cosine of the pooled embeddings; "pacl" = the text attends
     # over the locked image tower's patch tokens through trained projections (models/alignment_heads.py)
     # "xattn" = a small multi-head cross-attention matching head (text query over patch keys and values)
-    kind: Literal["dot", "pacl", "xattn"] = "dot"
-    temperature: float = 0.1  # pacl: of the softmax over patch-text cosines that weights the patches
-    layer: int = -1  # pacl, xattn: the image tower block whose patch tokens it reads (-1 = the last, as PACL)
+    # "sparc" = PACL's projections scored by the mean patch, plus SPARC's token-level loss (each caption token
+    # against the patches it picks); needs a text tower with per-token outputs and runs it every step (no text cache)
+    kind: Literal["dot", "pacl", "xattn", "sparc"] = "dot"
+    # pacl: of the softmax over patch-text cosines that weights the patches; sparc: of the token-level loss
+    temperature: float = 0.1
+    layer: int = -1  # pacl, xattn, sparc: the image tower block whose patch tokens it reads (-1 = the last, as PACL)
     heads: int = 8  # xattn: attention heads (each may attend to another object); must divide the embedding width
+    # sparc: loss = global + fine_weight x token-level. 2.0 = the release's 0.5 : 1.0 (Adam ignores the loss's scale)
+    fine_weight: float = 2.0
+    # sparc: a token keeps the patches whose min-max normalised similarity is >= sparsity / patches (SPARC's 1/P)
+    sparsity: float = 1.0
 
     def problems(self) -> list[Problem]:
         out = [Problem(("temperature",), "must be > 0")] if self.temperature <= 0 else []
         if self.heads < 1:
             out.append(Problem(("heads",), "must be >= 1"))
+        if self.fine_weight < 0:
+            out.append(Problem(("fine_weight",), "must be >= 0"))
+        if self.sparsity < 0:
+            out.append(Problem(("sparsity",), "must be >= 0"))
         return out
 
 

@@ -102,7 +102,12 @@ class ContrastiveModel(nn.Module):
         text_frozen_part = keep_frozen and text_frozen is None and self.frozen_parts()[1]
         if text_frozen_part:
             text_frozen = self.text_tower.frozen_features(text)
-        text_out = self.text_tower(text) if text_frozen is None else self.text_tower.project(text_frozen)
+        tokens = None
+        if self.reads_text_tokens:  # SPARC: the tower runs whole, keeping every position
+            tokens = self.text_tower.forward_tokens(text)
+            text_out = tokens.pooled
+        else:
+            text_out = self.text_tower(text) if text_frozen is None else self.text_tower.project(text_frozen)
         if self.head is not None:
             image_features, text_features = self.head.image_side(image), self.head.text_side(text_out)
         else:
@@ -113,6 +118,8 @@ class ContrastiveModel(nn.Module):
             "logit_scale": self.logit_scale.exp(),
             "logit_bias": self.logit_bias,
         }
+        if tokens is not None:  # every text row's tokens (captions, then hard negatives) and their mask
+            out["text_tokens"], out["token_mask"] = self.head.token_side(tokens.tokens), tokens.mask
         if keep_frozen:
             image_locked, text_locked = self.frozen_parts()
             out["image_frozen"] = image.detach() if image_locked else None
@@ -152,12 +159,25 @@ class ContrastiveModel(nn.Module):
             compiled.append("text tower")
         return compiled
 
+    @property
+    def reads_text_tokens(self) -> bool:
+        """A token-level loss (SPARC) needs every token's output, so the text tower runs whole every pass."""
+        return self.head is not None and hasattr(self.head, "fine_grained_losses")
+
+    def fine_grained_losses(self, out: dict, rows: int) -> Tensor | None:
+        """(rows,) each caption's token-level loss from `forward`'s outputs (its first `rows` texts are the
+        captions); None without a token-level loss."""
+        if "text_tokens" not in out:
+            return None
+        return self.head.fine_grained_losses(out["image_features"], out["text_tokens"][:rows], out["token_mask"][:rows])
+
     def frozen_parts(self) -> tuple[bool, bool]:
         """(the whole image tower is frozen, the text tower has a frozen part whose output the rest starts from):
-        the parts whose outputs a cache or a second pass can reuse."""
+        the parts whose outputs a cache or a second pass can reuse (not the text tower's under a token-level
+        loss: its pooled output alone is not enough)."""
         image = not any(p.requires_grad for p in self.image_tower.parameters())
         text = self.connector is not None or not any(p.requires_grad for p in self.text_tower.parameters())
-        return image, text
+        return image, text and not self.reads_text_tokens
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in backward, for towers that train (a frozen tower keeps none anyway)."""

@@ -122,7 +122,10 @@ def build_model(cfg: ModelConfig, *, cache_dir: Path | None = None) -> ModelBund
     else:
         text_tower, tokenizer, info["llm2vec"], llm_notes = _llm2vec_tower(cfg, embed_dim, cache)
         notes += llm_notes
-    head = build_head(cfg.head.kind, clip.visual, embed_dim, cfg.head.temperature, cfg.head.layer, cfg.head.heads)
+    head = build_head(
+        cfg.head.kind, clip.visual, embed_dim, cfg.head.temperature, cfg.head.layer, cfg.head.heads,
+        cfg.head.fine_weight, cfg.head.sparsity,
+    )  # fmt: skip
     model = ContrastiveModel(clip.visual, text_tower, clip.logit_scale, clip.logit_bias, head=head)
     info["max_logit_scale"] = model.max_logit_scale
     info["head"] = cfg.head.kind

@@ -41,7 +41,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from models.native_text import TextTokens
 
 if TYPE_CHECKING:
     from llm2vec import LLM2Vec
@@ -89,6 +92,24 @@ class LLM2VecTextTower(nn.Module):
 
     def project(self, pooled: Tensor) -> Tensor:
         return self.connector(pooled.to(self.connector[0].weight.dtype))
+
+    def forward_tokens(self, text: dict[str, Tensor]) -> TextTokens:
+        """The pooled embedding (= forward) and every caption token's last hidden state, each through the connector
+        (an MLP per row). The mask is llm2vec's pooling mask: the caption's tokens, without the instruction
+        (skip_instruction) or the left padding. Chunks are padded back (on the left) to the batch's width."""
+        width = text["input_ids"].shape[1]
+        pooled, states, masks = [], [], []
+        with torch.no_grad():
+            for chunk in self._chunks(text):
+                embed_mask = chunk.pop("embed_mask", None)
+                hidden = self.llm2vec.model(**chunk).last_hidden_state
+                chunk["embed_mask"] = embed_mask
+                pooled.append(self.llm2vec.get_pooling(chunk, hidden))  # rewrites attention_mask as it pools
+                mask = chunk["attention_mask"].bool()
+                pad = width - hidden.shape[1]
+                states.append(F.pad(hidden, (0, 0, pad, 0)))
+                masks.append(F.pad(mask, (pad, 0)))
+        return TextTokens(self.project(torch.cat(pooled)), self.project(torch.cat(states)), torch.cat(masks))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Nothing to do: the LLM keeps no activations (no grad) and the connector is two layers."""

@@ -9,6 +9,7 @@ open_clip's own encoding code. Attribute names are open_clip's, so state-dict ke
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +36,18 @@ class ClipTextTower(nn.Module):
     def forward(self, text: dict[str, Tensor]) -> Tensor:
         return self._encode_text(self, text["input_ids"], normalize=False)
 
+    def forward_tokens(self, text: dict[str, Tensor]) -> TextTokens:
+        """CLIP.encode_text's steps, keeping every position: the pooled embedding (= forward) and each token's
+        final state through the same projection. CLIP pads with 0 (its start and end tokens are not 0)."""
+        from open_clip.transformer import text_global_pool
+
+        ids = text["input_ids"]
+        cast_dtype = self.transformer.get_cast_dtype()
+        x = self.token_embedding(ids).to(cast_dtype) + self.positional_embedding.to(cast_dtype)
+        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask))
+        pooled = text_global_pool(x, ids, self.text_pool_type, eos_token_id=self.text_eos_id)
+        return TextTokens(project(pooled, self.text_projection), project(x, self.text_projection), ids != 0)
+
     # The feature cache's split of the tower: all of it is the frozen part (when it is locked), nothing follows.
     frozen_features = forward
 
@@ -55,6 +68,25 @@ class CustomTextTower(nn.Module):
     def forward(self, text: dict[str, Tensor]) -> Tensor:
         return self.text(text["input_ids"])  # = CustomTextCLIP.encode_text without normalization
 
+    def forward_tokens(self, text: dict[str, Tensor]) -> TextTokens:
+        """open_clip's TextTransformer with output_tokens: the pooled embedding (= forward) and each token's final
+        state, through the same projection; padding (the tower's pad_id) is masked out."""
+        from open_clip.transformer import TextTransformer
+
+        if not isinstance(self.text, TextTransformer):
+            raise ValueError(
+                f"token-level text features need open_clip's TextTransformer, not {type(self.text).__name__}"
+            )
+        ids = text["input_ids"]
+        self.text.output_tokens = True
+        try:
+            pooled, tokens = self.text(ids)
+        finally:
+            self.text.output_tokens = False
+        return TextTokens(
+            pooled, project(tokens, self.text.text_projection), ids[:, : tokens.shape[1]] != self.text.pad_id
+        )
+
     # The feature cache's split of the tower: all of it is the frozen part (when it is locked), nothing follows.
     frozen_features = forward
 
@@ -63,6 +95,22 @@ class CustomTextTower(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.text.set_grad_checkpointing(enable)
+
+
+@dataclass(frozen=True)
+class TextTokens:
+    """A text tower's outputs per token, for a token-level loss (SPARC): all in the tower's embedding space."""
+
+    pooled: Tensor  # (B, D): what the tower's forward returns
+    tokens: Tensor  # (B, L, D): every position's final state through the tower's output projection
+    mask: Tensor  # (B, L) bool: the caption's own positions (not padding)
+
+
+def project(x: Tensor, projection: nn.Module | Tensor | None) -> Tensor:
+    """open_clip's text output projection (a Linear or a matrix), applied to the last dimension."""
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, nn.Linear) else x @ projection
 
 
 def native_text_tower(open_clip_model: nn.Module) -> nn.Module:

@@ -23,10 +23,11 @@ from train.process_group import use_cpu_group
 
 GLOBAL_BATCH = 64
 # (recipe, loss): all four losses, the LLM2Vec tower (its frozen LLM's outputs reused by the two-pass step), and a
-# PACL head (patch-token image features, (batch, patches, dim), through the gather and the two-pass step).
+# PACL head (patch-token image features, (batch, patches, dim), through the gather and the two-pass step), and a
+# SPARC head (its per-sample token-level loss beside the global one).
 CASES = [("tiny_clip_neg", "clip"), ("tiny_clip_neg", "negclip"), ("tiny_siglip_neg", "siglip"),
          ("tiny_siglip_neg", "siglip_neg"), ("tiny_clip_llm2vec_neg", "negclip"), ("tiny_clip_pacl_neg", "negclip"),
-         ("tiny_siglip_pacl_neg", "siglip_neg")]  # fmt: skip
+         ("tiny_siglip_pacl_neg", "siglip_neg"), ("tiny_clip_sparc_neg", "negclip")]  # fmt: skip
 
 
 def main(out: str, shards: str, micro_batch: str) -> None:

@@ -15,7 +15,7 @@ pytestmark = (
 
 LAUNCH_2 = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/accelerate/cpu_2proc.yaml"]
 CASES = ["tiny_clip_neg:clip", "tiny_clip_neg:negclip", "tiny_siglip_neg:siglip", "tiny_siglip_neg:siglip_neg",
-         "tiny_clip_llm2vec_neg:negclip", "tiny_clip_pacl_neg:negclip", "tiny_siglip_pacl_neg:siglip_neg"]  # fmt: skip
+         "tiny_clip_llm2vec_neg:negclip", "tiny_clip_pacl_neg:negclip", "tiny_siglip_pacl_neg:siglip_neg", "tiny_clip_sparc_neg:negclip"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

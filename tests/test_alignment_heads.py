@@ -100,20 +100,21 @@ def test_eval_scores_pairs_through_the_head_and_keys_cached_features_by_its_weig
     assert ModelScorer(bundle, image_cache=cache).tower_key() != key
 
 
-def test_a_pacl_run_trains_checkpoints_and_evaluates_from_its_folder(world, world_shards, tmp_path):
+@pytest.mark.parametrize(("recipe", "kind"), [("tiny_clip_pacl_neg", "pacl"), ("tiny_clip_sparc_neg", "sparc")])
+def test_a_head_run_trains_checkpoints_and_evaluates_from_its_folder(world, world_shards, tmp_path, recipe, kind):
     from test_finetune import finetune_cmd, run
 
     from eval.run import main as eval_main
 
-    run(finetune_cmd("tiny_clip_pacl_neg", world_shards, tmp_path, "train.max_steps=3", "optim.warmup_steps=1",
+    run(finetune_cmd(recipe, world_shards, tmp_path, "train.max_steps=3", "optim.warmup_steps=1",
                      "train.checkpoint_every_steps=3"))  # fmt: skip
-    folder = tmp_path / "tiny_clip_pacl_neg"
+    folder = tmp_path / recipe
     config = (folder / "config.yaml").read_text()
-    assert "kind: pacl" in config
+    assert f"kind: {kind}" in config
     assert eval_main([str(folder), "--data-root", str(world / "bench"), "--benchmarks", "whatsup_a"]) == 0
     scored = json.loads((folder / "eval" / "step_3" / "whatsup_a.json").read_text())
     start = json.loads((folder / "eval" / "step_0" / "whatsup_a.json").read_text())
-    assert scored["model"]["info"]["head"] == "pacl"
+    assert scored["model"]["info"]["head"] == kind
     assert scored["metrics"] != start["metrics"] or scored["scores_sha256"] != start["scores_sha256"]
 
 
@@ -176,21 +177,134 @@ def test_the_cross_attention_head_scores_each_pair_by_per_head_attention(world):
 
 
 @pytest.mark.parametrize(
-    ("name", "pretrained", "blocks", "prefix", "width", "patches"),
+    ("name", "pretrained", "blocks", "prefix", "width", "patches", "context", "embed"),
     [
-        ("clip-vit-l14-336", "", 24, 1, 1024, 576),  # open_clip VisionTransformer, class token
-        ("siglip-vit-l16-384", "", 24, 0, 1024, 576),  # timm ViT, map-pooled: no prefix token
-        ("ViT-B-16-SigLIP2", "random", 12, 0, 768, 196),  # SigLIP 2
-        ("EVA02-B-16", "random", 12, 1, 768, 196),  # EVA-CLIP: timm EVA trunk
+        ("clip-vit-l14-336", "", 24, 1, 1024, 576, 77, 768),  # open_clip VisionTransformer, class token
+        ("siglip-vit-l16-384", "", 24, 0, 1024, 576, 64, 1024),  # timm ViT, map-pooled: no prefix token
+        ("ViT-B-16-SigLIP2", "random", 12, 0, 768, 196, 64, 768),  # SigLIP 2
+        ("EVA02-B-16", "random", 12, 1, 768, 196, 77, 512),  # EVA-CLIP: timm EVA trunk
     ],
 )
-def test_heads_and_token_reading_fit_the_real_architectures(name, pretrained, blocks, prefix, width, patches):
+def test_heads_and_token_reading_fit_the_real_architectures(
+    name, pretrained, blocks, prefix, width, patches, context, embed
+):
     """On the meta device (no weights, no download): the block list, prefix tokens, width and patch count the probes
-    and heads read, for the paper's towers and the open_clip families eval.agreement names."""
+    and heads read, for the paper's towers and the open_clip families eval.agreement names; and SPARC's per-token
+    text outputs (open_clip's CLIP text encoder or TextTransformer) in the embedding space its head projects."""
     from models.image_tokens import token_layout
     from models.memory import model_on_meta
 
-    model = model_on_meta(ModelConfig(name=name, pretrained=pretrained, head=HeadConfig(kind="pacl")))
+    model = model_on_meta(
+        ModelConfig(name=name, pretrained=pretrained, text=TextTowerConfig(locked=True), head=HeadConfig(kind="sparc"))
+    )
     layout = token_layout(model.image_tower)
     assert (len(layout.blocks), layout.prefix_tokens, layout.width) == (blocks, prefix, width)
     assert (model.head.patches, model.head.width) == (patches, width)
+    tokens = model.text_tower.forward_tokens({"input_ids": torch.zeros(2, context, dtype=torch.long, device="meta")})
+    assert tuple(tokens.pooled.shape) == (2, embed)
+    assert tuple(model.head.token_side(tokens.tokens).shape) == (2, context, embed)
+
+
+# --- SPARC: a token-level loss beside the global one ----------------------------------------------------------------
+
+SPARC = ModelConfig(name="tiny-clip", text=TextTowerConfig(locked=True), head=HeadConfig(kind="sparc"))
+
+
+def test_the_sparc_token_loss_is_the_published_one_token_by_token():
+    """Against a plain loop over samples and tokens: min-max normalised token-patch similarities, zero below 1/P,
+    weights summing to 1, grouped patches; cross-entropy among the caption's own tokens, both ways, averaged."""
+    from models.alignment_heads import sparc_fine_grained_losses
+
+    torch.manual_seed(0)
+    patches, tokens = torch.randn(3, 9, 16, dtype=torch.float64), torch.randn(3, 6, 16, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    losses = sparc_fine_grained_losses(patches, tokens, mask, threshold=1 / 9, temperature=0.1)
+    for n in range(3):
+        kept = [t for t in range(6) if mask[n, t]]
+        grouped, words = [], []
+        for t in kept:
+            s = patches[n] @ tokens[n, t]
+            s = (s - s.min()) / (s.max() - s.min() + 1e-8)
+            s = torch.where(s < 1 / 9, 0.0, s)
+            grouped.append(F.normalize((s / (s.sum() + 1e-8)) @ patches[n], dim=0))
+            words.append(F.normalize(tokens[n, t], dim=0))
+        g, w = torch.stack(grouped), torch.stack(words)
+        labels = torch.arange(len(kept))
+        expected = (F.cross_entropy(g @ w.T / 0.1, labels) + F.cross_entropy(w @ g.T / 0.1, labels)) / 2
+        assert losses[n].item() == pytest.approx(expected.item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("recipe", ["tiny_clip_sparc_neg", "tiny_siglip_neg", "tiny_clip_llm2vec_pacl_neg"])
+def test_each_text_tower_gives_tokens_whose_pooled_output_is_its_own(recipe):
+    """open_clip CLIP's text encoder, SigLIP's TextTransformer and the LLM2Vec tower (through its connector): the
+    pooled output equals the tower's forward; the mask covers each caption's own tokens and no padding."""
+    from train.config import load_recipe
+
+    bundle = build_model(load_recipe(f"recipes/{recipe}.yaml", ["model.head.kind=sparc"]).model)
+    text = bundle.tokenizer(["a red ball to the left of a blue box", "a cup"])
+    with torch.no_grad():
+        tokens = bundle.model.text_tower.forward_tokens(text)
+        torch.testing.assert_close(tokens.pooled, bundle.model.text_tower(text), rtol=1e-6, atol=1e-6)
+    assert tokens.tokens.shape[:2] == tokens.mask.shape == text["input_ids"].shape
+    assert tokens.tokens.shape[2] == bundle.info["embed_dim"]
+    counts = tokens.mask.sum(1).tolist()
+    assert counts[0] > counts[1] >= 2, counts  # the longer caption has more tokens; none is empty
+
+
+def test_a_sparc_model_runs_its_text_tower_every_pass_and_keeps_no_text_cache():
+    from train.cache import text_cache_blocker
+
+    bundle = build_model(SPARC)
+    assert bundle.model.reads_text_tokens and bundle.model.frozen_parts() == (True, False)
+    assert "every token" in text_cache_blocker(SPARC)
+    assert text_cache_blocker(ModelConfig(name="tiny-clip", text=TextTowerConfig(locked=True))) is None
+    problems = HeadConfig(kind="sparc", fine_weight=-1, sparsity=-1).problems()
+    assert [(p.keys, p.message) for p in problems] == [
+        (("fine_weight",), "must be >= 0"),
+        (("sparsity",), "must be >= 0"),
+    ]
+
+
+def test_a_sparc_step_is_the_global_loss_plus_the_weighted_mean_token_loss(world_shards, tmp_path):
+    """The Trainer's two-pass step (2 x 16) against plain autograd of NegCLIP(global score) + fine_weight x the
+    batch's mean token-level loss over the whole batch of 32: the same loss and the same gradients (float64)."""
+    from accelerate import Accelerator
+
+    from train.config import load_recipe
+    from train.data import BatchPlan, Collate, ShardSamples, epoch_loader, index_shards, negatives_by_sample
+    from train.finetune import Trainer
+
+    cfg = load_recipe("recipes/tiny_clip_sparc_neg.yaml", [f"data.shards=[{world_shards}]", "data.batch_size=16",
+                      "train.global_batch_size=32", "cache=off", "data.workers=0", "model.head.fine_weight=3.0"])  # fmt: skip
+    torch.manual_seed(0)
+    bundle = build_model(cfg.model)
+    model = bundle.model.double()
+    index = index_shards(cfg.data.shards)
+    plan = BatchPlan(len(index), 32, 16, 1)
+    samples = ShardSamples(index, bundle.preprocess_train, cfg.data.caption_policy, cfg.seed)
+    stream = epoch_loader(samples, plan, Collate(bundle.tokenizer, with_negatives=True), epoch=0, rank=0, workers=0)
+    batches = [next(stream) for _ in range(2)]
+    for batch in batches:
+        batch.pixels = batch.pixels.double()
+    trainer = Trainer(cfg, Accelerator(cpu=True), model, plan, total_steps=10, run_dir=tmp_path)
+    loss = trainer.accumulate_gradients(batches)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    outs = [model(b.pixels, b.text) for b in batches]
+    image = torch.cat([o["image_features"] for o in outs])
+    text = torch.cat([o["text_features"][: len(b)] for o, b in zip(outs, batches, strict=True)])
+    negatives = torch.cat([negatives_by_sample(o["text_features"][len(b) :], b.negative_mask)
+                           for o, b in zip(outs, batches, strict=True)])  # fmt: skip
+    mask = torch.cat([b.negative_mask for b in batches])
+    global_loss = build_loss("negclip", model.head.similarity)(
+        image, text, outs[0]["logit_scale"], None, negatives, mask
+    )
+    fine = torch.cat([model.fine_grained_losses(o, len(b)) for o, b in zip(outs, batches, strict=True)])
+    expected = global_loss + 3.0 * fine.mean()
+    expected.backward()
+    assert fine.shape == (32,) and fine.min() > 0
+    assert loss == pytest.approx(expected.item(), rel=1e-12)
+    assert grads.keys() == {n for n, p in model.named_parameters() if p.grad is not None} and grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, model.get_parameter(name).grad, rtol=1e-9, atol=1e-12, msg=name)

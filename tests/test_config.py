@@ -27,10 +27,11 @@ TINY_RECIPES = {
     "tiny_siglip_neg",
     "tiny_clip_llm2vec_neg",
 }
-HEAD_RECIPES = {  # beyond the paper: a PACL head on the patch tokens (launch/sweeps/paper_heads.yaml)
+HEAD_RECIPES = {  # beyond the paper: PACL, xattn and SPARC heads on the patch tokens (launch/sweeps/paper_heads.yaml)
     "clip_pacl_neg", "clip_llm2vec_pacl_neg", "siglip_pacl_neg", "siglip_llm2vec_pacl_neg",
     "tiny_clip_pacl_neg", "tiny_siglip_pacl_neg", "tiny_clip_llm2vec_pacl_neg",
     "clip_xattn_neg", "clip_llm2vec_xattn_neg", "siglip_xattn_neg", "siglip_llm2vec_xattn_neg", "tiny_clip_xattn_neg",
+    "clip_sparc_neg", "clip_llm2vec_sparc_neg", "siglip_sparc_neg", "siglip_llm2vec_sparc_neg", "tiny_clip_sparc_neg",
 }  # fmt: skip
 
 
@@ -43,7 +44,7 @@ def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
 def test_every_shipped_recipe_validates_and_round_trips(tmp_path):
     recipes = sorted((ROOT / "recipes").glob("*.yaml"))
     assert {p.stem for p in recipes} == PAPER_RECIPES | TINY_RECIPES | HEAD_RECIPES
-    assert len(recipes) == 29
+    assert len(recipes) == 34
     for path in recipes:
         cfg = load_recipe(path)
         assert cfg.run_name == path.stem

@@ -248,3 +248,23 @@ def test_an_alignment_head_counts_its_pair_scores_and_caches_patch_tokens_only_w
     full = cost.estimate_run(load_recipe("tiny_clip_pacl_neg", [shards]))
     assert not {p.part: p for p in full.parts}["image"].cached
     assert any("a patch-token cache would need" in a for a in full.assumptions)
+
+
+def test_a_token_level_loss_counts_its_per_sample_work_and_the_text_tower_in_every_pass(world_shards):
+    """tiny_clip_sparc_neg (2 micro-batches per step): SPARC's token x patch work per sample is in the head's part,
+    and the locked text tower runs in both passes with no text cache (the loss reads every token)."""
+    shards = f"data.shards=[{world_shards}]"
+    cfg = load_recipe("tiny_clip_sparc_neg", [shards])
+    estimate = cost.estimate_run(cfg)
+    parts = {p.part: p for p in estimate.parts}
+    flops = cost.model_flops(cfg.model, 0)
+    length, patches, dim = 32, 64, 64  # tiny-clip: a 32-token context, 8 x 8 patches, 64 wide
+    assert flops.sample_flops == 2 * length * dim * dim + 4 * length * patches * dim + 2 * length * length * dim
+    pairs = estimate.global_batch * estimate.texts_per_sample
+    expected = flops.parts["alignment"].forward + pairs * flops.pair_flops + flops.sample_flops
+    assert parts["alignment"].forward_gflop * 1e9 == pytest.approx(expected)
+    assert not parts["text"].trains and not parts["text"].cached
+    text = flops.parts["text"].forward * estimate.texts_per_sample
+    assert parts["text"].uncached_gflop * 1e9 == pytest.approx(2 * text)  # two passes
+    pacl = cost.estimate_run(load_recipe("tiny_clip_pacl_neg", [shards, "model.text.locked=true"]))
+    assert {p.part: p for p in pacl.parts}["text"].cached  # a pooled-feature cache serves PACL

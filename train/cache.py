@@ -99,6 +99,8 @@ def patch_cache_blocker(rows: int, width: int, folder: Path) -> str | None:
 
 def text_cache_blocker(model: ModelConfig) -> str | None:
     """Why the text tower's frozen part cannot be cached (None: it can)."""
+    if model.head.kind == "sparc":
+        return "model.head.kind=sparc reads every token's output, which a cache of pooled features does not hold"
     if model.text.tower == "llm2vec" or model.text.locked:
         return None
     return "the text tower trains"

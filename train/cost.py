@@ -137,6 +137,9 @@ class ModelFlops:
     notes: tuple[str, ...] = ()
     pair_flops: float = 0.0  # an alignment head's forward FLOPs to score one (image, text) pair (0: dot product)
     patch_cache_width: int = 0  # floats per image of a patch-token cache (an alignment head), 0 without one
+    # a token-level loss's forward FLOPs per sample (SPARC: token projections, token x patch weights, grouped
+    # patches, token x token logits), 0 without one
+    sample_flops: float = 0.0
 
 
 @contextmanager
@@ -257,7 +260,7 @@ def model_flops(model_cfg: ModelConfig, llm_tokens: int) -> ModelFlops:
         parts["text"] = _measure("text", tower, lambda: tower({"input_ids": ids}), context, shape, notes)
         if shape is None:
             notes.append(f"text tower ({type(tower).__name__}): attention not checked (layout unknown)")
-    pair_flops = patch_width = 0
+    pair_flops = patch_width = sample_flops = 0
     if model.head is not None:  # its projections measured; its pair scores counted (~4 x patches x dim per pair)
         head = model.head
         tokens = torch.empty(1, head.patches, head.width, device="meta")
@@ -265,9 +268,13 @@ def model_flops(model_cfg: ModelConfig, llm_tokens: int) -> ModelFlops:
         parts["alignment"] = _measure(
             "alignment", head, lambda: head.image_side(tokens).sum() + head.text_side(text).sum(), 0, None, notes
         )
-        pair_flops = 4.0 * head.patches * head.text_projection[-1].in_features  # the embedding width
+        dim = head.text_projection[-1].in_features  # the embedding width
+        pair_flops = 4.0 * head.patches * dim
         patch_width = head.patches * head.width
-    return ModelFlops(parts, connector_width, tuple(notes), pair_flops, patch_width)
+        if model.reads_text_tokens:  # SPARC: every text token (the LLM's, or the native context) x the patches
+            length = llm_tokens if isinstance(tower, LLM2VecTextTower) else context
+            sample_flops = 2.0 * length * dim * dim + 4.0 * length * head.patches * dim + 2.0 * length * length * dim
+    return ModelFlops(parts, connector_width, tuple(notes), pair_flops, patch_width, sample_flops)
 
 
 def _context_length(tower: torch.nn.Module) -> int:
@@ -613,9 +620,12 @@ def estimate_run(
         items = 1 if part in ("image", "alignment") else texts
         if part == "alignment":  # per sample: its scores against every text of the global batch, x3 with backward
             pairs = plan.global_batch * texts
-            f = replace(f, forward=f.forward + pairs * flops.pair_flops, train=f.train + 3 * pairs * flops.pair_flops)
+            extra = pairs * flops.pair_flops + flops.sample_flops
+            f = replace(f, forward=f.forward + extra, train=f.train + 3 * extra)
         if f.trains:  # forward + backward, the two-pass step's extra forward, checkpointing's recomputed forward
             per_item = f.train + (passes - 1 + recompute) * f.forward
+        elif part in ("text", "llm") and flops.sample_flops:  # a token-level loss runs the text tower every pass
+            per_item = passes * f.forward
         else:  # frozen: once per step (the two-pass step reuses pass 1's outputs, train/finetune.py)
             per_item = f.forward
         uncached = items * per_item / 1e9

@@ -482,19 +482,33 @@ class Trainer:
 
     def _step_in_one_pass(self, batch: Batch) -> float:
         with self.accelerator.autocast():
-            loss = self._loss(self.model_outputs(batch), batch)
-        self._check_finite_loss(loss, [batch])
-        self._backward(loss, last=True)
-        return loss.item()
+            out = self.model_outputs(batch)
+            loss = self._loss(out, batch)
+            fine = self.raw.fine_grained_losses(out, len(batch))
+        if fine is None:
+            self._check_finite_loss(loss, [batch])
+            self._backward(loss, last=True)
+            return loss.item()
+        fine_term = FineGrainedTerm.of(self.raw.head.fine_weight, [len(batch)], self.accelerator)
+        total = loss.detach() + fine_term.reported(fine.detach().sum(), self.accelerator)
+        self._check_finite_loss(total, [batch])
+        self._backward(loss + fine_term.backward(fine), last=True)
+        return total.item()
 
     def _step_in_two_passes(self, batches: list[Batch]) -> float:
         random_states = []
         features = []
+        fine_sum = 0.0  # a token-level loss (SPARC): the sum of the samples' terms, for the reported loss
         with torch.no_grad():  # pass 1: features only, no activations kept
             for batch in batches:
                 random_states.append(random_state())
                 with self.accelerator.autocast():
                     features.append(self.model_outputs(batch, keep_frozen=True))
+                    fine = self.raw.fine_grained_losses(features[-1], len(batch))
+                fine_sum = fine_sum + (fine.sum() if fine is not None else 0.0)
+        fine_term = None
+        if self.raw.reads_text_tokens:
+            fine_term = FineGrainedTerm.of(self.raw.head.fine_weight, [len(b) for b in batches], self.accelerator)
         # Pass 2 starts every micro-batch from pass 1's outputs of the frozen parts (a locked image tower, the
         # LLM2Vec LLM): the same values, without running those parts again.
         batches = [reuse_frozen(batch, out) for batch, out in zip(batches, features, strict=True)]
@@ -508,7 +522,8 @@ class Trainer:
                 negative_features=leaves.negatives_by_sample(),
                 negative_mask=leaves.negative_mask,
             )
-        self._check_finite_loss(loss, batches)
+        reported = loss.detach() + fine_term.reported(fine_sum, self.accelerator) if fine_term else loss
+        self._check_finite_loss(reported, batches)
         # d(global loss)/d(this process's features); under several processes the gather's backward is collective.
         grads = leaves.gradients(loss)
         last_micro = len(batches) - 1
@@ -520,8 +535,10 @@ class Trainer:
                 with self.accelerator.autocast():
                     out = self.model_outputs(batch)
                 surrogate = grads.surrogate(micro, out)
+                if fine_term is not None:  # per sample: this micro-batch's own part, straight through autograd
+                    surrogate = surrogate + fine_term.backward(self.raw.fine_grained_losses(out, len(batch)))
                 self._backward(surrogate, last=last)
-        return loss.item()
+        return reported.item()
 
     def model_outputs(self, batch: Batch, keep_frozen: bool = False) -> dict[str, torch.Tensor | None]:
         return self.model(
@@ -714,6 +731,35 @@ class FeatureGradients:
         if out["logit_bias"] is not None:
             terms.append(_dot(out["logit_bias"], self.bias, share=share))
         return torch.stack([t.float() for t in terms]).sum()
+
+
+@dataclass(frozen=True)
+class FineGrainedTerm:
+    """A per-sample loss term (SPARC's token-level loss) added to the global loss: weight x its mean over the
+    global batch. Each sample's term involves no other sample, so each process differentiates only its own, and
+    scaling by the number of processes undoes the average DDP takes of the gradients."""
+
+    weight: float
+    global_rows: int  # samples in the global batch (every micro-batch of every process)
+    processes: int
+
+    @classmethod
+    def of(cls, weight: float, rows: list[int], accelerator: Accelerator) -> FineGrainedTerm:
+        count = torch.tensor(sum(rows), device=accelerator.device)
+        if accelerator.num_processes > 1:
+            count = accelerator.reduce(count, reduction="sum")
+        return cls(weight, int(count), accelerator.num_processes)
+
+    def backward(self, losses: torch.Tensor) -> torch.Tensor:
+        """What this process back-propagates for its samples' (n,) terms."""
+        return losses.sum() * (self.weight * self.processes / self.global_rows)
+
+    def reported(self, local_sum: torch.Tensor | float, accelerator: Accelerator) -> torch.Tensor:
+        """weight x the mean term over the global batch, the same on every process (one all-reduce)."""
+        total = torch.as_tensor(local_sum, device=accelerator.device)
+        if self.processes > 1:
+            total = accelerator.reduce(total, reduction="sum")
+        return total * (self.weight / self.global_rows)
 
 
 def reuse_frozen(batch: Batch, out: dict) -> Batch:
