@@ -108,6 +108,9 @@ def _variant(run: Path) -> str:
         parts.append("llm2vec")
     if not ((config.get("model") or {}).get("image") or {}).get("locked", True):
         parts.append("unlocked")
+    head = ((config.get("model") or {}).get("head") or {}).get("kind", "dot")
+    if head != "dot":  # an alignment head on the patch tokens in place of the dot product
+        parts.append({"pacl": "PACL", "sparc": "SPARC", "xattn": "cross-attn. head"}.get(head, head))
     loss = (config.get("loss") or {}).get("name", "")
     parts.append("neg. cap." if loss.endswith("neg") or loss == "negclip" else "finetuning")
     return f"+ {', '.join(parts)} ({run.name})"

@@ -111,6 +111,9 @@ def test_a_head_run_trains_checkpoints_and_evaluates_from_its_folder(world, worl
     folder = tmp_path / recipe
     config = (folder / "config.yaml").read_text()
     assert f"kind: {kind}" in config
+    logged = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in logged if "loss" in r]
+    assert steps and all(("token_loss" in r) == (kind == "sparc") for r in steps)
     assert eval_main([str(folder), "--data-root", str(world / "bench"), "--benchmarks", "whatsup_a"]) == 0
     scored = json.loads((folder / "eval" / "step_3" / "whatsup_a.json").read_text())
     start = json.loads((folder / "eval" / "step_0" / "whatsup_a.json").read_text())
@@ -305,6 +308,7 @@ def test_a_sparc_step_is_the_global_loss_plus_the_weighted_mean_token_loss(world
     expected.backward()
     assert fine.shape == (32,) and fine.min() > 0
     assert loss == pytest.approx(expected.item(), rel=1e-12)
+    assert trainer.last_token_loss == pytest.approx(fine.mean().item(), rel=1e-12)  # metrics.jsonl's token_loss
     assert grads.keys() == {n for n, p in model.named_parameters() if p.grad is not None} and grads
     for name, grad in grads.items():
         torch.testing.assert_close(grad, model.get_parameter(name).grad, rtol=1e-9, atol=1e-12, msg=name)

@@ -28,11 +28,18 @@ def weights(run_dir, checkpoint: str) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "checkpoints" / checkpoint / "trainable.safetensors"))
 
 
+@pytest.fixture(scope="module")
+def plain(world_shards, tmp_path_factory):
+    """The same recipe without DeepSpeed: the run both stages must match (trained once)."""
+    out = tmp_path_factory.mktemp("plain")
+    run(finetune_cmd("tiny_clip_neg", world_shards, out, *SETTINGS))
+    return out / "tiny_clip_neg"
+
+
 @pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_trains_and_resumes_as_the_plain_recipe(stage, world_shards, tmp_path):
-    run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "plain", *SETTINGS))
+def test_deepspeed_trains_and_resumes_as_the_plain_recipe(stage, plain, world_shards, tmp_path):
     run(finetune_cmd("tiny_clip_neg", world_shards, tmp_path / "ds", *SETTINGS), deepspeed_launcher(stage))
-    plain, ds = tmp_path / "plain" / "tiny_clip_neg", tmp_path / "ds" / "tiny_clip_neg"
+    ds = tmp_path / "ds" / "tiny_clip_neg"
     assert (ds / "checkpoints" / "step_2" / "deepspeed" / "latest").exists()  # the engine's own resume state
     assert [r["loss"] for r in metrics(ds)] == pytest.approx([r["loss"] for r in metrics(plain)], rel=1e-5)
     expected, got = weights(plain, "step_4"), weights(ds, "step_4")

@@ -515,9 +515,12 @@ def test_missing_results_are_shown_as_missing_never_zero(tiny_sweep, tmp_path):
     assert list((report / "wandb").glob("offline-run-*"))
 
 
-def fake_run(folder: Path, model: str, loss: str, tower: str, results: dict[str, dict[str, float]]) -> Path:
+def fake_run(
+    folder: Path, model: str, loss: str, tower: str, results: dict[str, dict[str, float]], head: str = "dot"
+) -> Path:
     """A run folder with a config and eval results (checkpoint -> benchmark -> value), no training."""
-    config = {"model": {"name": model, "text": {"tower": tower}, "image": {"locked": True}}, "loss": {"name": loss}}
+    config = {"model": {"name": model, "text": {"tower": tower}, "image": {"locked": True}, "head": {"kind": head}},
+              "loss": {"name": loss}}  # fmt: skip
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(json.dumps(config))
     keys = {"whatsup_a": ("left_right/indiv", "left_right/pairs"), "coco_spatial_one": ("indiv",)}
@@ -547,12 +550,15 @@ def test_report_groups_rows_by_model_like_table5(tmp_path):
         tmp_path / "never_started",
         fake_run(tmp_path / "clip_neg", clip, "negclip", "native",
                  {"step_0": {"whatsup_a": 49.0}, "epoch_1": {"whatsup_a": 52.0}, "epoch_2": {"whatsup_a": 53.0}}),
+        fake_run(tmp_path / "clip_sparc_neg", clip, "negclip", "native",
+                 {"step_0": {"whatsup_a": 49.0}, "epoch_1": {"whatsup_a": 54.0}}, head="sparc"),
     ]  # fmt: skip
     rows, chance, plots = write_report(from_folders(runs, tmp_path / "report"))
     assert [r.label for r in rows] == [
         "clip-vit-l14-336 (starting weights)",
         "+ finetuning (clip_ft)",
         "+ neg. cap. (clip_neg)",
+        "+ SPARC, neg. cap. (clip_sparc_neg)",
         "siglip-vit-l16-384 (starting weights)",
         "+ llm2vec, neg. cap. (siglip_llm2vec_neg)",
         "never_started (not started)",
@@ -560,7 +566,8 @@ def test_report_groups_rows_by_model_like_table5(tmp_path):
     assert rows[0].values[0] == 49.0 and rows[0].values[4] == 48.9  # step_0 of the group's first run
     assert rows[1].values[:2] == (50.5, 50.5) and rows[1].values[4] is None  # not scored: missing, not 0
     assert rows[2].values[0] == 53.0  # the last checkpoint
-    assert rows[4].values[4] == 0.0 and rows[5].values == (None,) * len(COLUMNS)
+    assert rows[3].values[0] == 54.0
+    assert rows[5].values[4] == 0.0 and rows[6].values == (None,) * len(COLUMNS)
     assert chance.values[:2] == (50.0, 25.0) and chance.values[2] is None  # nobody scored What'sUp B
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| + finetuning (clip_ft) | 50.5 | 50.5 | – | – | – | – | – | – |" in text

@@ -118,20 +118,9 @@ def image_pair_cosines(eval_dir: Path, checkpoint: str) -> list[float]:
     ]
 
 
-def learning_signal(tmp: Path, seed: int) -> dict:
-    """World, pretraining, finetuning, scoring; returns the numbers the test checks."""
-    from data_prep import build_shards
-    from data_prep.toyworld import generate
-
+def learning_signal(tmp: Path, seed: int, world: Path, shards: Path) -> dict:
+    """Pretraining, finetuning on the medium world's shards, scoring; returns the numbers the test checks."""
     torch.set_num_threads(1)
-    world, shards = tmp / "world", tmp / "shards"
-    generate(world, seed=0, scale="medium")
-    llava = world / "llava"
-    args = ["--dataset", "lcs558k", "--json", str(llava / "blip_laion_cc_sbu_558k.json")]
-    args += ["--image-root", str(llava / "images")]
-    args += ["--dataset", "mix665k", "--json", str(llava / "llava_v1_5_mix665k.json"), "--image-root", str(llava)]
-    assert build_shards.main([*args, "--out", str(shards), "--shard-size", "1024"]) == 0
-
     pretrained = tmp / "pretrained_tiny_clip.pt"
     heads = pretrain_image_tower(pretrained, seed)
     run(
@@ -169,8 +158,8 @@ def learning_signal(tmp: Path, seed: int) -> dict:
     }
 
 
-def test_negclip_finetuning_of_a_pretrained_tiny_clip_learns_left_from_right(tmp_path):
-    result = learning_signal(tmp_path, SEED)
+def test_negclip_finetuning_of_a_pretrained_tiny_clip_learns_left_from_right(tmp_path, medium_world, medium_shards):
+    result = learning_signal(tmp_path, SEED, medium_world, medium_shards)
     print(json.dumps(result))
     # The starting point really is "pretrained": the image embedding tells which colour is on which side.
     assert result["heads"]["left_colour"] > 0.7 and result["heads"]["right_colour"] > 0.7, result["heads"]

@@ -137,6 +137,7 @@ class StepResult:
     negatives: int = 0  # hard negatives in the global batch's loss
     negatives_identical: int = 0  # dropped: their tokens equal their caption's after truncation
     texts: int = 0  # texts the text tower encoded for the global batch: its captions plus its real negatives
+    token_loss: float | None = None  # SPARC: the mean token-level term (in `loss` x model.head.fine_weight)
 
 
 def enable_cpu_fp16(accelerator: Accelerator) -> None:
@@ -313,6 +314,7 @@ class Trainer:
         connector = getattr(self.raw, "connector", None)
         self.connector = [p for p in connector.parameters() if p.requires_grad] if connector is not None else []
         self.position = Position()
+        self.last_token_loss: float | None = None  # SPARC: the last step's mean token-level term
         self.run_dir = run_dir
         self.checkpoints = run_dir / "checkpoints"
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
@@ -459,7 +461,8 @@ class Trainer:
         self.scheduler.step()  # a skipped step still advances the schedule, as open_clip's per-step schedule does
         clamp_logit_scale(self.raw.logit_scale, self.logit_scale_ceiling, self.deepspeed)
         negatives, identical, texts = self._text_counts(batches)
-        return StepResult(loss, wait, grad_norm, connector_norm, skipped, negatives, identical, texts)
+        token_loss = self.last_token_loss if self.raw.reads_text_tokens else None
+        return StepResult(loss, wait, grad_norm, connector_norm, skipped, negatives, identical, texts, token_loss)
 
     def _text_counts(self, batches: list[Batch]) -> tuple[int, int, int]:
         """Over the global batch (all processes): hard negatives in the loss, those dropped as identical to their
@@ -490,7 +493,7 @@ class Trainer:
             self._backward(loss, last=True)
             return loss.item()
         fine_term = FineGrainedTerm.of(self.raw.head.fine_weight, [len(batch)], self.accelerator)
-        total = loss.detach() + fine_term.reported(fine.detach().sum(), self.accelerator)
+        total = loss.detach() + fine_term.weight * self._token_loss(fine_term, fine.detach().sum())
         self._check_finite_loss(total, [batch])
         self._backward(loss + fine_term.backward(fine), last=True)
         return total.item()
@@ -498,7 +501,7 @@ class Trainer:
     def _step_in_two_passes(self, batches: list[Batch]) -> float:
         random_states = []
         features = []
-        fine_sum = 0.0  # a token-level loss (SPARC): the sum of the samples' terms, for the reported loss
+        fine_sum = torch.zeros(())  # a token-level loss (SPARC): the sum of the samples' terms, for the reported loss
         with torch.no_grad():  # pass 1: features only, no activations kept
             for batch in batches:
                 random_states.append(random_state())
@@ -522,7 +525,7 @@ class Trainer:
                 negative_features=leaves.negatives_by_sample(),
                 negative_mask=leaves.negative_mask,
             )
-        reported = loss.detach() + fine_term.reported(fine_sum, self.accelerator) if fine_term else loss
+        reported = loss.detach() + fine_term.weight * self._token_loss(fine_term, fine_sum) if fine_term else loss
         self._check_finite_loss(reported, batches)
         # d(global loss)/d(this process's features); under several processes the gather's backward is collective.
         grads = leaves.gradients(loss)
@@ -539,6 +542,12 @@ class Trainer:
                     surrogate = surrogate + fine_term.backward(self.raw.fine_grained_losses(out, len(batch)))
                 self._backward(surrogate, last=last)
         return reported.item()
+
+    def _token_loss(self, term: FineGrainedTerm, local_sum: torch.Tensor) -> torch.Tensor:
+        """The global batch's mean token-level term, also kept for the metrics line (`token_loss`)."""
+        mean = term.mean(local_sum, self.accelerator)
+        self.last_token_loss = mean.item()
+        return mean
 
     def model_outputs(self, batch: Batch, keep_frozen: bool = False) -> dict[str, torch.Tensor | None]:
         return self.model(
@@ -754,12 +763,12 @@ class FineGrainedTerm:
         """What this process back-propagates for its samples' (n,) terms."""
         return losses.sum() * (self.weight * self.processes / self.global_rows)
 
-    def reported(self, local_sum: torch.Tensor | float, accelerator: Accelerator) -> torch.Tensor:
-        """weight x the mean term over the global batch, the same on every process (one all-reduce)."""
-        total = torch.as_tensor(local_sum, device=accelerator.device)
+    def mean(self, local_sum: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+        """The term's mean over the global batch (unweighted), the same on every process (one all-reduce)."""
+        total = local_sum.to(accelerator.device)
         if self.processes > 1:
             total = accelerator.reduce(total, reduction="sum")
-        return total * (self.weight / self.global_rows)
+        return total / self.global_rows
 
 
 def reuse_frozen(batch: Batch, out: dict) -> Batch:
@@ -851,6 +860,7 @@ class LogWindow:
         self.steps = self.samples = self.skipped = self.negatives = self.negatives_identical = self.texts = 0
         self.lr = 0.0
         self.has_connector = False
+        self.token_loss, self.has_token_loss = 0.0, False
         self.start = time.perf_counter()
 
     def add(self, result: StepResult, lr: float, samples: int) -> None:
@@ -860,6 +870,9 @@ class LogWindow:
         if result.connector_grad_norm is not None:
             self.has_connector = True
             self.connector_grad_norm += result.connector_grad_norm
+        if result.token_loss is not None:
+            self.has_token_loss = True
+            self.token_loss += result.token_loss
         self.steps += 1
         self.samples += samples
         self.lr = lr
@@ -883,6 +896,8 @@ class LogWindow:
         }
         if self.has_connector:
             record["connector_grad_norm"] = self.connector_grad_norm / self.steps
+        if self.has_token_loss:  # SPARC's token-level term, unweighted: loss = global + fine_weight x this
+            record["token_loss"] = self.token_loss / self.steps
         if negatives:  # per step: real negatives in the loss, and those dropped as equal to their caption's tokens
             record["negatives_per_step"] = self.negatives / self.steps
             record["negatives_identical"] = self.negatives_identical
