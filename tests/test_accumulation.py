@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from conftest import built_once
 from safetensors.torch import load_file
 from test_finetune import finetune_cmd, metrics, run
 
@@ -18,15 +19,22 @@ CASES = ["tiny_clip_neg:clip", "tiny_clip_neg:negclip", "tiny_siglip_neg:siglip"
          "tiny_clip_llm2vec_neg:negclip", "tiny_clip_pacl_neg:negclip", "tiny_siglip_pacl_neg:siglip_neg", "tiny_clip_sparc_neg:negclip"]  # fmt: skip
 
 
+SPLITS = [("1x64", 64, None), ("1x4x16", 16, None), ("2x2x16", 16, LAUNCH_2)]
+
+
 @pytest.fixture(scope="module")
 def one_step(world_shards, tmp_path_factory):
-    """Loss and gradients of the first global batch: 1 process x 1 micro-batch of 64, 1 x 4 x 16, 2 x 2 x 16."""
-    out = tmp_path_factory.mktemp("accumulation")
-    results = {}
-    for name, micro_batch, launcher in [("1x64", 64, None), ("1x4x16", 16, None), ("2x2x16", 16, LAUNCH_2)]:
-        run(["tests/accumulation_worker.py", str(out / f"{name}.pt"), str(world_shards), str(micro_batch)], launcher)
-        results[name] = torch.load(out / f"{name}.pt", weights_only=True)
-    return results
+    """Loss and gradients of the first global batch: 1 process x 1 micro-batch of 64, 1 x 4 x 16, 2 x 2 x 16
+    (computed once per test run, shared by the xdist workers)."""
+
+    def compute(out):
+        for name, micro_batch, launcher in SPLITS:
+            run(
+                ["tests/accumulation_worker.py", str(out / f"{name}.pt"), str(world_shards), str(micro_batch)], launcher
+            )
+
+    out = built_once(tmp_path_factory, "accumulation", compute)
+    return {name: torch.load(out / f"{name}.pt", weights_only=True) for name, _, _ in SPLITS}
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -251,10 +251,10 @@ def test_an_alignment_head_counts_its_pair_scores_and_caches_patch_tokens_only_w
 
 
 def test_a_token_level_loss_counts_its_per_sample_work_and_the_text_tower_in_every_pass(world_shards):
-    """tiny_clip_sparc_neg (2 micro-batches per step): SPARC's token x patch work per sample is in the head's part,
-    and the locked text tower runs in both passes with no text cache (the loss reads every token)."""
+    """tiny_clip_sparc_neg, text tower locked (2 micro-batches per step): SPARC's token x patch work per sample is in
+    the head's part, and the locked text tower runs in both passes with no text cache (the loss reads every token)."""
     shards = f"data.shards=[{world_shards}]"
-    cfg = load_recipe("tiny_clip_sparc_neg", [shards])
+    cfg = load_recipe("tiny_clip_sparc_neg", [shards, "model.text.locked=true"])
     estimate = cost.estimate_run(cfg)
     parts = {p.part: p for p in estimate.parts}
     flops = cost.model_flops(cfg.model, 0)

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from conftest import built_once
 from safetensors.torch import load_file
 from test_finetune import finetune_cmd, metrics, run
 
@@ -30,9 +31,13 @@ def weights(run_dir, checkpoint: str) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def plain(world_shards, tmp_path_factory):
-    """The same recipe without DeepSpeed: the run both stages must match (trained once)."""
-    out = tmp_path_factory.mktemp("plain")
-    run(finetune_cmd("tiny_clip_neg", world_shards, out, *SETTINGS))
+    """The same recipe without DeepSpeed, the run both stages must match: trained once per test run, shared by the
+    xdist workers."""
+    out = built_once(
+        tmp_path_factory,
+        "deepspeed_plain",
+        lambda out: run(finetune_cmd("tiny_clip_neg", world_shards, out, *SETTINGS)),
+    )
     return out / "tiny_clip_neg"
 
 

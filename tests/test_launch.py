@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import built_once
 
 from eval.report import read_result
 from eval.table5 import COLUMNS
@@ -322,12 +323,19 @@ TINY_SETTINGS = ["train.epochs=1", "train.checkpoint_every_steps=5"]  # 10 steps
 
 @pytest.fixture(scope="module")
 def tiny_sweep(world, world_shards, tmp_path_factory):
-    """The shipped tiny grid (4 runs) through the local backend, on the session's generated world."""
-    out = tmp_path_factory.mktemp("tiny_sweep") / "tiny_grid"
+    """The shipped tiny grid (4 runs) through the local backend, on the session's generated world: trained once per
+    test run, shared by the xdist workers. Tests copy a run before changing it; the two that write into the folder
+    (a no-op rerun rewriting the manifest atomically, a report beside it) write nothing another test reads."""
     overrides = [f"data.shards=[{world_shards}]", f"eval.data_root={world / 'bench'}", *TINY_SETTINGS]
-    result = sweep_cli("launch/sweeps/tiny_grid.yaml", "--backend", "local", "--output-dir", str(out), *overrides)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out, overrides, result.stdout
+
+    def build(folder: Path) -> None:
+        result = sweep_cli("launch/sweeps/tiny_grid.yaml", "--backend", "local", "--output-dir",
+                           str(folder / "tiny_grid"), *overrides)  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        (folder / "sweep.stdout").write_text(result.stdout)
+
+    folder = built_once(tmp_path_factory, "tiny_sweep", build)
+    return folder / "tiny_grid", overrides, (folder / "sweep.stdout").read_text()
 
 
 @pytest.mark.system
