@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -268,3 +269,8 @@ def test_a_token_level_loss_counts_its_per_sample_work_and_the_text_tower_in_eve
     assert parts["text"].uncached_gflop * 1e9 == pytest.approx(2 * text)  # two passes
     pacl = cost.estimate_run(load_recipe("tiny_clip_pacl_neg", [shards, "model.text.locked=true"]))
     assert {p.part: p for p in pacl.parts}["text"].cached  # a pooled-feature cache serves PACL
+    # LLM2Vec: the connector maps each of the LLM's tokens as well as the pooled state
+    llm2vec = load_recipe("tiny_clip_llm2vec_pacl_neg", [shards]).model
+    pooled_only = cost.model_flops(llm2vec, 40).parts["connector"]
+    every_token = cost.model_flops(replace(llm2vec, head=replace(llm2vec.head, kind="sparc")), 40).parts["connector"]
+    assert every_token.forward == pytest.approx(41 * pooled_only.forward)

@@ -274,6 +274,9 @@ def model_flops(model_cfg: ModelConfig, llm_tokens: int) -> ModelFlops:
         if model.reads_text_tokens:  # SPARC: every text token (the LLM's, or the native context) x the patches
             length = llm_tokens if isinstance(tower, LLM2VecTextTower) else context
             sample_flops = 2.0 * length * dim * dim + 4.0 * length * head.patches * dim + 2.0 * length * length * dim
+            if "connector" in parts:  # the connector maps every token too, not only the pooled state
+                c = parts["connector"]
+                parts["connector"] = replace(c, forward=c.forward * (1 + length), train=c.train * (1 + length))
     return ModelFlops(parts, connector_width, tuple(notes), pair_flops, patch_width, sample_flops)
 
 
