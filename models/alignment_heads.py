@@ -148,9 +148,14 @@ def sparc_fine_grained_losses(
     patches: Tensor, tokens: Tensor, mask: Tensor, threshold: float, temperature: float
 ) -> Tensor:
     """SPARC's token-level loss of each sample (n,): mean over the caption's tokens of the two cross-entropies
-    (grouped patches -> tokens, tokens -> grouped patches) among that caption's own tokens."""
-    precision = torch.promote_types(tokens.dtype, torch.float32)  # bf16/fp16 features: the loss in float32
-    tokens, patches = tokens.to(precision), patches.to(precision)
+    (grouped patches -> tokens, tokens -> grouped patches) among that caption's own tokens. In float32 at least,
+    autocast or not: bf16 would round the min-max normalised weights and the threshold they are cut at."""
+    precision = torch.promote_types(tokens.dtype, torch.float32)
+    with torch.autocast(patches.device.type, enabled=False):
+        return _sparc_losses(tokens.to(precision), patches.to(precision), mask, threshold, temperature)
+
+
+def _sparc_losses(tokens: Tensor, patches: Tensor, mask: Tensor, threshold: float, temperature: float) -> Tensor:
     similarity = torch.einsum("ntd,npd->ntp", tokens, patches)
     low = similarity.amin(dim=-1, keepdim=True)
     high = similarity.amax(dim=-1, keepdim=True)

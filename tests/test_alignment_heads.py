@@ -239,6 +239,12 @@ def test_the_sparc_token_loss_is_the_published_one_token_by_token():
         labels = torch.arange(len(kept))
         expected = (F.cross_entropy(g @ w.T / 0.1, labels) + F.cross_entropy(w @ g.T / 0.1, labels)) / 2
         assert losses[n].item() == pytest.approx(expected.item(), rel=1e-9)
+    # bf16 features under autocast: computed in float32 all the same (autocast would round the weights to bf16)
+    single = sparc_fine_grained_losses(patches.float(), tokens.float(), mask, threshold=1 / 9, temperature=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = sparc_fine_grained_losses(patches.float(), tokens.float(), mask, threshold=1 / 9, temperature=0.1)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, single, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("recipe", ["tiny_clip_sparc_neg", "tiny_siglip_neg", "tiny_clip_llm2vec_pacl_neg"])
