@@ -63,7 +63,7 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 # One GPU, under 9 minutes: full-size models with random weights in bf16 (clip_neg, siglip_unlocked_neg under ZeRO-2,
-# siglip_llm2vec_neg with the 32-layer 7B LLM, clip_neg compiled, clip_pacl_neg with a PACL head), steps/s, MFU, peak memory against the estimate, cache build rates;
+# siglip_llm2vec_neg with the 32-layer 7B LLM, clip_neg compiled, clip_pacl_neg with a PACL head, clip_sparc_neg with a SPARC head), steps/s, MFU, peak memory against the estimate, cache build rates;
 # then a LLaVA-1.5-7B-sized random model through eval.llava (generative tokens/s, vqascore pairs/s, peak memory).
 # Writes bench/gpu_results.json and .md (bench/gpu_check.py --help; --cpu-smoke runs the same path on the CPU).
 gpu-check: $(STAMP)

@@ -147,6 +147,14 @@ GPU_PARTS = (
         what="CLIP ViT-L/14-336 (random) locked, a PACL head on its 576 patch tokens (both towers frozen), NegCLIP; "
         "128 x 2 two-pass: the pair scores' time and memory against the dot product's",
     ),
+    Part(
+        "clip_sparc_neg",
+        "clip_sparc_neg",
+        (*GPU_COMMON, "data.batch_size=128", "train.global_batch_size=256"),
+        timeout_s=120,
+        what="CLIP ViT-L/14-336 (random) locked, a SPARC head: 77 text tokens x 576 patches per sample, the text "
+        "tower in both passes, the token-level loss in float32 under bf16; 128 x 2 two-pass",
+    ),
 )
 # The same parts with the tiny CPU recipes: what `make test` runs (tests/test_gpu_check.py).
 SMOKE_COMMON = ("cache=off", "data.workers=0")
@@ -188,6 +196,13 @@ SMOKE_PARTS = (
         (*SMOKE_COMMON, "data.batch_size=8", "train.global_batch_size=16"),
         timeout_s=90,
         what="tiny-clip stand-in with a PACL head; 8 x 2 two-pass",
+    ),
+    Part(
+        "clip_sparc_neg",
+        "tiny_clip_sparc_neg",
+        (*SMOKE_COMMON, "data.batch_size=8", "train.global_batch_size=16"),
+        timeout_s=90,
+        what="tiny-clip stand-in with a SPARC head; 8 x 2 two-pass",
     ),
 )
 PART_NAMES = tuple(p.name for p in GPU_PARTS)

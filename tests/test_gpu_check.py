@@ -74,6 +74,7 @@ def test_a_part_that_fails_or_runs_out_of_time_is_recorded_and_the_others_still_
         "siglip_unlocked_neg": "import time; time.sleep(60)",
         "clip_neg_compiled": "raise SystemExit(4)",
         "clip_pacl_neg": "raise SystemExit(5)",
+        "clip_sparc_neg": "raise SystemExit(6)",
         "siglip_llm2vec_neg": (
             "import json, sys; spec = json.load(open(sys.argv[1])); "
             "raw = dict(device_name='NVIDIA H100 80GB HBM3', micro_batch=64, accumulation=2, global_batch=128, "
@@ -161,7 +162,7 @@ def test_mfu_is_model_flops_over_time_over_peak():
 def test_the_gpu_parts_are_the_recipes_the_check_promises():
     parts = {p.name: p for p in gpu_check.GPU_PARTS}
     assert [p.recipe for p in gpu_check.GPU_PARTS] == ["clip_neg", "siglip_unlocked_neg", "siglip_llm2vec_neg",
-                                                       "clip_neg", "clip_pacl_neg"]  # fmt: skip
+                                                       "clip_neg", "clip_pacl_neg", "clip_sparc_neg"]  # fmt: skip
     assert "train.compile=true" in parts["clip_neg_compiled"].overrides  # clip_neg again, compiled
     assert all(
         "model.pretrained=random" in p.overrides and "train.precision=bf16" in p.overrides for p in parts.values()
